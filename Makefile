@@ -1,0 +1,25 @@
+# Two entry points: `make demo` (the main job) and `make test` (the whole suite).
+# Each creates .venv and installs what it needs on first use.
+PY ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean-venv
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(VENV)/bin/python || $(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q -r requirements-dev.txt
+	$(VENV)/bin/pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(VENV)/bin/refinestyle generate --model hub/refinestyle-synthfaces --seeds 0-15 --truncation 0.7 --out outputs/demo-grid.png
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(VENV)/bin/python -m pytest -q
+
+bench: $(STAMP)
+	$(VENV)/bin/python bench/generator.py
+
+clean-venv:
+	rm -rf $(VENV)

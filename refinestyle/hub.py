@@ -1,0 +1,163 @@
+"""Hub I/O shared by every model: resolving local folders or repo ids, strict safetensors loading.
+
+Loading never unpickles: configs are JSON, weights are safetensors. Models store their weights as
+``diffusion_pytorch_model.safetensors`` (the diffusers name) next to ``config.json``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import re
+from pathlib import Path
+from typing import Optional, TypeVar
+
+import torch
+
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+CONFIG_NAME = "config.json"
+REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+T = TypeVar("T")
+
+
+class HubError(OSError):
+    """A model folder or repo that cannot be found or read; the message says what is missing and what to do."""
+
+
+def resolve_repo(path_or_repo: str | os.PathLike, *, revision: str | None = None, cache_dir: str | None = None) -> Path:
+    """A local folder as is, or a Hub repo id resolved to its snapshot folder (download unless offline)."""
+    path = Path(path_or_repo)
+    if path.is_dir():
+        return path
+    repo_id = str(path_or_repo)
+    if not REPO_ID_RE.match(repo_id) or path.exists():
+        raise HubError(f"{repo_id!r} is neither an existing folder nor a Hub repo id of the form 'org/name'")
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    offline = constants.HF_HUB_OFFLINE
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, cache_dir=cache_dir, local_files_only=offline))
+    except (RevisionNotFoundError,) as err:
+        raise HubError(f"repo {repo_id!r} has no revision {revision!r}: {err}") from None
+    except (RepositoryNotFoundError, GatedRepoError) as err:
+        raise HubError(f"repo {repo_id!r} was not found or is gated (log in with `hf auth login`): {err}") from None
+    except LocalEntryNotFoundError:
+        where = cache_dir or constants.HF_HUB_CACHE
+        why = "HF_HUB_OFFLINE=1 forbids downloading" if offline else "the Hub could not be reached"
+        raise HubError(
+            f"repo {repo_id!r} (revision {revision or 'main'}) is not in the local Hugging Face cache ({where}) and {why}. "
+            f"Download it once where there is a network (`hf download {repo_id}`), point HF_HUB_CACHE at a cache that "
+            "holds it, or pass a local folder instead"
+        ) from None
+    except (HfHubHTTPError, OSError) as err:
+        raise HubError(f"could not fetch {repo_id!r} from the Hub: {err}") from None
+
+
+def read_json(path: Path) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise HubError(f"missing {path.name} in {path.parent}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise HubError(f"{path} is not valid JSON ({err}); the folder is corrupt, re-download or re-save it") from None
+    if not isinstance(data, dict):
+        raise HubError(f"{path} must hold a JSON object, got {type(data).__name__}")
+    return data
+
+
+def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.exists():
+        others = sorted(p.name for p in path.parent.glob("*")) if path.parent.exists() else []
+        hint = " (pickled weights are never loaded; convert them to safetensors)" if any(o.endswith((".bin", ".pt", ".pkl")) for o in others) else ""
+        raise HubError(f"missing weights {path.name} in {path.parent}{hint}")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise HubError(f"{path} is not a readable safetensors file ({err}); re-download or re-save it") from None
+
+
+def strict_load(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
+    """``load_state_dict`` that casts dtypes and names every missing, unexpected or misshaped key."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = [f"{k} {list(state[k].shape)} != {list(own[k].shape)}" for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        parts = []
+        if missing:
+            parts.append(f"missing keys {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+        if unexpected:
+            parts.append(f"unexpected keys {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+        if wrong:
+            parts.append(f"shape mismatches {wrong[:8]}")
+        raise HubError(f"weights in {source} do not fit {type(model).__name__} with its config: " + "; ".join(parts))
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()}, strict=True)
+
+
+class HubModelMixin:
+    """``save_pretrained`` / ``from_pretrained`` over config.json + safetensors for our ``ModelMixin`` models.
+
+    Replaces diffusers' versions to guarantee safetensors-only, strict loading with named keys,
+    optional fp16 storage (loaded back as float32), and config validation.
+    """
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self.save_config(out)
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in self.state_dict().items()}
+        save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt", "class": type(self).__name__})
+        return out
+
+    @classmethod
+    def validated_config(cls, config: dict, *, source: str) -> dict:
+        """Only the constructor's own arguments (private ``_`` keys dropped); unknown keys are an error."""
+        params = inspect.signature(cls.__init__).parameters
+        known = {k for k in params if k != "self"}
+        unknown = sorted(k for k in config if not k.startswith("_") and k not in known)
+        if unknown:
+            raise HubError(f"{source} has config keys {unknown} that {cls.__name__} does not know; "
+                           "was it written by a newer refinestyle or for another model?")
+        cls_name = config.get("_class_name")
+        if cls_name is not None and cls_name != cls.__name__:
+            raise HubError(f"{source} holds a {cls_name}, not a {cls.__name__}")
+        return {k: v for k, v in config.items() if k in known}
+
+    @classmethod
+    def from_pretrained(
+        cls: type[T],
+        pretrained_model_name_or_path: str | os.PathLike,
+        *,
+        subfolder: Optional[str] = None,
+        revision: Optional[str] = None,
+        cache_dir: Optional[str] = None,
+        torch_dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> T:
+        root = resolve_repo(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir)
+        folder = root / subfolder if subfolder else root
+        if not folder.is_dir():
+            raise HubError(f"{root} has no subfolder {subfolder!r}")
+        config = cls.validated_config(read_json(folder / CONFIG_NAME), source=str(folder / CONFIG_NAME))
+        try:
+            model = cls(**config)
+        except (TypeError, ValueError) as err:
+            raise HubError(f"invalid config in {folder / CONFIG_NAME}: {err}") from None
+        strict_load(model, load_safetensors(folder / WEIGHTS_NAME), source=str(folder))
+        # nn.Module.to: diffusers' override warns about fp32 modules we do not have.
+        return torch.nn.Module.to(model, device=device, dtype=torch_dtype).eval()

@@ -1,0 +1,167 @@
+"""``RefineStyleModel``: the components of one Hub repo (generator, domains, ...) and what users do with them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Mapping, Optional, Sequence, Union
+
+import torch
+
+from .hub import HubError, read_json, resolve_repo
+from .models.domain import DomainTokens
+from .models.refinement import TokenSet
+from .models.stylegan2 import StyleGAN2Generator
+
+MODEL_INDEX = "model_index.json"
+FORMAT_VERSION = 1
+# The only classes a model_index.json may name: nothing read from a file is ever imported.
+KNOWN_CLASSES: dict[str, type] = {
+    "StyleGAN2Generator": StyleGAN2Generator,
+    "DomainTokens": DomainTokens,
+}
+COMPONENTS = ("generator",)
+
+DomainSpec = Union[None, str, DomainTokens, Mapping[str, float]]
+
+
+def _check_name(name: str) -> str:
+    if not isinstance(name, str) or not name or len(name) > 64 or not all(c.isalnum() or c in "-_" for c in name):
+        raise ValueError(f"domain names must be 1-64 letters, digits, '-' or '_', got {name!r}")
+    return name
+
+
+class RefineStyleModel:
+    r"""A RefineStyle model: a StyleGAN2 generator plus optional domains (shared token sets).
+
+    Loaded from a Hub-layout folder or repo (``model_index.json``, ``generator/``, ``domains/<name>/``).
+
+    Examples:
+        ```py
+        >>> import torch
+        >>> from refinestyle import RefineStyleModel, StyleGAN2Generator
+        >>> G = StyleGAN2Generator(z_dim=32, w_dim=32, resolution=16, channel_base=256, channel_max=32, mapping_layers=2)
+        >>> model = RefineStyleModel(generator=G)
+        >>> model.generate(z=torch.randn(2, 32)).shape
+        torch.Size([2, 3, 16, 16])
+        ```
+    """
+
+    def __init__(self, *, generator: StyleGAN2Generator, domains: Optional[dict[str, DomainTokens]] = None):
+        if not isinstance(generator, StyleGAN2Generator):
+            raise TypeError(f"generator must be a StyleGAN2Generator, got {type(generator).__name__}")
+        self.generator = generator.eval().requires_grad_(False)
+        self.encoder = None
+        self.clip = None
+        self.domains: dict[str, DomainTokens] = {}
+        self.source: Optional[str] = None  # where it was loaded from, for model cards and the app
+        for name, dom in (domains or {}).items():
+            self.add_domain(dom, name=name)
+
+    # ----------------------------------------------------------------------------------------------
+    # Loading and saving
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, revision: Optional[str] = None,
+                        cache_dir: Optional[str] = None, device: str | torch.device = "cpu") -> "RefineStyleModel":
+        """Compose the components listed in ``model_index.json`` (local folder or Hub repo id)."""
+        root = resolve_repo(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir)
+        index = read_json(root / MODEL_INDEX)
+        fmt = index.get("_refinestyle_format", FORMAT_VERSION)
+        if fmt != FORMAT_VERSION:
+            raise HubError(f"{root / MODEL_INDEX} has format {fmt}; this refinestyle reads format {FORMAT_VERSION}: upgrade refinestyle")
+        gen = index.get("generator")
+        if not (isinstance(gen, list) and len(gen) == 2 and gen[1] == "StyleGAN2Generator"):
+            raise HubError(f"{root / MODEL_INDEX} must name the generator as ['refinestyle', 'StyleGAN2Generator'], got {gen!r}")
+        for key, value in index.items():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[1], str) and value[1] not in KNOWN_CLASSES:
+                raise HubError(f"{root / MODEL_INDEX} names an unknown class {value[1]!r} for {key!r}; "
+                               f"known classes: {sorted(KNOWN_CLASSES)} (nothing is imported from files)")
+        generator = StyleGAN2Generator.from_pretrained(str(root), subfolder="generator", device=device)
+        model = cls(generator=generator)
+        for name in index.get("domains", []) or []:
+            model.load_domain(str(root / "domains" / _check_name(name)), name=name)
+        model.source = str(pretrained_model_name_or_path)
+        return model
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self.generator.save_pretrained(out / "generator", dtype=dtype)
+        for name, dom in self.domains.items():
+            dom.save_pretrained(out / "domains" / name, dtype=dtype)
+        index = {"_class_name": "RefineStyleModel", "_refinestyle_format": FORMAT_VERSION,
+                 "generator": ["refinestyle", "StyleGAN2Generator"], "domains": sorted(self.domains)}
+        (out / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
+        return out
+
+    def load_domain(self, path_or_repo: str | os.PathLike, *, name: Optional[str] = None, revision: Optional[str] = None,
+                    subfolder: Optional[str] = None) -> DomainTokens:
+        """Load a domain folder/repo (``config.json`` + safetensors), check it fits, and register it."""
+        dom = DomainTokens.from_pretrained(path_or_repo, subfolder=subfolder, revision=revision,
+                                           device=self.generator.mapping_module.w_avg.device)
+        return self.add_domain(dom, name=name or Path(str(path_or_repo)).name)
+
+    def add_domain(self, domain: DomainTokens, *, name: str) -> DomainTokens:
+        if not isinstance(domain, DomainTokens):
+            raise TypeError(f"domain must be a DomainTokens, got {type(domain).__name__}")
+        domain.check_compatible(self.generator)
+        self.domains[_check_name(name)] = domain.eval().requires_grad_(False)
+        return domain
+
+    # ----------------------------------------------------------------------------------------------
+    # Generation
+
+    @property
+    def device(self) -> torch.device:
+        return self.generator.mapping_module.w_avg.device
+
+    def domain_sources(self, domain: DomainSpec, strength: float) -> list[tuple[TokenSet, float]]:
+        """Weighted residual sources for ``domain``: a name, a ``DomainTokens``, or ``{name: weight}``."""
+        if not isinstance(strength, (int, float)) or not torch.isfinite(torch.tensor(float(strength))):
+            raise ValueError(f"strength must be a finite number, got {strength!r}")
+        if domain is None:
+            return []
+        if isinstance(domain, DomainTokens):
+            domain.check_compatible(self.generator)
+            return [(domain.token_set(), float(strength))]
+        if isinstance(domain, str):
+            domain = {domain: 1.0}
+        if not isinstance(domain, Mapping):
+            raise TypeError(f"domain must be a name, a DomainTokens or a {{name: weight}} dict, got {type(domain).__name__}")
+        out = []
+        for name, weight in domain.items():
+            if name not in self.domains:
+                raise KeyError(f"unknown domain {name!r}; loaded domains: {sorted(self.domains) or 'none'} "
+                               "(load one with model.load_domain(path, name=...))")
+            out.append((self.domains[name].token_set(), float(strength) * float(weight)))
+        return out
+
+    @torch.no_grad()
+    def generate(
+        self,
+        *,
+        z: Optional[torch.Tensor] = None,
+        ws: Optional[torch.Tensor] = None,
+        seeds: Optional[Sequence[int]] = None,
+        tokens: Optional[TokenSet] = None,
+        domain: DomainSpec = None,
+        strength: float = 1.0,
+        truncation_psi: float = 1.0,
+        noise_mode: str = "const",
+    ) -> torch.Tensor:
+        """Images ``[N, 3, R, R]`` in about [-1, 1] from exactly one of ``z``, ``ws`` or ``seeds``.
+
+        ``tokens`` (per-image, e.g. from inversion) and ``strength`` × ``domain`` residuals add up.
+        """
+        given = [name for name, v in (("z", z), ("ws", ws), ("seeds", seeds)) if v is not None]
+        if len(given) != 1:
+            raise ValueError(f"pass exactly one of z, ws or seeds (got {given or 'none'})")
+        G = self.generator
+        if seeds is not None:
+            z = torch.stack([torch.randn(G.config.z_dim, generator=torch.Generator().manual_seed(int(s))) for s in seeds]).to(self.device)
+        if z is not None:
+            ws = G.mapping(z, truncation_psi=truncation_psi)
+        sources = ([(tokens, 1.0)] if tokens is not None else []) + self.domain_sources(domain, strength)
+        return G.synthesis(ws, tokens=sources or None, noise_mode=noise_mode)

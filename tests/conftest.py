@@ -1,0 +1,30 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+torch.set_num_threads(2)
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO.parent / "shared" / "fixtures" / "stylegan2-tiny"
+if not FIXTURES.exists():  # CI clones elsewhere with shared/ beside the clone's parent
+    for cand in (REPO / "shared" / "fixtures" / "stylegan2-tiny", REPO.parent.parent / "shared" / "fixtures" / "stylegan2-tiny"):
+        if cand.exists():
+            FIXTURES = cand
+            break
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    if not FIXTURES.exists():
+        pytest.fail(f"reference fixtures not found at {FIXTURES}")
+    return FIXTURES
+
+
+def tiny_config(resolution: int = 16, **overrides):
+    cfg = dict(z_dim=32, w_dim=32, resolution=resolution, channel_base=256, channel_max=32, mapping_layers=2)
+    cfg.update(overrides)
+    return cfg

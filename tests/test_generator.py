@@ -1,0 +1,188 @@
+"""StyleGAN2Generator and the refinement math: reference parity, path agreement, exactness, gradients, errors."""
+
+import pytest
+import torch
+
+from refinestyle import DomainTokens, LayerTokens, StyleGAN2Generator, TokenSet, load_stylegan2
+from refinestyle.models.refinement import modulated_conv2d
+
+from .conftest import tiny_config
+
+
+@pytest.fixture(scope="module", params=[16, 32])
+def loaded(request, fixtures_dir):
+    r = request.param
+    refs = torch.load(fixtures_dir / f"refs-tiny-{r}.pt", weights_only=True)
+    G = load_stylegan2(fixtures_dir / f"nvlabs-tiny-{r}.state_dict.pt")
+    return G, refs
+
+
+@pytest.mark.parametrize("path", ["lowrank", "materialized", "auto"])
+def test_matches_reference_outputs(loaded, path):
+    G, refs = loaded
+    with torch.no_grad():
+        assert torch.allclose(G.mapping(refs["z"]), refs["ws_psi1"], atol=1e-5, rtol=0)
+        ws07 = G.mapping(refs["z"], truncation_psi=0.7)
+        assert torch.allclose(ws07, refs["ws_psi07"], atol=1e-5, rtol=0)
+        checks = {
+            "img_psi1": G.synthesis(G.mapping(refs["z"]), path=path),
+            "img_psi07": G.synthesis(ws07, path=path),
+            "img_ws": G.synthesis(refs["ws"], path=path),
+            "img_ws_noise_none": G.synthesis(refs["ws"], noise_mode="none", path=path),
+        }
+    for key, img in checks.items():
+        err = (img - refs[key]).abs().max().item()
+        assert err < 1e-4, f"{key}: max abs diff {err}"
+    # A single image takes the other path under "auto"; it must match too.
+    with torch.no_grad():
+        one = G.synthesis(refs["ws"][:1])
+    assert (one - refs["img_ws"][:1]).abs().max() < 1e-4
+
+
+def test_truncation_cutoff_and_forward(loaded):
+    G, refs = loaded
+    with torch.no_grad():
+        ws = G.mapping(refs["z"], truncation_psi=0.7, truncation_cutoff=2)
+        assert torch.allclose(ws[:, :2], refs["ws_psi07"][:, :2], atol=1e-5)
+        assert torch.allclose(ws[:, 2:], refs["ws_psi1"][:, 2:], atol=1e-5)
+        assert torch.allclose(G(refs["z"], truncation_psi=0.7), refs["img_psi07"], atol=1e-4)
+
+
+def test_random_noise_mode_is_seeded(loaded):
+    G, refs = loaded
+    with torch.no_grad():
+        a = G.synthesis(refs["ws"], noise_mode="random", noise_generator=torch.Generator().manual_seed(1))
+        b = G.synthesis(refs["ws"], noise_mode="random", noise_generator=torch.Generator().manual_seed(1))
+        c = G.synthesis(refs["ws"], noise_mode="random", noise_generator=torch.Generator().manual_seed(2))
+    assert torch.equal(a, b)
+    assert (a - c).abs().max() > 1e-3
+    assert (a - refs["img_ws"]).abs().max() > 1e-3
+
+
+def _random_tokens(G, *, batch_size=None, num_tokens=4, seed=0, include_torgb=False):
+    g = torch.Generator().manual_seed(seed)
+    t = G.init_tokens(batch_size=batch_size, num_tokens=num_tokens, generator=g,
+                      layers=list(G.refinable_layers(include_torgb=include_torgb)))
+    for v in t.layers.values():
+        v.p.copy_(torch.randn(v.p.shape, generator=g, dtype=v.p.dtype) * 0.5)
+    return t
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_zero_residual_is_bit_exact(batch):
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(**tiny_config(32, refine_torgb=True)).eval()
+    ws = G.mapping(torch.randn(batch, 32))
+    per_image = G.init_tokens(batch_size=batch, num_tokens=16)
+    shared = G.init_tokens(num_tokens=4)
+    assert all(torch.count_nonzero(t.p) == 0 for t in per_image.layers.values())
+    with torch.no_grad():
+        for path in ("auto", "lowrank", "materialized"):
+            plain = G.synthesis(ws, path=path)
+            for tokens in (per_image, shared, [per_image, (shared, 0.7)]):
+                assert torch.equal(G.synthesis(ws, tokens=tokens, path=path), plain), path
+        # A domain at strength 0 is a no-op too.
+        dom = DomainTokens.from_generator(G, num_tokens=4)
+        with torch.no_grad():
+            for v in dom.p.values():
+                v.normal_()
+        assert torch.equal(G.synthesis(ws, tokens=[(dom.token_set(), 0.0)]), G.synthesis(ws))
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
+def test_two_paths_agree(dtype, tol):
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(**tiny_config(32, refine_torgb=True)).to(dtype).eval()
+    ws = G.mapping(torch.randn(3, 32, dtype=dtype))
+    per_image = _random_tokens(G, batch_size=3, num_tokens=4, seed=1, include_torgb=True)
+    shared = _random_tokens(G, num_tokens=8, seed=2)
+    tokens = [per_image, (shared, 0.5)]
+    with torch.no_grad():
+        a = G.synthesis(ws, tokens=tokens, path="lowrank")
+        b = G.synthesis(ws, tokens=tokens, path="materialized")
+        plain = G.synthesis(ws)
+    rel = ((a - b).abs().max() / b.abs().max()).item()
+    assert rel < tol, rel
+    assert (a - plain).abs().max() > 0.1  # the residual really changes the image
+
+
+def test_residual_matches_explicit_kernel():
+    """The low-rank side branch equals convolving with the explicitly built Wd (a second implementation)."""
+    g = torch.Generator().manual_seed(0)
+    n, i, o, k, r = 2, 5, 7, 3, 3
+    x = torch.randn(n, i, 6, 6, generator=g, dtype=torch.float64)
+    weight = torch.randn(o, i, k, k, generator=g, dtype=torch.float64)
+    styles = torch.randn(n, i, generator=g, dtype=torch.float64)
+    p = torch.randn(n, r, o, generator=g, dtype=torch.float64)
+    q = torch.randn(n, r, i * k * k, generator=g, dtype=torch.float64)
+    got = modulated_conv2d(x, weight, styles, residual_p=p, residual_q=q, path="lowrank")
+    for b in range(n):
+        wd = styles[b][None, :, None, None] * weight + (p[b].t() @ q[b]).reshape(o, i, k, k)
+        wd = wd / (wd.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).sqrt()
+        want = torch.nn.functional.conv2d(x[b:b + 1], wd, padding=1)
+        assert torch.allclose(got[b:b + 1], want, atol=1e-10)
+
+
+@pytest.mark.parametrize("path", ["lowrank", "materialized"])
+def test_gradients_reach_tokens(path):
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(z_dim=4, w_dim=4, resolution=8, channels=[4, 3], mapping_layers=1, refine_torgb=True).double().eval()
+    ws = G.mapping(torch.randn(2, 4, dtype=torch.float64))
+    base = _random_tokens(G, batch_size=2, num_tokens=2, include_torgb=True)
+    names = list(base.layers)
+    leaves = [t.clone().requires_grad_(True) for name in names for t in (base.layers[name].p, base.layers[name].q)]
+
+    def fn(*tensors):
+        layers = {name: LayerTokens(tensors[2 * j], tensors[2 * j + 1], base.layers[name].gain) for j, name in enumerate(names)}
+        return G.synthesis(ws, tokens=TokenSet(layers), path=path)
+
+    assert torch.autograd.gradcheck(fn, leaves, eps=1e-6, atol=1e-6)
+
+
+def test_full_width_paths_agree():
+    """Config-f channel widths (512) at 32 px, float32."""
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(z_dim=512, w_dim=512, resolution=32, mapping_layers=2).eval()
+    ws = G.mapping(torch.randn(2, 512))
+    tokens = _random_tokens(G, batch_size=2, num_tokens=16)
+    with torch.no_grad():
+        a = G.synthesis(ws, tokens=tokens, path="lowrank")
+        b = G.synthesis(ws, tokens=tokens, path="materialized")
+        assert torch.equal(G.synthesis(ws, tokens=G.init_tokens(batch_size=2, num_tokens=16)), G.synthesis(ws))
+    assert ((a - b).abs().max() / b.abs().max()) < 1e-5
+
+
+def test_bad_inputs_name_the_problem():
+    G = StyleGAN2Generator(**tiny_config(16)).eval()
+    ws = G.mapping(torch.randn(2, 32))
+    with pytest.raises(ValueError, match=r"z must have shape \[N, 32\]"):
+        G.mapping(torch.randn(2, 31))
+    with pytest.raises(TypeError, match="floating-point"):
+        G.mapping(torch.zeros(2, 32, dtype=torch.long))
+    with pytest.raises(TypeError, match="float64.*cast it"):
+        G.mapping(torch.randn(2, 32, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"ws must have shape \[N, 6, 32\]"):
+        G.synthesis(torch.randn(2, 5, 32))
+    with pytest.raises(ValueError, match="noise_mode"):
+        G.synthesis(ws, noise_mode="fresh")
+    with pytest.raises(ValueError, match="path must be one of"):
+        G.synthesis(ws, path="fast")
+    with pytest.raises(ValueError, match="ws is on meta but the generator is on cpu"):
+        G.synthesis(ws.to("meta"))
+    tokens = G.init_tokens(batch_size=3)
+    with pytest.raises(ValueError, match="batch 3 but ws has batch 2"):
+        G.synthesis(ws, tokens=tokens)
+    bad = G.init_tokens()
+    bad.layers["b8.conv1"] = LayerTokens(torch.zeros(4, 31), torch.zeros(4, 32 * 9), torch.tensor(1.0))
+    with pytest.raises(ValueError, match=r"tokens\['b8.conv1'\].p must have shape \[4, 32\]"):
+        G.synthesis(ws, tokens=bad)
+    other = StyleGAN2Generator(**tiny_config(32)).init_tokens()
+    with pytest.raises(ValueError, match="b32.conv0.*another generator"):
+        G.synthesis(ws, tokens=other)
+    with pytest.raises(TypeError, match="tokens must be"):
+        G.synthesis(ws, tokens={"b8.conv1": 1})
+    for bad_res in (6, 12, 2048):
+        with pytest.raises(ValueError, match="power of two"):
+            StyleGAN2Generator(**tiny_config(bad_res))
+    with pytest.raises(ValueError, match="channels must list 3"):
+        StyleGAN2Generator(**tiny_config(16, channels=[8, 8]))
