@@ -392,10 +392,10 @@ def describe_bytes(head: bytes) -> str:
     if not head:
         return "an empty file"
     try:
-        head.decode("utf-8")
-        return "a text file"
+        text = head.decode("utf-8")
     except UnicodeDecodeError:
         return "an unrecognised binary file"
+    return "a text file" if all(c.isprintable() or c in "\r\n\t" for c in text) else "an unrecognised binary file"
 
 
 def _is_safetensors(head: bytes) -> bool:

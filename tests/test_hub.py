@@ -1,0 +1,153 @@
+"""Hub I/O: save/load round trips, strictness, domains, model_index, and repo ids resolved offline from a cache."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from refinestyle import DomainTokens, HubError, RefineStyleModel, StyleGAN2Generator, load_stylegan2
+
+from .conftest import REPO, tiny_config
+
+
+@pytest.fixture(scope="module")
+def G16(fixtures_dir):
+    return load_stylegan2(fixtures_dir / "rosinality-tiny-16.pt")
+
+
+def test_generator_round_trip_exact_and_fp16(G16, tmp_path):
+    G16.save_pretrained(tmp_path / "fp32")
+    again = StyleGAN2Generator.from_pretrained(tmp_path / "fp32")
+    a, b = G16.state_dict(), again.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((tmp_path / "fp32" / "config.json").read_text())["_class_name"] == "StyleGAN2Generator"
+    G16.save_pretrained(tmp_path / "fp16", dtype=torch.float16)
+    half = StyleGAN2Generator.from_pretrained(tmp_path / "fp16")
+    assert next(half.parameters()).dtype == torch.float32
+    stored = load_file(str(tmp_path / "fp16" / "diffusion_pytorch_model.safetensors"))
+    assert all(v.dtype == torch.float16 for v in stored.values())
+    z = torch.randn(2, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (half(z) - G16(z)).abs().max() < 0.05
+
+
+def test_strict_loading_names_keys(G16, tmp_path):
+    G16.save_pretrained(tmp_path / "g")
+    weights = tmp_path / "g" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(weights))
+    state.pop("synthesis.b8.conv0.bias")
+    state["synthesis.b8.conv0.extra"] = torch.zeros(1)
+    save_file(state, str(weights))
+    with pytest.raises(HubError, match=r"missing keys \['synthesis.b8.conv0.bias'\]; unexpected keys \['synthesis.b8.conv0.extra'\]"):
+        StyleGAN2Generator.from_pretrained(tmp_path / "g")
+    cfg = json.loads((tmp_path / "g" / "config.json").read_text())
+    cfg["fancy_option"] = 3
+    (tmp_path / "g" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(HubError, match=r"config keys \['fancy_option'\]"):
+        StyleGAN2Generator.from_pretrained(tmp_path / "g")
+    (tmp_path / "g" / "config.json").write_text("{not json")
+    with pytest.raises(HubError, match="not valid JSON"):
+        StyleGAN2Generator.from_pretrained(tmp_path / "g")
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "config.json").write_text(json.dumps(tiny_config(16)))
+    torch.save(G16.state_dict(), tmp_path / "p" / "diffusion_pytorch_model.bin")
+    with pytest.raises(HubError, match="pickled weights are never loaded"):
+        StyleGAN2Generator.from_pretrained(tmp_path / "p")
+
+
+def test_model_with_domains_round_trip(G16, tmp_path):
+    model = RefineStyleModel(generator=G16)
+    dom = DomainTokens.from_generator(G16, num_tokens=4, seed=1, target="a sketch")
+    with torch.no_grad():
+        for p in dom.p.values():
+            p.normal_(generator=torch.Generator().manual_seed(2))
+    model.add_domain(dom, name="sketch")
+    model.save_pretrained(tmp_path / "m")
+    index = json.loads((tmp_path / "m" / "model_index.json").read_text())
+    assert index["domains"] == ["sketch"] and index["generator"] == ["refinestyle", "StyleGAN2Generator"]
+    again = RefineStyleModel.from_pretrained(tmp_path / "m")
+    assert again.domains["sketch"].config.target == "a sketch"
+    z = torch.randn(3, 32, generator=torch.Generator().manual_seed(0))
+    a = model.generate(z=z, domain="sketch", strength=0.8)
+    b = again.generate(z=z, domain={"sketch": 0.8})
+    assert torch.equal(a, b)
+    assert (a - again.generate(z=z)).abs().max() > 1e-2
+    assert torch.equal(again.generate(z=z, domain="sketch", strength=0.0), again.generate(z=z))
+    with pytest.raises(KeyError, match="unknown domain 'zombie'.*sketch"):
+        again.generate(z=z, domain="zombie")
+    with pytest.raises(ValueError, match="exactly one of z, ws or seeds"):
+        again.generate(z=z, seeds=[1])
+
+
+def test_domain_for_another_generator_is_refused(G16, fixtures_dir, tmp_path):
+    G32 = load_stylegan2(fixtures_dir / "rosinality-tiny-32.pt")
+    DomainTokens.from_generator(G32, num_tokens=4).save_pretrained(tmp_path / "d32")
+    model = RefineStyleModel(generator=G16)
+    with pytest.raises(ValueError, match="made for a 32 px generator"):
+        model.load_domain(tmp_path / "d32", name="x")
+    wide = StyleGAN2Generator(**tiny_config(16, channel_max=16))
+    DomainTokens.from_generator(wide, num_tokens=4).save_pretrained(tmp_path / "dw")
+    with pytest.raises(ValueError, match="layer shapes differ"):
+        model.load_domain(tmp_path / "dw", name="y")
+    (tmp_path / "dw" / "diffusion_pytorch_model.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(HubError, match="not a readable safetensors"):
+        model.load_domain(tmp_path / "dw", name="y")
+
+
+def test_model_index_never_imports_named_classes(G16, tmp_path):
+    RefineStyleModel(generator=G16).save_pretrained(tmp_path / "m")
+    index = json.loads((tmp_path / "m" / "model_index.json").read_text())
+    index["encoder"] = ["os", "system"]
+    (tmp_path / "m" / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(HubError, match="unknown class 'system'"):
+        RefineStyleModel.from_pretrained(tmp_path / "m")
+
+
+def _make_cache(cache, repo_id, folder, commits):
+    """Lay ``folder`` out as huggingface_hub stores a downloaded repo: refs/<rev> → snapshots/<commit>/."""
+    import shutil
+
+    base = cache / ("models--" + repo_id.replace("/", "--"))
+    for rev, commit in commits.items():
+        shutil.copytree(folder, base / "snapshots" / commit, dirs_exist_ok=True)
+        (base / "refs").mkdir(parents=True, exist_ok=True)
+        (base / "refs" / rev).write_text(commit)
+
+
+def test_repo_id_resolves_offline_from_cache(G16, tmp_path):
+    RefineStyleModel(generator=G16).save_pretrained(tmp_path / "m")
+    cache = tmp_path / "cache"
+    _make_cache(cache, "refinestyle/tiny", tmp_path / "m", {"main": "a" * 40, "v1": "b" * 40})
+    script = textwrap.dedent("""
+        import sys, torch
+        from refinestyle import RefineStyleModel, HubError
+        m = RefineStyleModel.from_pretrained("refinestyle/tiny")
+        m2 = RefineStyleModel.from_pretrained("refinestyle/tiny", revision="v1")
+        print("ok", m.generator.config.resolution, m2.generator.config.resolution)
+        try:
+            RefineStyleModel.from_pretrained("refinestyle/absent")
+        except HubError as err:
+            print("ERR", err)
+    """)
+    env = dict(os.environ, HF_HUB_CACHE=str(cache), HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
+    out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "ok 16 16" in out.stdout
+    assert "ERR repo 'refinestyle/absent' (revision main) is not in the local Hugging Face cache" in out.stdout
+    assert "HF_HUB_OFFLINE=1 forbids downloading" in out.stdout
+
+
+def test_bad_paths_and_names(G16, tmp_path):
+    with pytest.raises(HubError, match="neither an existing folder nor a Hub repo id"):
+        RefineStyleModel.from_pretrained(str(tmp_path / "nope" / "deeper" / "x"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(HubError, match="missing model_index.json"):
+        RefineStyleModel.from_pretrained(tmp_path / "empty")
+    model = RefineStyleModel(generator=G16)
+    with pytest.raises(ValueError, match="domain names"):
+        model.add_domain(DomainTokens.from_generator(G16), name="../evil")
