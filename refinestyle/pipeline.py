@@ -9,7 +9,10 @@ from typing import Mapping, Optional, Sequence, Union
 
 import torch
 
+from .clip import CLIPGuide
 from .hub import HubError, read_json, resolve_repo
+from .images import images_to_tensor
+from .inversion import InversionOutput, invert_optimize
 from .models.domain import DomainTokens
 from .models.refinement import TokenSet
 from .models.stylegan2 import StyleGAN2Generator
@@ -20,8 +23,8 @@ FORMAT_VERSION = 1
 KNOWN_CLASSES: dict[str, type] = {
     "StyleGAN2Generator": StyleGAN2Generator,
     "DomainTokens": DomainTokens,
+    "CLIPGuide": CLIPGuide,
 }
-COMPONENTS = ("generator",)
 
 DomainSpec = Union[None, str, DomainTokens, Mapping[str, float]]
 
@@ -48,12 +51,14 @@ class RefineStyleModel:
         ```
     """
 
-    def __init__(self, *, generator: StyleGAN2Generator, domains: Optional[dict[str, DomainTokens]] = None):
+    def __init__(self, *, generator: StyleGAN2Generator, domains: Optional[dict[str, DomainTokens]] = None,
+                 clip: Optional[CLIPGuide] = None):
         if not isinstance(generator, StyleGAN2Generator):
             raise TypeError(f"generator must be a StyleGAN2Generator, got {type(generator).__name__}")
         self.generator = generator.eval().requires_grad_(False)
         self.encoder = None
-        self.clip = None
+        self.clip = clip
+        self.extra_clips: list[CLIPGuide] = []  # more CLIP models whose directional losses are averaged
         self.domains: dict[str, DomainTokens] = {}
         self.source: Optional[str] = None  # where it was loaded from, for model cards and the app
         for name, dom in (domains or {}).items():
@@ -79,7 +84,10 @@ class RefineStyleModel:
                 raise HubError(f"{root / MODEL_INDEX} names an unknown class {value[1]!r} for {key!r}; "
                                f"known classes: {sorted(KNOWN_CLASSES)} (nothing is imported from files)")
         generator = StyleGAN2Generator.from_pretrained(str(root), subfolder="generator", device=device)
-        model = cls(generator=generator)
+        clip = None
+        if index.get("clip"):
+            clip = CLIPGuide.from_pretrained(str(root), subfolder="clip", device=device)
+        model = cls(generator=generator, clip=clip)
         for name in index.get("domains", []) or []:
             model.load_domain(str(root / "domains" / _check_name(name)), name=name)
         model.source = str(pretrained_model_name_or_path)
@@ -93,6 +101,9 @@ class RefineStyleModel:
             dom.save_pretrained(out / "domains" / name, dtype=dtype)
         index = {"_class_name": "RefineStyleModel", "_refinestyle_format": FORMAT_VERSION,
                  "generator": ["refinestyle", "StyleGAN2Generator"], "domains": sorted(self.domains)}
+        if self.clip is not None:
+            self.clip.save_pretrained(out / "clip", dtype=dtype)
+            index["clip"] = ["refinestyle", "CLIPGuide"]
         (out / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
         return out
 
@@ -165,3 +176,82 @@ class RefineStyleModel:
             ws = G.mapping(z, truncation_psi=truncation_psi)
         sources = ([(tokens, 1.0)] if tokens is not None else []) + self.domain_sources(domain, strength)
         return G.synthesis(ws, tokens=sources or None, noise_mode=noise_mode)
+
+    # ----------------------------------------------------------------------------------------------
+    # Inversion and adaptation
+
+    def invert(
+        self,
+        images,
+        *,
+        method: str = "auto",
+        steps: int = 300,
+        token_steps: Optional[int] = None,
+        seed: int = 0,
+        callback=None,
+    ) -> InversionOutput:
+        """Reconstruct images (PIL images, paths, bytes or ``[N,3,H,W]`` tensors in [-1, 1]).
+
+        ``method="encoder"`` uses the trained encoder, ``"optimize"`` optimises W+ then tokens
+        (``steps`` in total, a third of them for tokens unless ``token_steps`` is given), ``"auto"``
+        takes the encoder when there is one.
+        """
+        import time
+
+        if method not in ("auto", "encoder", "optimize"):
+            raise ValueError(f"method must be 'auto', 'encoder' or 'optimize', got {method!r}")
+        if method == "auto":
+            method = "encoder" if self.encoder is not None else "optimize"
+        if method == "encoder" and self.encoder is None:
+            raise ValueError("this model has no encoder; use method='optimize' (works with any generator)")
+        G = self.generator
+        targets = images_to_tensor(images, G.config.resolution).to(self.device)
+        t0 = time.perf_counter()
+        if method == "encoder":
+            with torch.no_grad():
+                ws, tokens = self.encoder.invert(targets)
+        else:
+            if not isinstance(steps, int) or not 1 <= steps <= 5000:
+                raise ValueError(f"steps must be an integer from 1 to 5000, got {steps!r}")
+            t_steps = steps // 3 if token_steps is None else token_steps
+            ws, tokens = invert_optimize(G, targets, w_steps=steps - t_steps, token_steps=t_steps, seed=seed, callback=callback)
+        seconds = time.perf_counter() - t0
+        with torch.no_grad():
+            refined = G.synthesis(ws, tokens=tokens)
+            w_only = G.synthesis(ws)
+        return InversionOutput(images=refined, ws=ws, tokens=tokens, w_images=w_only, targets=targets, seconds=seconds, method=method)
+
+    def adapt(
+        self,
+        source: str = "a photo of a face",
+        target: Optional[str] = None,
+        *,
+        target_images=None,
+        steps: int = 300,
+        lr: float = 0.02,
+        batch: int = 8,
+        seed: int = 0,
+        num_tokens: Optional[int] = None,
+        layers="all",
+        content_weight: float = 1.0,
+        global_weight: float = 0.0,
+        callback=None,
+        preview_every: int = 0,
+        progress: bool = False,
+    ) -> DomainTokens:
+        """Optimise a shared token set so that images move from ``source`` toward ``target`` (or ``target_images``).
+
+        Returns a ``DomainTokens`` (not registered: ``model.add_domain(dom, name=...)`` to use it by name).
+        """
+        from .adaptation import AdaptConfig, adapt_tokens
+
+        clips = [c for c in [self.clip, *self.extra_clips] if c is not None]
+        if not clips:
+            raise ValueError("this model has no CLIP (model.clip is None): load a repo with a clip/ folder, or set "
+                             "model.clip = CLIPGuide.from_open_clip('ViT-B-32', 'openai') where it can be downloaded")
+        if target_images is not None and not isinstance(target_images, torch.Tensor):
+            target_images = images_to_tensor(target_images, self.generator.config.resolution).to(self.device)
+        config = AdaptConfig(steps=steps, lr=lr, batch=batch, seed=seed, num_tokens=num_tokens, layers=layers,
+                             content_weight=content_weight, global_weight=global_weight)
+        return adapt_tokens(self.generator, clips, source=source, target=target, target_images=target_images, config=config,
+                            callback=callback, preview_every=preview_every, progress=progress)

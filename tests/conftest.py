@@ -6,7 +6,8 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-torch.set_num_threads(2)
+# Override with REFINESTYLE_TEST_THREADS=1 when something else busies the cores (avoids OpenMP thrashing).
+torch.set_num_threads(int(os.environ.get("REFINESTYLE_TEST_THREADS", "2")))
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures" / "stylegan2-tiny"

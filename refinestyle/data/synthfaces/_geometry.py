@@ -21,6 +21,7 @@ from torch import Tensor
 from ._params import CONTINUOUS_RANGES
 
 HEAD_Y = -0.06  # head centre (world y) before pose
+ZOOM = 1.2  # head-local units -> world units
 
 Scalar = Union[float, Tensor]  # float or per-face [n, 1, 1] float32
 
@@ -28,8 +29,10 @@ Scalar = Union[float, Tensor]  # float or per-face [n, 1, 1] float32
 _LOCAL_BOXES: dict[str, tuple[float, float, float, float] | None] = {
     "full": None,
     "head": (-0.72, 0.72, -0.95, 0.62),
-    "eyes": (-0.56, 0.56, -0.34, 0.06),
+    "eyes": (-0.56, 0.56, -0.34, 0.16),
     "lower": (-0.42, 0.42, -0.04, 0.42),
+    "body": (-0.8, 0.8, 0.1, 1.7),
+    "neck": (-0.25, 0.25, 0.1, 1.7),
 }
 
 _GRID_CACHE: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
@@ -70,10 +73,10 @@ def window(resolution: int, name: str) -> tuple[int, int, int, int]:
         smax, cmin, px, hy0, hy1 = _pose_bounds()
         ymax, xmax = max(abs(y0), abs(y1)), max(abs(x0), abs(x1))
         # world offset from the head centre: (c X - s Y, s X + c Y), c in [cmin, 1], |s| <= smax
-        wx0 = min(x0, cmin * x0) - smax * ymax - px
-        wx1 = max(x1, cmin * x1) + smax * ymax + px
-        wy0 = min(y0, cmin * y0) - smax * xmax + hy0
-        wy1 = max(y1, cmin * y1) + smax * xmax + hy1
+        wx0 = ZOOM * (min(x0, cmin * x0) - smax * ymax) - px
+        wx1 = ZOOM * (max(x1, cmin * x1) + smax * ymax) + px
+        wy0 = ZOOM * (min(y0, cmin * y0) - smax * xmax) + hy0
+        wy1 = ZOOM * (max(y1, cmin * y1) + smax * xmax) + hy1
         margin = 0.09 + 4.0 * 2.0 / resolution  # anti-aliasing, soft edges and strokes
 
         def rng(lo: float, hi: float) -> tuple[int, int]:
@@ -125,97 +128,106 @@ def _max(*ts: Tensor) -> Tensor:
     return out
 
 
+def derive(d: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Per-face geometry scalars (float64 [n]) from decoded parameters (see ``decode``)."""
+    a, b = d["face_width"], d["face_height"]
+    s = d["smile"]
+    rx = d["eye_size"]
+    ry = 0.62 * rx
+    sp = d["eye_spacing"]
+    v = {
+        "a": a,
+        "b": b,
+        "jaw": d["jaw_width"],
+        "ey": -0.12 * b,
+        "ny": 0.2 * b,
+        "my": 0.5 * b + 0.02,
+        "fx": 0.06 * d["pose_yaw"],
+        "nx": 0.085 * d["pose_yaw"],
+        "rx": rx,
+        "ry": ry,
+        "ri": 0.8 * ry,
+        "rp": 0.8 * 0.42 * ry,
+        "sp": sp,
+        "by": -0.12 * b - ry - 0.055,
+        "bL": 0.085 + 0.5 * (rx - 0.1),
+        "bT": d["brow_thickness"],
+        "tilt": d["brow_tilt"],
+        "la": torch.minimum(rx + 0.045, sp - 0.03),
+        "lb": ry + 0.05,
+        "smile": s,
+        "mw": d["mouth_width"] * (1.0 + 0.12 * s.clamp(min=0.0)),
+        "open": ((s - 0.45) / 0.45).clamp(0.0, 1.0),
+        "ns": d["nose_size"],
+        "nw": 0.42 * a,
+    }
+    # pose: roll from t = tan(angle / 2) with exact rational formulas
+    t = d["pose_tilt"]
+    v["cos"] = (1.0 - t * t) / (1.0 + t * t) / ZOOM
+    v["sin"] = 2.0 * t / (1.0 + t * t) / ZOOM
+    v["hx"] = d["pose_x"]
+    v["hy"] = HEAD_Y + d["pose_y"]
+    lx = d["light_angle"]
+    norm = torch.sqrt(1.0 + lx * lx)
+    v["Lx"], v["Ly"] = lx / norm, -1.0 / norm
+    v["shadow_cx"] = -0.07 * v["Lx"]
+    v["shadow_cy"] = 0.02 - 0.07 * v["Ly"]
+    v["nose_cx"] = v["nx"] - 0.012 * v["Lx"]
+    # hair style tables: short, long, bob, buzz
+    hs = d["hair_style"]
+    length = d["hair_length"]
+
+    def tab(*vals: float) -> Tensor:
+        return torch.tensor(vals, dtype=torch.float64, device=hs.device)[hs]
+
+    top = -(b + tab(0.05, 0.05, 0.07, 0.0))
+    bottom = tab(0.25, 1.3, 0.6, 0.25)
+    v["bh_on"] = tab(1.0, 1.0, 1.0, 0.0)
+    v["bh_cy"] = 0.5 * (top + bottom)
+    v["bh_ry"] = 0.5 * (bottom - top)
+    v["bh_rx"] = a + tab(0.05, 0.11, 0.13, 0.05)
+    v["bh_cut"] = tab(0.02, 0.35, 0.24, 0.0) + length * tab(0.0, 0.55, 0.12, 0.0)
+    vol = tab(0.04, 0.035, 0.06, 0.012)
+    v["fh_rx"] = a + vol
+    v["fh_ry"] = b + vol
+    v["fh_base"] = b * tab(-0.6, -0.64, -0.48, -0.66) + 0.05 * (length - 0.5) * tab(1.0, 1.0, 1.0, 0.0)
+    v["fh_slope"] = tab(0.15, 0.0, 0.0, 0.0) * torch.where(d["hair_style_shade"] > 0.5, 1.0, -1.0)
+    v["fh_k2"] = tab(1.4, 2.5, 0.8, 0.9)
+    v["fh_wave"] = tab(0.0, 0.0, 0.018, 0.0)
+    v["fh_op"] = tab(1.0, 1.0, 1.0, 0.8)
+    v["glasses_on"] = d["glasses_on"]
+    v["glasses_rect"] = d["glasses_shape"]
+    v["hat"] = d["hat"]
+    v["face_paint"] = d["face_paint"]
+    return v
+
+
+
+def to_f32(values: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    return {k: _c(v).to(device) for k, v in values.items() if v.is_floating_point()}
+
+
 class Scene:
     """Per-chunk geometry: decoded parameters of ``n`` faces and lazily computed part fields."""
 
-    def __init__(self, dec: dict[str, Tensor], resolution: int, device: torch.device):
-        self.dec = dec
+    def __init__(self, values: dict[str, Tensor], values32: dict[str, Tensor], resolution: int, device: torch.device):
+        """``values``: float64 [n] per-face scalars (see ``derive``); ``values32``: the same as float32 [n, 1, 1]."""
         self.R = resolution
-        self.pw = 2.0 / resolution
+        self.pw = 2.0 / resolution / ZOOM  # pixel width in head-local units
         self.device = device
-        self.n = dec["face_width"].shape[0]
+        self._v = values
+        self._v32 = values32
+        self.n = values["a"].shape[0]
         self._xy: dict[str, tuple[Tensor, Tensor]] = {}
         self._cache: dict[str, object] = {}
-        self._v: dict[str, Tensor] = {}
-        self._derive()
-
-    # ---------------------------------------------------------------- per-face scalars (float64)
-    def _derive(self) -> None:
-        d = self.dec
-        a, b = d["face_width"], d["face_height"]
-        s = d["smile"]
-        rx = d["eye_size"]
-        ry = 0.62 * rx
-        sp = d["eye_spacing"]
-        v = {
-            "a": a,
-            "b": b,
-            "jaw": d["jaw_width"],
-            "ey": -0.12 * b,
-            "ny": 0.2 * b,
-            "my": 0.5 * b + 0.02,
-            "fx": 0.06 * d["pose_yaw"],
-            "nx": 0.085 * d["pose_yaw"],
-            "rx": rx,
-            "ry": ry,
-            "ri": 0.8 * ry,
-            "rp": 0.8 * 0.42 * ry,
-            "sp": sp,
-            "by": -0.12 * b - ry - 0.055,
-            "bL": 0.085 + 0.5 * (rx - 0.1),
-            "bT": d["brow_thickness"],
-            "tilt": d["brow_tilt"],
-            "la": torch.minimum(rx + 0.045, sp - 0.03),
-            "lb": ry + 0.05,
-            "smile": s,
-            "mw": d["mouth_width"] * (1.0 + 0.12 * s.clamp(min=0.0)),
-            "open": ((s - 0.45) / 0.45).clamp(0.0, 1.0),
-            "ns": d["nose_size"],
-            "nw": 0.42 * a,
-        }
-        # pose: roll from t = tan(angle / 2) with exact rational formulas
-        t = d["pose_tilt"]
-        v["cos"] = (1.0 - t * t) / (1.0 + t * t)
-        v["sin"] = 2.0 * t / (1.0 + t * t)
-        v["hx"] = d["pose_x"]
-        v["hy"] = HEAD_Y + d["pose_y"]
-        lx = d["light_angle"]
-        norm = torch.sqrt(1.0 + lx * lx)
-        v["Lx"], v["Ly"] = lx / norm, -1.0 / norm
-        # hair style tables: short, long, bob, buzz
-        hs = d["hair_style"]
-        length = d["hair_length"]
-
-        def tab(*vals: float) -> Tensor:
-            return torch.tensor(vals, dtype=torch.float64, device=hs.device)[hs]
-
-        top = -(b + tab(0.05, 0.05, 0.07, 0.0))
-        bottom = tab(0.25, 1.3, 0.6, 0.25)
-        v["bh_on"] = tab(1.0, 1.0, 1.0, 0.0)
-        v["bh_cy"] = 0.5 * (top + bottom)
-        v["bh_ry"] = 0.5 * (bottom - top)
-        v["bh_rx"] = a + tab(0.05, 0.11, 0.13, 0.05)
-        v["bh_cut"] = tab(0.02, 0.35, 0.24, 0.0) + length * tab(0.0, 0.55, 0.12, 0.0)
-        vol = tab(0.04, 0.035, 0.06, 0.012)
-        v["fh_rx"] = a + vol
-        v["fh_ry"] = b + vol
-        v["fh_base"] = b * tab(-0.6, -0.64, -0.48, -0.66) + 0.05 * (length - 0.5) * tab(1.0, 1.0, 1.0, 0.0)
-        v["fh_slope"] = tab(0.15, 0.0, 0.0, 0.0) * torch.where(d["hair_style_shade"] > 0.5, 1.0, -1.0)
-        v["fh_k2"] = tab(1.4, 2.5, 0.8, 0.9)
-        v["fh_wave"] = tab(0.0, 0.0, 0.018, 0.0)
-        v["fh_op"] = tab(1.0, 1.0, 1.0, 0.8)
-        v["glasses_on"] = d["glasses_on"]
-        v["glasses_rect"] = d["glasses_shape"]
-        v["hat"] = d["hat"]
-        v["face_paint"] = d["face_paint"]
-        self._v = v
 
     def v(self, name: str) -> Tensor:
-        """A per-face scalar as float32 [n, 1, 1] (cached)."""
-        key = "v:" + name
-        if key not in self._cache:
-            self._cache[key] = _c(self._v[name])
-        return self._cache[key]  # type: ignore[return-value]
+        """A per-face scalar as float32 [n, 1, 1]."""
+        return self._v32[name]
+
+    def c(self, x: Tensor) -> Tensor:
+        """float64 [n] -> float32 [n, 1, 1] on the scene's device."""
+        return _c(x).to(self.device)
 
     def raw(self, name: str) -> Tensor:
         """A per-face scalar as float64 [n]."""
@@ -288,8 +300,7 @@ class Scene:
         return self._cache[name]  # type: ignore[return-value]
 
     def _l_bg_shadow(self) -> Layer:
-        Lx, Ly = self.raw("Lx"), self.raw("Ly")
-        q = self.ellipse_q("full", _c(-0.07 * Lx), _c(0.02 - 0.07 * Ly), self.v("a") + 0.1, self.v("b") + 0.14)
+        q = self.ellipse_q("full", self.v("shadow_cx"), self.v("shadow_cy"), self.v("a") + 0.1, self.v("b") + 0.14)
         r = 0.5 * self.v("a")
         return Layer("bg_shadow", None, "full", q, r, -r, occludes=False)
 
@@ -302,22 +313,22 @@ class Scene:
         return Layer("back_hair", "hair", "full", d, opacity=self.v("bh_on"), figure=True)
 
     def _l_neck(self) -> Layer:
-        X, Y = self.xy("full")
+        X, Y = self.xy("neck")
         d = X.abs().sub_(self.v("nw"))
         d = torch.maximum(d, (0.3 * self.v("b")) - Y)
-        return Layer("neck", "face", "full", d, figure=True)
+        return Layer("neck", "face", "neck", d, figure=True)
 
     def _l_clothing(self) -> Layer:
-        X, Y = self.xy("full")
-        X2, _ = self.sq("full")
-        w = Y - 1.2
+        X, Y = self.xy("body")
+        X2, _ = self.sq("body")
+        w = Y - 1.05
         w.mul_(w).mul_(1.0 / 0.42**2)
-        q = (X2 * (1.0 / 0.8**2)).add_(w).sub_(1.0).mul_(0.21)
+        q = (X2 * (1.0 / 0.75**2)).add_(w).sub_(1.0).mul_(0.21)
         nw = 1.25 * self.v("nw")
-        w = Y - 0.8
+        w = Y - 0.65
         w.mul_(w).mul_(1.0 / 0.1**2)
         qc = (X2 * (1.0 / (nw * nw))).add_(w).sub_(1.0).mul_(-0.05)
-        return Layer("clothing", "background", "full", torch.maximum(q, qc), figure=True)
+        return Layer("clothing", "background", "body", torch.maximum(q, qc), figure=True)
 
     def _l_ears(self) -> Layer:
         X, Y = self.xy("head")
@@ -369,9 +380,8 @@ class Scene:
         return Layer("blush", None, "lower", u.add_(w), 0.025, -0.025, occludes=False)
 
     def _l_nose(self) -> Layer:
-        Lx = self.raw("Lx")
         ns = self.v("ns")
-        q = self.ellipse_q("lower", self.v("nx") - _c(0.012 * Lx), self.v("ny"), 0.8 * ns, ns)
+        q = self.ellipse_q("lower", self.v("nose_cx"), self.v("ny"), 0.8 * ns, ns)
         r = 0.4 * ns
         return Layer("nose", None, "lower", q, r, -r, occludes=False)
 
@@ -547,13 +557,13 @@ class Scene:
             X, Y = self.xy("head")
             X2, _ = self.sq("head")
             a, b = self.v("a"), self.v("b")
-            yb = -0.74 * b
+            yb = -0.7 * b
             qb = self.ellipse_q("head", 0.0, yb, a + 0.2, torch.full_like(a, 0.055))
             db = qb.sub_(1.0).mul_(0.0275)
             A = X2 * (1.0 / (0.78 * a) ** 2)
-            B = Y - (yb - 0.2)
-            B.mul_(B).mul_(1.0 / 0.25**2)
-            dc = (A.mul_(A)).add_(B.mul_(B)).sub_(1.0).mul_(0.0625)
+            B = Y - (yb - 0.15)
+            B.mul_(B).mul_(1.0 / 0.19**2)
+            dc = (A.mul_(A)).add_(B.mul_(B)).sub_(1.0).mul_(0.0475)
             dc = torch.maximum(dc, Y - yb)
             return db, dc, yb
 
@@ -566,7 +576,7 @@ class Scene:
     def _l_hat_band(self) -> Layer:
         _, dc, yb = self._hat_parts()
         _, Y = self.xy("head")
-        d = torch.maximum(dc, (yb - 0.075) - Y)
+        d = torch.maximum(dc, (yb - 0.06) - Y)
         return Layer("hat_band", "hair", "head", d, opacity=self.v("hat"))
 
     def _l_scar(self) -> Layer:

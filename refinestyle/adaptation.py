@@ -1,0 +1,318 @@
+"""Domain adaptation: optimise a shared token set (generator frozen) with CLIP guidance.
+
+Losses (StyleGAN-NADA's formulation for the direction):
+
+* directional: ``1 - cos(E_I(G_d(w)) - E_I(G(w)), E_T(target) - E_T(source))`` averaged over the
+  batch (and over CLIP models when several are given);
+* global (optional): ``1 - cos(E_I(G_d(w)), E_T(target))``;
+* content: L2 between heavily downsampled refined and frozen images (keeps layout, not colours);
+* regularisation: mean squared token values (``P`` relative to its scale).
+
+``target_images`` replace the target text by their mean CLIP embedding.
+
+The same loop trains the two baselines used by ``bench/adaptation.py``: full fine-tuning of the
+convolution weights (StyleGAN-NADA style) and per-channel kernel scaling (HyperDomainNet style).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .clip import CLIPGuide, check_prompts
+from .models.domain import DomainTokens
+from .models.stylegan2 import StyleGAN2Generator
+
+MAX_STEPS = 5000
+LAYER_MODES = ("all", "adaptive")
+
+
+@dataclass
+class AdaptConfig:
+    steps: int = 300
+    lr: float = 0.02
+    batch: int = 8
+    seed: int = 0
+    num_tokens: Optional[int] = None
+    layers: str | Sequence[str] = "all"
+    adaptive_k: int = 4
+    truncation_psi: float = 0.7
+    direction_weight: float = 1.0
+    global_weight: float = 0.0
+    content_weight: float = 1.0
+    content_size: int = 8
+    reg_weight: float = 1e-3
+
+    def validate(self) -> None:
+        if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
+            raise ValueError(f"steps must be an integer from 1 to {MAX_STEPS}, got {self.steps!r}")
+        if not isinstance(self.batch, int) or not 1 <= self.batch <= 64:
+            raise ValueError(f"batch must be an integer from 1 to 64, got {self.batch!r}")
+        if not isinstance(self.lr, (int, float)) or not (0 < self.lr <= 1) or not math.isfinite(self.lr):
+            raise ValueError(f"lr must be in (0, 1], got {self.lr!r}")
+        if isinstance(self.layers, str) and self.layers not in LAYER_MODES:
+            raise ValueError(f"layers must be one of {LAYER_MODES} or a list of layer names, got {self.layers!r}")
+        for name in ("direction_weight", "global_weight", "content_weight", "reg_weight", "truncation_psi"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise ValueError(f"{name} must be a finite non-negative number, got {v!r}")
+
+
+@dataclass
+class AdaptState:
+    """What the callback sees after each step."""
+
+    step: int
+    total: int
+    loss: float
+    direction_loss: float
+    content_loss: float
+    seconds: float
+    preview: Optional[torch.Tensor] = None  # refined images of the fixed preview latents, every few steps
+
+
+@dataclass
+class AdaptHistory:
+    states: list[dict] = field(default_factory=list)
+    stopped_early: Optional[str] = None
+
+
+def text_directions(clips: Sequence[CLIPGuide], source: str, target: Optional[str],
+                    target_images: Optional[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per CLIP: (unit direction target - source, target embedding)."""
+    out = []
+    for clip in clips:
+        src = clip.encode_text([source])[0]
+        if target_images is not None:
+            tgt = F.normalize(clip.encode_image(target_images).mean(0), dim=-1)
+        else:
+            tgt = clip.encode_text([target])[0]
+        direction = tgt - src
+        if direction.norm() < 1e-6:
+            raise ValueError("source and target give the same CLIP embedding; describe a different target")
+        out.append((F.normalize(direction, dim=-1), tgt))
+    return out
+
+
+def clip_losses(clips: Sequence[CLIPGuide], directions, refined: torch.Tensor, frozen_emb: list[torch.Tensor]):
+    """Directional and global CLIP losses, averaged over the CLIP models."""
+    d_loss = refined.new_zeros(())
+    g_loss = refined.new_zeros(())
+    for clip, (direction, tgt), base in zip(clips, directions, frozen_emb):
+        emb = clip.encode_image(refined)  # [N, D]
+        delta = F.normalize(emb - base, dim=-1)
+        d_loss = d_loss + (1 - delta @ direction).mean()
+        g_loss = g_loss + (1 - emb @ tgt).mean()
+    return d_loss / len(clips), g_loss / len(clips)
+
+
+def content_loss(refined: torch.Tensor, frozen: torch.Tensor, size: int) -> torch.Tensor:
+    lo_r = F.adaptive_avg_pool2d(refined.mean(1, keepdim=True), size)  # [N, 1, s, s] luminance layout
+    lo_f = F.adaptive_avg_pool2d(frozen.mean(1, keepdim=True), size)
+    return F.mse_loss(lo_r, lo_f)
+
+
+@torch.no_grad()
+def _latents(G: StyleGAN2Generator, step: int, *, batch: int, seed: int, psi: float) -> torch.Tensor:
+    z = torch.randn(batch, G.config.z_dim, generator=torch.Generator().manual_seed(seed * 7919 + step)).to(G.mapping_module.w_avg.device)
+    return G.mapping(z, truncation_psi=psi)
+
+
+def adaptive_layers(G: StyleGAN2Generator, clips, directions, *, k: int, seed: int, psi: float) -> list[str]:
+    """NADA's adaptive choice: the layers whose w moves most when W+ is pushed toward the target."""
+    ws0 = _latents(G, 10**6, batch=4, seed=seed, psi=psi)
+    with torch.no_grad():
+        frozen = G.synthesis(ws0)
+        base = [c.encode_image(frozen) for c in clips]
+    ws = ws0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([ws], lr=0.01)
+    for _ in range(5):
+        d, _ = clip_losses(clips, directions, G.synthesis(ws), base)
+        opt.zero_grad()
+        d.backward()
+        opt.step()
+    moved = (ws.detach() - ws0).norm(dim=-1).mean(0)  # [num_ws]
+    top = set(moved.topk(min(k, moved.numel())).indices.tolist())
+    layers = [name for name in G.refinable_layers() if G.layer_w_index(name) in top]
+    return layers or list(G.refinable_layers())
+
+
+def optimise(
+    *,
+    G: StyleGAN2Generator,
+    clips: Sequence[CLIPGuide],
+    synth: Callable[[torch.Tensor], torch.Tensor],
+    params: Sequence[torch.nn.Parameter],
+    regulariser: Callable[[], torch.Tensor],
+    snapshot: Callable[[], object],
+    restore: Callable[[object], None],
+    source: str,
+    target: Optional[str],
+    target_images: Optional[torch.Tensor],
+    config: AdaptConfig,
+    callback: Optional[Callable[[int, int, AdaptState], None]] = None,
+    preview_every: int = 0,
+    progress: bool = False,
+) -> AdaptHistory:
+    """The shared loop: ``synth(ws)`` renders with the trainable ``params``; the frozen ``G`` is the reference."""
+    directions = text_directions(clips, source, target, target_images)
+    opt = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.99))
+    history = AdaptHistory()
+    preview_ws = _latents(G, -1, batch=4, seed=config.seed, psi=config.truncation_psi)
+    last_good = snapshot()
+    t0 = time.perf_counter()
+    from tqdm import tqdm
+
+    bar = tqdm(range(config.steps), desc="adapt", disable=not progress)
+    for step in bar:
+        ws = _latents(G, step, batch=config.batch, seed=config.seed, psi=config.truncation_psi)
+        with torch.no_grad():
+            frozen = G.synthesis(ws)
+            base = [c.encode_image(frozen) for c in clips]
+        refined = synth(ws)
+        d_loss, g_loss = clip_losses(clips, directions, refined, base)
+        c_loss = content_loss(refined, frozen, config.content_size)
+        loss = config.direction_weight * d_loss + config.global_weight * g_loss + config.content_weight * c_loss \
+            + config.reg_weight * regulariser()
+        if not torch.isfinite(loss):
+            restore(last_good)
+            history.stopped_early = f"the loss became {loss.item()} at step {step + 1}; kept the tokens of step {step}"
+            warnings.warn(f"adaptation stopped: {history.stopped_early}. Try a lower learning rate", stacklevel=3)
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if not all(torch.isfinite(p).all() for p in params):
+            restore(last_good)
+            history.stopped_early = f"parameters became non-finite at step {step + 1}; kept the tokens of step {step}"
+            warnings.warn(f"adaptation stopped: {history.stopped_early}. Try a lower learning rate", stacklevel=3)
+            break
+        last_good = snapshot()
+        state = AdaptState(step=step + 1, total=config.steps, loss=loss.item(), direction_loss=d_loss.item(),
+                           content_loss=c_loss.item(), seconds=time.perf_counter() - t0)
+        if preview_every and ((step + 1) % preview_every == 0 or step + 1 == config.steps):
+            with torch.no_grad():
+                state.preview = synth(preview_ws).detach()
+        history.states.append({k: v for k, v in state.__dict__.items() if k != "preview"})
+        bar.set_postfix(loss=f"{state.loss:.4f}", dir=f"{state.direction_loss:.4f}")
+        if callback is not None:
+            callback(step + 1, config.steps, state)
+    return history
+
+
+def adapt_tokens(
+    G: StyleGAN2Generator,
+    clips: Sequence[CLIPGuide],
+    *,
+    source: str,
+    target: Optional[str],
+    target_images: Optional[torch.Tensor] = None,
+    config: AdaptConfig,
+    callback: Optional[Callable[[int, int, AdaptState], None]] = None,
+    preview_every: int = 0,
+    progress: bool = False,
+) -> DomainTokens:
+    """RefineStyle: optimise a shared token set; returns the domain (its ``history`` attribute has the curve)."""
+    config.validate()
+    source, target = _check_prompts(source, target, target_images)
+    if not clips:
+        raise ValueError("domain adaptation needs at least one CLIP model (model.clip is None); load a repo with clip/")
+    G = G.eval().requires_grad_(False)
+    if isinstance(config.layers, str) and config.layers == "adaptive":
+        layers = adaptive_layers(G, clips, text_directions(clips, source, target, target_images), k=config.adaptive_k,
+                                 seed=config.seed, psi=config.truncation_psi)
+    elif isinstance(config.layers, str):
+        layers = None
+    else:
+        layers = list(config.layers)
+    domain = DomainTokens.from_generator(G, num_tokens=config.num_tokens, layers=layers, seed=config.seed,
+                                         source=source, target=target or "<reference images>")
+    domain.train().requires_grad_(True)
+    params = list(domain.parameters())
+
+    def synth(ws):
+        return G.synthesis(ws, tokens=domain.token_set())
+
+    def regulariser():
+        return sum(p.square().mean() for p in domain.p.values()) / len(domain.p)
+
+    def snapshot():
+        return {k: v.detach().clone() for k, v in domain.state_dict().items()}
+
+    history = optimise(G=G, clips=clips, synth=synth, params=params, regulariser=regulariser, snapshot=snapshot,
+                       restore=domain.load_state_dict, source=source, target=target, target_images=target_images,
+                       config=config, callback=callback, preview_every=preview_every, progress=progress)
+    domain.eval().requires_grad_(False)
+    domain.history = history
+    return domain
+
+
+def _check_prompts(source, target, target_images):
+    (source,) = check_prompts([source])
+    if target_images is None:
+        if target is None:
+            raise ValueError("give a target prompt or target_images")
+        (target,) = check_prompts([target])
+    else:
+        if not isinstance(target_images, torch.Tensor) or target_images.dim() != 4 or target_images.shape[1] != 3:
+            raise ValueError("target_images must be a [N, 3, H, W] tensor in [-1, 1] (or use model.adapt with PIL images)")
+        if not torch.isfinite(target_images).all():
+            raise ValueError("target_images contain NaN or infinite values")
+    return source, target
+
+
+# ------------------------------------------------------------------------------------------------
+# Baselines (same loop, same losses): full fine-tuning and per-channel kernel scaling
+
+
+def adapt_finetune(G: StyleGAN2Generator, clips, *, source: str, target: str, config: AdaptConfig,
+                   callback=None) -> tuple[StyleGAN2Generator, AdaptHistory]:
+    """StyleGAN-NADA style: fine-tune every synthesis convolution weight of a copy of ``G``."""
+    config.validate()
+    G = G.eval().requires_grad_(False)
+    G_train = copy.deepcopy(G)
+    params = [layer.weight for _, layer, _ in G_train._layers]
+    for p in params:
+        p.requires_grad_(True)
+    originals = [p.detach().clone() for p in params]
+
+    def regulariser():
+        return sum((p - o).square().mean() for p, o in zip(params, originals)) / len(params)
+
+    history = optimise(G=G, clips=clips, synth=lambda ws: G_train.synthesis(ws), params=params, regulariser=regulariser,
+                       snapshot=lambda: [p.detach().clone() for p in params],
+                       restore=lambda saved: [p.data.copy_(s) for p, s in zip(params, saved)],
+                       source=source, target=target, target_images=None, config=config, callback=callback)
+    return G_train.requires_grad_(False), history
+
+
+def adapt_channel_scale(G: StyleGAN2Generator, clips, *, source: str, target: str, config: AdaptConfig,
+                        callback=None) -> tuple[StyleGAN2Generator, AdaptHistory]:
+    """HyperDomainNet style: learn a per-input-channel scale ``(1 + δ)`` of every layer's kernel."""
+    config.validate()
+    G = G.eval().requires_grad_(False)
+    G_train = copy.deepcopy(G)
+    deltas = []
+    for _, layer, _ in G_train._layers:
+        delta = torch.nn.Parameter(torch.zeros(layer.in_channels))
+        plain_styles = layer.styles
+        # Scaling input channel i of s ⊙ W0 by (1 + δ_i) equals scaling the style.
+        layer.styles = (lambda w, f=plain_styles, d=delta: f(w) * (1 + d))
+        deltas.append(delta)
+
+    def regulariser():
+        return sum(d.square().mean() for d in deltas) / len(deltas)
+
+    history = optimise(G=G, clips=clips, synth=lambda ws: G_train.synthesis(ws), params=deltas, regulariser=regulariser,
+                       snapshot=lambda: [d.detach().clone() for d in deltas],
+                       restore=lambda saved: [d.data.copy_(s) for d, s in zip(deltas, saved)],
+                       source=source, target=target, target_images=None, config=config, callback=callback)
+    G_train.channel_scales = deltas
+    return G_train.requires_grad_(False), history

@@ -1,0 +1,221 @@
+"""One interface over open_clip models: our small offline SynthFaces CLIP, or real ones (ViT-B/32 ...).
+
+``CLIPGuide.encode_image`` takes generator-range images ``[N, 3, H, W]`` in [-1, 1] and
+``encode_text`` a list of strings; both return L2-normalised embeddings, differentiable w.r.t. images.
+
+Our CLIP is an open_clip model with a custom config registered from this package
+(``refinestyle/clip_configs``), stored as ``open_clip_config.json`` + ``open_clip_model.safetensors``
++ ``vocab.json`` (a word-level tokenizer built from the SynthFaces caption vocabulary).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from .hub import HubError, load_safetensors, read_json, resolve_repo, strict_load
+
+CONFIG_DIR = Path(__file__).resolve().parent / "clip_configs"
+SYNTHFACES_CLIP = "RefineStyle-SynthFaces-CLIP"
+CLIP_CONFIG = "open_clip_config.json"
+CLIP_WEIGHTS = "open_clip_model.safetensors"
+VOCAB = "vocab.json"
+MAX_PROMPT_CHARS = 300
+_WORD_RE = re.compile(r"[a-z]+|[0-9]+")
+
+
+def register_configs() -> None:
+    """Make our model configs known to open_clip (idempotent)."""
+    import open_clip
+
+    if SYNTHFACES_CLIP not in open_clip.list_models():
+        open_clip.add_model_config(CONFIG_DIR)
+
+
+class WordTokenizer:
+    """Lower-case word tokenizer over a fixed vocabulary.
+
+    ids: 0 pad, 1 unknown, words, then start-of-text and end-of-text last (open_clip pools the text
+    tower at the highest id, which must be the end token).
+    """
+
+    def __init__(self, words: Sequence[str], *, context_length: int = 32):
+        self.words = list(words)
+        self.context_length = context_length
+        self.index = {w: i + 2 for i, w in enumerate(self.words)}
+        self.sot = len(self.words) + 2
+        self.eot = self.sot + 1
+
+    @property
+    def vocab_size(self) -> int:
+        return self.eot + 1
+
+    @staticmethod
+    def split(text: str) -> list[str]:
+        return _WORD_RE.findall(text.lower())
+
+    def __call__(self, texts: Sequence[str]) -> torch.Tensor:
+        out = torch.zeros(len(texts), self.context_length, dtype=torch.long)
+        for row, text in enumerate(texts):
+            ids = [self.sot] + [self.index.get(w, 1) for w in self.split(text)][: self.context_length - 2] + [self.eot]
+            out[row, : len(ids)] = torch.tensor(ids)
+        return out
+
+    def to_json(self) -> dict:
+        return {"words": self.words, "context_length": self.context_length}
+
+
+def check_prompts(texts) -> list[str]:
+    """Prompts must be a non-empty list of non-empty strings of sane length."""
+    if isinstance(texts, str):
+        raise TypeError("encode_text takes a list of strings, not one string: wrap it as [text]")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("no prompts given")
+    for t in texts:
+        if not isinstance(t, str):
+            raise TypeError(f"prompts must be strings, got {type(t).__name__}")
+        if not t.strip():
+            raise ValueError("a prompt is empty; describe the image, e.g. 'a pencil sketch of a face'")
+        if len(t) > MAX_PROMPT_CHARS:
+            raise ValueError(f"a prompt has {len(t)} characters; keep prompts under {MAX_PROMPT_CHARS}")
+    return texts
+
+
+class CLIPGuide:
+    r"""An open_clip model with its tokenizer and preprocessing, for guidance losses.
+
+    Examples:
+        ```py
+        >>> from refinestyle.clip import CLIPGuide
+        >>> clip = CLIPGuide.from_pretrained("hub/refinestyle-synthfaces", subfolder="clip")  # doctest: +SKIP
+        >>> clip.encode_text(["a pencil sketch of a face"]).norm(dim=-1)  # doctest: +SKIP
+        tensor([1.0000])
+        ```
+    """
+
+    def __init__(self, *, model: torch.nn.Module, tokenizer: Callable[[Sequence[str]], torch.Tensor], image_size: int,
+                 mean: Sequence[float], std: Sequence[float], name: str):
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.image_size = int(image_size)
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.name = name
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] images of any size → the model's input size and normalisation (differentiable)."""
+        if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be a [N, 3, H, W] tensor in [-1, 1], got {getattr(images, 'shape', type(images))}")
+        x = (images.float() + 1) / 2
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False, antialias=True)
+        return (x - self.mean.to(x.device)) / self.std.to(x.device)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.model.encode_image(self.preprocess(images).to(self.device)), dim=-1)
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        tokens = self.tokenizer(check_prompts(texts)).to(self.device)
+        return F.normalize(self.model.encode_text(tokens), dim=-1)
+
+    def to(self, device) -> "CLIPGuide":
+        self.model.to(device)
+        return self
+
+    # ----------------------------------------------------------------------------------------------
+
+    @classmethod
+    def create_synthfaces(cls, *, vocabulary: Sequence[str], context_length: int = 32) -> "CLIPGuide":
+        """A fresh (untrained) SynthFaces CLIP with our registered config and a word vocabulary."""
+        import open_clip
+
+        register_configs()
+        tokenizer = WordTokenizer(vocabulary, context_length=context_length)
+        # The registered config fixes the towers; the vocabulary size comes from our tokenizer.
+        model = _create_from_cfg(_synthfaces_cfg(tokenizer))
+        assert SYNTHFACES_CLIP in open_clip.list_models()
+        return cls(model=model, tokenizer=tokenizer, image_size=_synthfaces_cfg(tokenizer)["vision_cfg"]["image_size"],
+                   mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), name=SYNTHFACES_CLIP)
+
+    def save_pretrained(self, save_directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
+        if not isinstance(self.tokenizer, WordTokenizer):
+            raise TypeError("only CLIPs with our word tokenizer are saved this way; real open_clip models stay on the Hub")
+        from safetensors.torch import save_file
+
+        out = Path(save_directory)
+        out.mkdir(parents=True, exist_ok=True)
+        cfg = _synthfaces_cfg(self.tokenizer)
+        (out / CLIP_CONFIG).write_text(json.dumps({
+            "model_cfg": cfg,
+            "preprocess_cfg": {"mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist(), "image_size": self.image_size},
+            "refinestyle": {"name": self.name, "tokenizer": "word"},
+        }, indent=2) + "\n")
+        (out / VOCAB).write_text(json.dumps(self.tokenizer.to_json()) + "\n")
+        state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in self.model.state_dict().items()}
+        save_file(state, str(out / CLIP_WEIGHTS), metadata={"format": "pt"})
+        return out
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo: str | os.PathLike, *, subfolder: Optional[str] = None, revision: Optional[str] = None,
+                        device: str | torch.device = "cpu") -> "CLIPGuide":
+        """Our CLIP from a folder (``open_clip_config.json``, ``open_clip_model.safetensors``, ``vocab.json``)."""
+        root = resolve_repo(path_or_repo, revision=revision)
+        folder = root / subfolder if subfolder else root
+        config = read_json(folder / CLIP_CONFIG)
+        vocab = read_json(folder / VOCAB)
+        if "model_cfg" not in config or "words" not in vocab:
+            raise HubError(f"{folder} is not a refinestyle CLIP folder (needs model_cfg in {CLIP_CONFIG} and words in {VOCAB})")
+        tokenizer = WordTokenizer(vocab["words"], context_length=int(vocab.get("context_length", 32)))
+        model = _create_from_cfg(config["model_cfg"])
+        strict_load(model, load_safetensors(folder / CLIP_WEIGHTS), source=str(folder))
+        pre = config.get("preprocess_cfg", {})
+        guide = cls(model=model, tokenizer=tokenizer, image_size=int(pre.get("image_size", config["model_cfg"]["vision_cfg"]["image_size"])),
+                    mean=pre.get("mean", (0.5, 0.5, 0.5)), std=pre.get("std", (0.5, 0.5, 0.5)),
+                    name=config.get("refinestyle", {}).get("name", SYNTHFACES_CLIP))
+        return guide.to(device)
+
+    @classmethod
+    def from_open_clip(cls, model_name: str, pretrained: str, *, device: str | torch.device = "cpu") -> "CLIPGuide":
+        """A real open_clip model, e.g. ``("ViT-B-32", "openai")`` (downloads its weights once; offline it needs the cache)."""
+        import open_clip
+
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
+        except Exception as err:  # open_clip raises many kinds of errors for missing downloads
+            raise HubError(f"could not load open_clip {model_name!r} with weights {pretrained!r}: {err}. "
+                           "Offline, download it once where there is a network, or use the SynthFaces CLIP") from None
+        size = model.visual.image_size
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        norm = next(t for t in preprocess.transforms if type(t).__name__ == "Normalize")
+        return cls(model=model, tokenizer=open_clip.get_tokenizer(model_name), image_size=size, mean=norm.mean, std=norm.std,
+                   name=f"{model_name}/{pretrained}")
+
+
+def _synthfaces_cfg(tokenizer: WordTokenizer) -> dict:
+    cfg = json.loads((CONFIG_DIR / f"{SYNTHFACES_CLIP}.json").read_text())
+    cfg["text_cfg"]["vocab_size"] = tokenizer.vocab_size
+    cfg["text_cfg"]["context_length"] = tokenizer.context_length
+    return cfg
+
+
+def _create_from_cfg(model_cfg: dict) -> torch.nn.Module:
+    """Build an open_clip ``CLIP`` from a config dict (never downloads, never unpickles)."""
+    from open_clip.model import CLIP
+
+    cfg = dict(model_cfg)
+    known = {"embed_dim", "vision_cfg", "text_cfg", "quick_gelu", "init_logit_scale", "init_logit_bias"}
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise HubError(f"CLIP config has unsupported keys {unknown}")
+    return CLIP(**cfg)

@@ -1,0 +1,115 @@
+"""Image input handling: any PIL image, file or bytes → square RGB tensors in [-1, 1], with clear errors."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Sequence, Union
+
+import torch
+
+MIN_SIDE = 16
+MAX_PIXELS = 40_000_000  # larger uploads are refused (decompression bombs, memory)
+
+ImageInput = Union["PIL.Image.Image", str, os.PathLike, bytes, torch.Tensor]  # noqa: F821
+
+
+class ImageError(ValueError):
+    """An input that is not a usable image; the message says why and what to do."""
+
+
+def open_image(source) -> "PIL.Image.Image":  # noqa: F821
+    """Open a path, bytes or PIL image; honour EXIF orientation; refuse non-images, tiny and huge images."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if isinstance(source, Image.Image):
+        img = source
+    else:
+        if isinstance(source, (bytes, bytearray)):
+            fp = io.BytesIO(source)
+            name = "the uploaded data"
+        elif isinstance(source, (str, os.PathLike)):
+            if not Path(source).is_file():
+                raise ImageError(f"no such image file: {source}")
+            fp, name = str(source), str(source)
+        else:
+            raise ImageError(f"expected an image (PIL image, file path or bytes), got {type(source).__name__}")
+        old_limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+        try:
+            img = Image.open(fp)
+            img.load()
+        except Image.DecompressionBombError:
+            raise ImageError(f"{name} is larger than {MAX_PIXELS // 1_000_000} megapixels; downscale it first") from None
+        except UnidentifiedImageError:
+            raise ImageError(f"{name} is not an image PIL can read (PNG, JPEG, WebP, ...)") from None
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ImageError(f"{name} is a corrupt or truncated image ({err})") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = old_limit
+    w, h = img.size
+    if w * h > MAX_PIXELS:
+        raise ImageError(f"the image is {w}x{h} px (over {MAX_PIXELS // 1_000_000} megapixels); downscale it first")
+    if min(w, h) < MIN_SIDE:
+        raise ImageError(f"the image is only {w}x{h} px; give at least {MIN_SIDE}x{MIN_SIDE}")
+    try:
+        img = ImageOps.exif_transpose(img)
+    except Exception:  # broken EXIF blocks must not stop an otherwise fine image
+        pass
+    return img
+
+
+def to_rgb(img: "PIL.Image.Image") -> "PIL.Image.Image":  # noqa: F821
+    """Any mode (L, LA, P, RGBA, CMYK, I;16, I, F ...) → RGB; transparency composited on white."""
+    from PIL import Image
+
+    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        import numpy as np
+
+        arr = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0
+        arr = np.clip(arr / hi * 255.0, 0, 255).astype(np.uint8)
+        img = Image.fromarray(arr, mode="L")
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def center_square(img: "PIL.Image.Image", resolution: int) -> torch.Tensor:  # noqa: F821
+    """Centre-crop to a square and resize (Lanczos) → ``[3, R, R]`` in [-1, 1]."""
+    import numpy as np
+    from PIL import Image
+
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    img = img.crop((left, top, left + side, top + side)).resize((resolution, resolution), Image.LANCZOS)
+    arr = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())  # [R, R, 3]
+    return arr.permute(2, 0, 1).float() / 127.5 - 1
+
+
+def images_to_tensor(images, resolution: int) -> torch.Tensor:
+    """A tensor ``[N, 3, H, W]`` in [-1, 1] (resized if needed) or a list of image inputs → ``[N, 3, R, R]``."""
+    if isinstance(images, torch.Tensor):
+        if images.dim() == 3:
+            images = images[None]
+        if images.dim() != 4 or images.shape[1] != 3 or not images.is_floating_point():
+            raise ImageError(f"image tensors must be float [N, 3, H, W] in [-1, 1], got {images.dtype} {list(images.shape)}")
+        if not torch.isfinite(images).all():
+            raise ImageError("the image tensor has NaN or infinite values")
+        if images.min() < -1.5 or images.max() > 1.5:
+            raise ImageError(f"image tensors must be in [-1, 1], got values in [{images.min():.2f}, {images.max():.2f}]; "
+                             "map [0, 1] with x * 2 - 1 or [0, 255] with x / 127.5 - 1")
+        if images.shape[-1] != resolution or images.shape[-2] != resolution:
+            import torch.nn.functional as F
+
+            images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+        return images
+    if not isinstance(images, (list, tuple)):
+        images = [images]
+    if not images:
+        raise ImageError("no images given")
+    return torch.stack([center_square(to_rgb(open_image(x)), resolution) for x in images])

@@ -1,0 +1,112 @@
+"""Inversion by optimisation: W+ first, then per-image tokens (works with any StyleGAN2, no encoder).
+
+Loss: L2 + (1 - SSIM) (pytorch_msssim) + a small token-norm regulariser. Starts from ``w_avg`` or
+from given ``ws``/``tokens`` (e.g. an encoder's output, to refine it further).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from .models.refinement import LayerTokens, TokenSet
+from .models.stylegan2 import StyleGAN2Generator
+
+
+@dataclass
+class InversionOutput:
+    """Result of ``RefineStyleModel.invert``.
+
+    images: refined reconstructions ``[N, 3, R, R]`` in [-1, 1]; ws: W+ ``[N, num_ws, w_dim]``;
+    tokens: per-image ``TokenSet``; w_images: W+-only reconstructions; targets: the preprocessed inputs;
+    seconds: wall time of the inversion; method: ``"encoder"`` or ``"optimize"``.
+    """
+
+    images: torch.Tensor
+    ws: torch.Tensor
+    tokens: TokenSet
+    w_images: torch.Tensor
+    targets: torch.Tensor
+    seconds: float
+    method: str
+
+
+@dataclass
+class InversionState:
+    step: int
+    total: int
+    stage: str  # "w" or "tokens"
+    loss: float
+
+
+def reconstruction_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    from pytorch_msssim import ssim
+
+    l2 = F.mse_loss(fake, real)
+    s = ssim((fake.clamp(-1, 1) + 1) / 2, (real + 1) / 2, data_range=1.0, size_average=True, win_size=7)
+    return l2 + (1 - s)
+
+
+def invert_optimize(
+    G: StyleGAN2Generator,
+    targets: torch.Tensor,
+    *,
+    w_steps: int = 200,
+    token_steps: int = 100,
+    w_lr: float = 0.03,
+    token_lr: float = 0.02,
+    num_tokens: Optional[int] = None,
+    token_reg: float = 1e-3,
+    seed: int = 0,
+    init_ws: Optional[torch.Tensor] = None,
+    init_tokens: Optional[TokenSet] = None,
+    callback: Optional[Callable[[int, int, InversionState], None]] = None,
+) -> tuple[torch.Tensor, TokenSet]:
+    """Optimise W+ (``w_steps``) then per-image tokens (``token_steps``) to reconstruct ``targets``."""
+    for name, v in (("w_steps", w_steps), ("token_steps", token_steps)):
+        if not isinstance(v, int) or not 0 <= v <= 5000:
+            raise ValueError(f"{name} must be an integer from 0 to 5000, got {v!r}")
+    G = G.eval().requires_grad_(False)
+    n = targets.shape[0]
+    total = w_steps + token_steps
+    if init_ws is None:
+        init_ws = G.mapping_module.w_avg[None, None].expand(n, G.num_ws, -1)
+    ws = init_ws.detach().clone().requires_grad_(True)
+    opt = torch.optim.Adam([ws], lr=w_lr, betas=(0.9, 0.999))
+    for step in range(w_steps):
+        loss = reconstruction_loss(G.synthesis(ws), targets)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if callback is not None:
+            callback(step + 1, total, InversionState(step + 1, total, "w", loss.item()))
+    ws = ws.detach()
+    if init_tokens is None:
+        tokens = G.init_tokens(batch_size=n, num_tokens=num_tokens, generator=torch.Generator().manual_seed(seed))
+    else:
+        tokens = init_tokens.detach()
+    leaves = {name: (t.p.clone().requires_grad_(True), t.q.clone().requires_grad_(True), t.gain) for name, t in tokens.layers.items()}
+    params = [x for p, q, _ in leaves.values() for x in (p, q)]
+    if token_steps and params:
+        opt = torch.optim.Adam(params, lr=token_lr, betas=(0.9, 0.999))
+        for step in range(token_steps):
+            current = TokenSet({k: LayerTokens(p, q, g) for k, (p, q, g) in leaves.items()})
+            loss = reconstruction_loss(G.synthesis(ws, tokens=current), targets)
+            loss = loss + token_reg * sum(p.square().mean() for p, _, _ in leaves.values()) / len(leaves)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if callback is not None:
+                callback(w_steps + step + 1, total, InversionState(w_steps + step + 1, total, "tokens", loss.item()))
+    final = TokenSet({k: LayerTokens(p.detach(), q.detach(), g) for k, (p, q, g) in leaves.items()})
+    return ws, final
+
+
+def timed(fn):
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0

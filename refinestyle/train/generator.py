@@ -1,0 +1,180 @@
+"""Train the SynthFaces generator: ``G(z)`` regresses ``render(z_to_params(z), "photo")``.
+
+The loss weights small parts (eyes, brows, mouth, glasses) up through the renderer's part masks, so
+capacity is not all spent on large flat areas. Fixed seed; the batch at step ``i`` depends only on
+``(seed, i)``, so a resumed run sees the same data as an uninterrupted one.
+
+    python -m refinestyle.train.generator --out runs/synthfaces-generator --minutes 60
+    python -m refinestyle.train.generator --out runs/synthfaces-generator --minutes 60 --resume
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..data.synthfaces import ATTRIBUTES, render, z_to_params
+from ..models.stylegan2 import StyleGAN2Generator
+
+SMALL_PARTS = ("eyes", "brows", "mouth", "glasses")
+
+
+def synthfaces_generator_config(*, resolution: int = 64) -> dict:
+    """The narrow 64 px generator: channels 64/64/64/32/16, mapping lr multiplier 1."""
+    return dict(z_dim=len(ATTRIBUTES), w_dim=128, resolution=resolution, channels=[64, 64, 64, 32, 16][: int(math.log2(resolution)) - 1],
+                mapping_layers=4, mapping_lr_multiplier=1.0, num_tokens=8)
+
+
+def batch_z(step: int, *, batch: int, seed: int, z_dim: int) -> torch.Tensor:
+    return torch.randn(batch, z_dim, generator=torch.Generator().manual_seed(seed * 1_000_003 + step))
+
+
+def targets(z: torch.Tensor, *, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renderer images and the loss weight map (1 + 4 on small parts)."""
+    images, masks = render(z_to_params(z), style="photo", resolution=resolution, return_masks=True)
+    small = torch.stack([masks[m] for m in SMALL_PARTS]).sum(0).clamp(0, 1)  # [N, 1, R, R]
+    return images, 1.0 + 4.0 * small
+
+
+def weighted_loss(fake: torch.Tensor, real: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    diff = fake - real
+    return ((diff.abs() + diff.square()) * weight).mean()
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-image PSNR for images in [-1, 1] (data range 2), optionally inside a soft mask."""
+    sq = (a.clamp(-1, 1) - b.clamp(-1, 1)).square().mean(dim=1, keepdim=True)  # [N, 1, H, W]
+    if mask is None:
+        mse = sq.flatten(1).mean(1)
+    else:
+        mse = (sq * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1e-6)
+    return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
+
+
+@dataclass
+class TrainState:
+    step: int
+    total: int
+    loss: float
+    val_psnr: Optional[float]
+    minutes: float
+
+
+def train(
+    *,
+    out: Path,
+    steps: int,
+    minutes: float,
+    batch: int = 16,
+    lr: float = 5e-3,
+    ema_beta: float = 0.995,
+    seed: int = 0,
+    resolution: int = 64,
+    resume: bool = False,
+    checkpoint_every: int = 200,
+    eval_every: int = 250,
+    callback: Optional[Callable[[int, int, TrainState], None]] = None,
+    progress: bool = True,
+) -> StyleGAN2Generator:
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    G = StyleGAN2Generator(**synthfaces_generator_config(resolution=resolution))
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.9, 0.99))
+    start, elapsed = 0, 0.0
+    ckpt_path = out / "checkpoint.pt"
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, weights_only=True)
+        G.load_state_dict(ckpt["G"])
+        G_ema.load_state_dict(ckpt["G_ema"])
+        opt.load_state_dict(ckpt["opt"])
+        start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+        print(f"resumed from step {start} ({elapsed / 60:.1f} min)")
+    val_z = batch_z(10**9, batch=64, seed=seed + 1, z_dim=G.config.z_dim)
+    val_img, _ = targets(val_z, resolution=resolution)
+    log = open(out / "log.jsonl", "a")
+
+    def save(step: int) -> None:
+        tmp = out / "checkpoint.tmp"
+        torch.save({"G": G.state_dict(), "G_ema": G_ema.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "elapsed": elapsed, "config": dict(G.config)}, tmp)
+        tmp.replace(ckpt_path)  # atomic: an interrupted save never corrupts the last checkpoint
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=steps, initial=start, desc="train generator", disable=not progress)
+    t0 = time.perf_counter() - elapsed
+    step = start
+    while step < steps and (time.perf_counter() - t0) < minutes * 60:
+        z = batch_z(step, batch=batch, seed=seed, z_dim=G.config.z_dim)
+        real, weight = targets(z, resolution=resolution)
+        # Warm-up then cosine decay over the planned steps.
+        cur_lr = lr * min(1.0, (step + 1) / 200) * (0.55 + 0.45 * math.cos(math.pi * min(1.0, step / steps)))
+        for group in opt.param_groups:
+            group["lr"] = cur_lr
+        fake = G.synthesis(G.mapping(z), noise_mode="const")
+        loss = weighted_loss(fake, real, weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            beta = min(ema_beta, (1 + step) / (10 + step))
+            for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+                p_ema.lerp_(p, 1 - beta)
+            for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+                b_ema.copy_(b)
+        step += 1
+        elapsed = time.perf_counter() - t0
+        val = None
+        if step % eval_every == 0 or step == steps:
+            with torch.no_grad():
+                val = psnr(G_ema.synthesis(G_ema.mapping(val_z)), val_img).mean().item()
+        record = TrainState(step=step, total=steps, loss=loss.item(), val_psnr=val, minutes=elapsed / 60)
+        if step % 10 == 0 or val is not None:
+            log.write(json.dumps(record.__dict__) + "\n")
+            log.flush()
+        if val is not None:
+            bar.set_postfix(loss=f"{record.loss:.4f}", val_psnr=f"{val:.2f}")
+        if callback is not None:
+            callback(step, steps, record)
+        if step % checkpoint_every == 0:
+            save(step)
+        bar.update(1)
+    bar.close()
+    save(step)
+    log.close()
+    return G_ema
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/synthfaces-generator"))
+    parser.add_argument("--steps", type=int, default=6000, help="planned steps (sets the learning-rate schedule)")
+    parser.add_argument("--minutes", type=float, default=60.0, help="stop (with a checkpoint) after this wall time")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--export", type=Path, default=None, help="save the EMA generator here (save_pretrained, fp16)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    G_ema = train(out=args.out, steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, seed=args.seed,
+                  resume=args.resume)
+    if args.export is not None:
+        G_ema.save_pretrained(args.export, dtype=torch.float16)
+        print(f"exported EMA generator to {args.export}")
+
+
+if __name__ == "__main__":
+    main()

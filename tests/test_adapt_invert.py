@@ -1,0 +1,191 @@
+"""Domain adaptation and optimisation inversion on tiny models; image input handling."""
+
+import io
+import math
+import warnings
+
+import pytest
+import torch
+from PIL import Image
+
+from refinestyle import RefineStyleModel, StyleGAN2Generator
+from refinestyle.adaptation import AdaptConfig, adapt_channel_scale, adapt_finetune
+from refinestyle.clip import CLIPGuide
+from refinestyle.images import ImageError, images_to_tensor
+from refinestyle.inversion import invert_optimize, reconstruction_loss
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(z_dim=8, w_dim=16, resolution=16, channels=[16, 16, 8], mapping_layers=2, num_tokens=4)
+    with torch.no_grad():  # a w_avg that is the real mean of mapping outputs
+        G.mapping_module.w_avg.copy_(G.mapping_module(torch.randn(2000, 8)).mean(0))
+    clip = CLIPGuide.create_synthfaces(vocabulary="a photo sketch of face red blue".split())
+    return RefineStyleModel(generator=G, clip=clip)
+
+
+def test_adaptation_moves_along_the_text_direction(tiny_model):
+    seen = []
+    dom = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=40, batch=4, lr=0.05, seed=1,
+                           callback=lambda step, total, state: seen.append((step, total)), preview_every=20)
+    states = dom.history.states
+    assert seen[-1] == (40, 40) and len(states) == 40
+    first = sum(s["direction_loss"] for s in states[:5]) / 5
+    last = sum(s["direction_loss"] for s in states[-5:]) / 5
+    assert last < first - 0.05, (first, last)
+    # The domain is a small file-able set of tokens that changes the images; strength 0 is a no-op.
+    tiny_model.add_domain(dom, name="sketch")
+    z = torch.randn(3, 8, generator=torch.Generator().manual_seed(5))
+    plain = tiny_model.generate(z=z)
+    assert (tiny_model.generate(z=z, domain="sketch") - plain).abs().max() > 1e-3
+    assert torch.equal(tiny_model.generate(z=z, domain="sketch", strength=0.0), plain)
+    shapes = tiny_model.generator.refinable_layers()
+    assert dom.num_parameters() == sum(4 * (o + i * k * k) + 1 for o, i, k in shapes.values())
+    # Deterministic given the seed.
+    again = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=5, batch=4, lr=0.05, seed=1)
+    first5 = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=5, batch=4, lr=0.05, seed=1)
+    assert all(torch.equal(a, b) for a, b in zip(again.parameters(), first5.parameters()))
+
+
+def test_image_guided_and_adaptive_layers(tiny_model):
+    refs = torch.rand(2, 3, 16, 16) * 2 - 1
+    dom = tiny_model.adapt("a photo of a face", target_images=refs, steps=3, batch=2, layers="adaptive")
+    assert dom.config.target == "<reference images>"
+    assert 0 < len(dom.config.layers) <= len(tiny_model.generator.refinable_layers())
+
+
+def test_nan_stops_and_keeps_last_good_tokens(tiny_model, monkeypatch):
+    clip = tiny_model.clip
+    calls = {"n": 0}
+    original = CLIPGuide.encode_image
+
+    def flaky(self, images):
+        calls["n"] += 1
+        out = original(self, images)
+        return out * float("nan") if calls["n"] > 12 else out
+
+    monkeypatch.setattr(CLIPGuide, "encode_image", flaky)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dom = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=20, batch=2)
+    assert dom.history.stopped_early is not None and "kept the tokens" in dom.history.stopped_early
+    assert any("adaptation stopped" in str(w.message) for w in caught)
+    assert all(torch.isfinite(p).all() for p in dom.parameters())
+    assert len(dom.history.states) < 20
+    del clip
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(target=""), "prompt is empty"),
+    (dict(target="x" * 1000), "keep prompts under"),
+    (dict(target="a sketch", steps=0), "steps must be an integer from 1"),
+    (dict(target="a sketch", steps=10**6), "steps must be an integer from 1"),
+    (dict(target="a sketch", lr=float("nan")), "lr must be in"),
+    (dict(target="a sketch", layers="some"), "layers must be one of"),
+    (dict(target="a photo of a face"), "same CLIP embedding"),
+    (dict(target=None), "give a target prompt or target_images"),
+])
+def test_adapt_bad_inputs(tiny_model, kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        tiny_model.adapt("a photo of a face", **kwargs)
+
+
+def test_adapt_without_clip_is_explained(tiny_model):
+    bare = RefineStyleModel(generator=tiny_model.generator)
+    with pytest.raises(ValueError, match="no CLIP"):
+        bare.adapt("a photo", "a sketch")
+
+
+def test_baselines_train_the_same_losses(tiny_model):
+    cfg = AdaptConfig(steps=4, batch=2, lr=0.01)
+    G_ft, hist_ft = adapt_finetune(tiny_model.generator, [tiny_model.clip], source="a photo of a face", target="a sketch of a face", config=cfg)
+    G_cs, hist_cs = adapt_channel_scale(tiny_model.generator, [tiny_model.clip], source="a photo of a face", target="a sketch of a face", config=cfg)
+    ws = tiny_model.generator.mapping(torch.randn(2, 8))
+    with torch.no_grad():
+        base = tiny_model.generator.synthesis(ws)
+        assert (G_ft.synthesis(ws) - base).abs().max() > 0
+        assert (G_cs.synthesis(ws) - base).abs().max() > 0
+    assert len(hist_ft.states) == len(hist_cs.states) == 4
+    # The frozen generator is untouched.
+    with torch.no_grad():
+        assert torch.equal(tiny_model.generator.synthesis(ws), base)
+
+
+def test_optimisation_inversion_recovers_a_generated_image(tiny_model):
+    G = tiny_model.generator
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        target = G.synthesis(G.mapping(torch.randn(2, 8, generator=g)))
+    start = reconstruction_loss(G.synthesis(G.mapping_module.w_avg[None, None].expand(2, G.num_ws, -1)), target).item()
+    ws, tokens = invert_optimize(G, target, w_steps=150, token_steps=0)
+    w_loss = reconstruction_loss(G.synthesis(ws), target).item()
+    assert w_loss < 0.5 * start
+    ws2, tokens2 = invert_optimize(G, target, w_steps=0, token_steps=80, init_ws=ws)
+    with torch.no_grad():
+        refined = reconstruction_loss(G.synthesis(ws2, tokens=tokens2), target).item()
+    assert refined < w_loss
+
+
+def test_invert_api_accepts_pil_and_reports(tiny_model):
+    img = Image.new("RGB", (40, 30), (200, 30, 30))
+    out = tiny_model.invert([img, img.convert("L")], steps=6)
+    assert out.images.shape == (2, 3, 16, 16) and out.w_images.shape == (2, 3, 16, 16)
+    assert out.ws.shape == (2, tiny_model.generator.num_ws, 16) and out.tokens.batch_size == 2
+    assert out.method == "optimize" and out.seconds > 0
+    assert torch.allclose(tiny_model.generate(ws=out.ws), out.w_images)
+    assert torch.allclose(tiny_model.generate(ws=out.ws, tokens=out.tokens), out.images)
+    with pytest.raises(ValueError, match="has no encoder"):
+        tiny_model.invert([img], method="encoder")
+
+
+def _png_bytes(img, **save):
+    buf = io.BytesIO()
+    img.save(buf, format=save.pop("format", "PNG"), **save)
+    return buf.getvalue()
+
+
+def test_image_modes_and_orientation():
+    red = Image.new("RGB", (64, 32), (255, 0, 0))
+    t = images_to_tensor([red], 16)[0]
+    assert torch.allclose(t[:, 8, 8], torch.tensor([1.0, -1.0, -1.0]), atol=1e-2)
+    modes = {
+        "L": Image.new("L", (20, 20), 128),
+        "LA": Image.new("LA", (20, 20), (0, 0)),  # fully transparent → white
+        "RGBA": Image.new("RGBA", (20, 20), (0, 0, 255, 255)),
+        "P": red.convert("P"),
+        "CMYK": Image.new("CMYK", (20, 20), (0, 255, 255, 0)),
+        "I;16": Image.new("I;16", (20, 20), 65535),
+    }
+    out = images_to_tensor(list(modes.values()), 16)
+    assert out.shape == (6, 3, 16, 16) and out.min() >= -1 and out.max() <= 1
+    assert torch.allclose(out[1], torch.ones(3, 16, 16), atol=1e-2)  # transparent on white
+    assert torch.allclose(out[5], torch.ones(3, 16, 16), atol=1e-2)  # 16-bit white stays white
+    assert out[2, 2].mean() > 0.9 and out[2, 0].mean() < -0.9  # RGBA blue
+    # EXIF orientation 6 (rotate 90° clockwise to display): a left-red/right-blue image becomes top/bottom.
+    img = Image.new("RGB", (40, 20), (0, 0, 255))
+    img.paste((255, 0, 0), (0, 0, 20, 20))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated = images_to_tensor([_png_bytes(img, format="JPEG", exif=exif.tobytes(), quality=95)], 16)[0]
+    assert rotated[0, 2, 8] > 0.5 and rotated[2, 13, 8] > 0.5  # red on top, blue below after EXIF transpose
+
+
+def test_bad_images_are_explained(tmp_path):
+    with pytest.raises(ImageError, match="not an image"):
+        images_to_tensor([b"this is text"], 16)
+    good = _png_bytes(Image.new("RGB", (64, 64), (10, 20, 30)))
+    with pytest.raises(ImageError, match="corrupt or truncated"):
+        images_to_tensor([good[: len(good) // 2]], 16)
+    with pytest.raises(ImageError, match="only 8x8 px"):
+        images_to_tensor([Image.new("RGB", (8, 8))], 16)
+    with pytest.raises(ImageError, match="megapixels"):
+        images_to_tensor([Image.new("L", (8000, 6000))], 16)
+    with pytest.raises(ImageError, match="no such image file"):
+        images_to_tensor([str(tmp_path / "missing.png")], 16)
+    with pytest.raises(ImageError, match=r"must be in \[-1, 1\]"):
+        images_to_tensor(torch.rand(1, 3, 16, 16) * 255, 16)
+    with pytest.raises(ImageError, match="NaN"):
+        images_to_tensor(torch.full((1, 3, 16, 16), math.nan), 16)
+    with pytest.raises(ImageError, match="no images"):
+        images_to_tensor([], 16)
