@@ -124,6 +124,22 @@ class HubModelMixin:
         save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt", "class": type(self).__name__})
         return out
 
+    def push_to_hub(self, repo_id: str, *, token: Optional[str] = None, private: Optional[bool] = None,
+                    commit_message: str = "Upload with refinestyle", dtype: torch.dtype = torch.float32) -> str:
+        """Save to a temporary folder and upload it as the Hub repo ``repo_id``; returns the repo URL."""
+        import tempfile
+
+        from huggingface_hub import HfApi
+
+        if not REPO_ID_RE.match(repo_id):
+            raise HubError(f"repo_id must look like 'user/name', got {repo_id!r}")
+        api = HfApi(token=token)
+        with tempfile.TemporaryDirectory() as tmp:
+            self.save_pretrained(tmp, dtype=dtype)
+            url = api.create_repo(repo_id, private=private, exist_ok=True)
+            api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
+        return str(url)
+
     @classmethod
     def validated_config(cls, config: dict, *, source: str) -> dict:
         """Only the constructor's own arguments (private ``_`` keys dropped); unknown keys are an error."""

@@ -142,11 +142,18 @@ class RefineStyleModel:
         if not isinstance(domain, Mapping):
             raise TypeError(f"domain must be a name, a DomainTokens or a {{name: weight}} dict, got {type(domain).__name__}")
         out = []
-        for name, weight in domain.items():
-            if name not in self.domains:
-                raise KeyError(f"unknown domain {name!r}; loaded domains: {sorted(self.domains) or 'none'} "
+        for key, weight in domain.items():
+            if not isinstance(weight, (int, float)) or not torch.isfinite(torch.tensor(float(weight))):
+                raise ValueError(f"domain weight for {key!r} must be a finite number, got {weight!r}")
+            if isinstance(key, DomainTokens):
+                key.check_compatible(self.generator)
+                dom = key
+            elif key in self.domains:
+                dom = self.domains[key]
+            else:
+                raise KeyError(f"unknown domain {key!r}; loaded domains: {sorted(self.domains) or 'none'} "
                                "(load one with model.load_domain(path, name=...))")
-            out.append((self.domains[name].token_set(), float(strength) * float(weight)))
+            out.append((dom.token_set(), float(strength) * float(weight)))
         return out
 
     @torch.no_grad()

@@ -139,8 +139,8 @@ def derive(d: dict[str, Tensor]) -> dict[str, Tensor]:
         "a": a,
         "b": b,
         "jaw": d["jaw_width"],
-        "ey": -0.12 * b,
-        "ny": 0.2 * b,
+        "ey": -0.08 * b,
+        "ny": 0.22 * b,
         "my": 0.5 * b + 0.02,
         "fx": 0.06 * d["pose_yaw"],
         "nx": 0.085 * d["pose_yaw"],
@@ -149,12 +149,12 @@ def derive(d: dict[str, Tensor]) -> dict[str, Tensor]:
         "ri": 0.8 * ry,
         "rp": 0.8 * 0.42 * ry,
         "sp": sp,
-        "by": -0.12 * b - ry - 0.055,
-        "bL": 0.085 + 0.5 * (rx - 0.1),
+        "by": -0.08 * b - ry - 0.07,
+        "bL": 0.095 + 0.5 * (rx - 0.1),
         "bT": d["brow_thickness"],
         "tilt": d["brow_tilt"],
         "la": torch.minimum(rx + 0.045, sp - 0.03),
-        "lb": ry + 0.05,
+        "lb": ry + 0.045,
         "smile": s,
         "mw": d["mouth_width"] * (1.0 + 0.12 * s.clamp(min=0.0)),
         "open": ((s - 0.45) / 0.45).clamp(0.0, 1.0),
@@ -190,7 +190,7 @@ def derive(d: dict[str, Tensor]) -> dict[str, Tensor]:
     vol = tab(0.04, 0.035, 0.06, 0.012)
     v["fh_rx"] = a + vol
     v["fh_ry"] = b + vol
-    v["fh_base"] = b * tab(-0.6, -0.64, -0.48, -0.66) + 0.05 * (length - 0.5) * tab(1.0, 1.0, 1.0, 0.0)
+    v["fh_base"] = b * tab(-0.6, -0.64, -0.55, -0.66) + 0.05 * (length - 0.5) * tab(1.0, 1.0, 0.5, 0.0)
     v["fh_slope"] = tab(0.15, 0.0, 0.0, 0.0) * torch.where(d["hair_style_shade"] > 0.5, 1.0, -1.0)
     v["fh_k2"] = tab(1.4, 2.5, 0.8, 0.9)
     v["fh_wave"] = tab(0.0, 0.0, 0.018, 0.0)

@@ -63,7 +63,7 @@ CONTINUOUS_RANGES: dict[str, tuple[float, float]] = {
     "hair_length": (0.0, 1.0),
     "eye_size": (0.085, 0.125),  # half width of an eye
     "eye_spacing": (0.15, 0.20),  # distance of each eye from the face's mid line
-    "brow_thickness": (0.014, 0.032),
+    "brow_thickness": (0.018, 0.036),
     "brow_tilt": (-0.35, 0.35),  # slope of the brows; positive raises the outer ends
     "nose_size": (0.03, 0.055),
     "mouth_width": (0.09, 0.15),  # half width of the mouth

@@ -514,13 +514,18 @@ def _gated_off(scene: Scene, name: str) -> bool:
 
 
 def _over(C: Tensor, win: tuple[int, int, int, int], alpha: Tensor, color: Tensor, scratch: Tensor) -> None:
-    """``C = C + alpha * (color - C)`` inside a window (separate mul/add kernels: exact per pixel)."""
+    """``C = C * (1 - alpha) + color * alpha`` inside a window.
+
+    Separate mul/add kernels (no fused multiply-add), so each pixel is computed the same way
+    whatever the batch; alpha = 1 gives exactly ``color`` and alpha = 0 exactly ``C``.
+    """
     r0, r1, c0, c1 = win
     view = C[:, :, r0:r1, c0:c1]
     n, ch, h, w = view.shape
+    a = alpha.unsqueeze(1)
+    view.mul_(1.0 - a)
     tmp = scratch[: n * ch * h * w].view(n, ch, h, w)
-    torch.sub(color, view, out=tmp)
-    tmp.mul_(alpha.unsqueeze(1))
+    torch.mul(color, a, out=tmp)
     view.add_(tmp)
 
 

@@ -24,7 +24,7 @@ _STYLE_PHRASES: dict[str, tuple[str, ...]] = {
     "watercolor": ("a watercolor painting of", "a watercolour portrait of", "a soft watercolor of", "a watercolor of"),
 }
 _ZOMBIE_NOUNS = ("a zombie", "a zombie face", "an undead zombie", "a rotting zombie face", "a scary zombie")
-_NOUNS = ("face", "person", "cartoon face", "portrait", "head")
+_NOUNS = ("face", "person", "cartoon face", "head", "character")
 
 _HAIR_WORDS: dict[str, tuple[str, ...]] = {
     "black": ("black", "dark"),
@@ -145,12 +145,11 @@ def caption(params: FaceParams, style: str = "photo", *, seed: int | None = None
         # subject
         if style == "zombie":
             subject = rng.choice(_ZOMBIE_NOUNS)
-            if expr is not None:
-                subject = (
-                    subject.replace("a zombie", f"a {expr} zombie").replace("an undead", f"a {expr} undead")
-                    if rng.random() < 0.5
-                    else subject
-                )
+            if expr is not None and rng.random() < 0.5:
+                art = "an" if expr[0] in "aeiou" else "a"
+                subject = subject.replace("a zombie", f"{art} {expr} zombie").replace("an undead", f"{art} {expr} undead")
+                subject = subject.replace("a rotting", f"{art} {expr} rotting").replace("a scary", f"a scary {expr}")
+                expr = None
         else:
             noun = rng.choice(_NOUNS)
             lead = rng.choice(_STYLE_PHRASES[style])
@@ -172,9 +171,12 @@ def caption(params: FaceParams, style: str = "photo", *, seed: int | None = None
             else:
                 text += " with " + _join(positive)
         if negative:
-            text += (", " if positive else " ") + negative[0]
+            text += ", " + negative[0] if positive else " " + rng.choice(("with no glasses", "without glasses"))
         if expr is not None:
-            text += rng.choice((f", {expr}", f", looking {expr}"))
+            if expr in ("smiling", "grinning", "unsmiling"):
+                text += f", {expr}"
+            else:
+                text += rng.choice((f", {expr}", f", looking {expr}"))
         if rng.random() < 0.25:
             text += f", on a {_hue_name(bg_hue[i])} background"
         out.append(text)
