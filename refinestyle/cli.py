@@ -127,6 +127,31 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_adapt(args: argparse.Namespace) -> int:
+    model = load_model_any(args.model)
+    dom = model.adapt(args.source, args.target, target_images=args.target_image or None, steps=args.steps, lr=args.lr,
+                      batch=args.batch, seed=args.seed, num_tokens=args.num_tokens, layers=args.layers, progress=not args.quiet)
+    out = Path(args.out)
+    dom.save_pretrained(out)
+    hist = dom.history
+    z = torch.randn(8, model.generator.config.z_dim, generator=torch.Generator().manual_seed(args.seed))
+    before = model.generate(z=z, truncation_psi=0.7)
+    after = model.generate(z=z, truncation_psi=0.7, domain=dom)
+    save_grid(torch.cat([before, after]), out / "preview.png", columns=8)
+    size_kb = sum(f.stat().st_size for f in out.glob("*.safetensors")) / 1024
+    command = "refinestyle adapt " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["adapt"] else "model.adapt(...)"
+    write_model_card(out, title=f"RefineStyle domain: {args.target or 'reference images'}", body=(
+        f"A shared token set (RefineStyle domain) adapted from **{args.source}** to **{args.target}** with the generator frozen.\n\n"
+        f"Made with `{command}`.\n\n"
+        f"- tokens per layer: {dom.config.num_tokens}; layers: {len(dom.config.layers)}; parameters: {dom.num_parameters():,}; "
+        f"file: {size_kb:.1f} KB\n- steps: {len(hist.states)}; final loss {hist.states[-1]['loss']:.4f} "
+        f"(directional {hist.states[-1]['direction_loss']:.4f}); {hist.states[-1]['seconds']:.1f} s\n"
+        + (f"- stopped early: {hist.stopped_early}\n" if hist.stopped_early else "")
+        + "\n![before (top) and after (bottom)](preview.png)\n\nLoad it with `model.load_domain(path, name=...)`."))
+    print(f"saved domain to {out} ({size_kb:.1f} KB); preview: {out / 'preview.png'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refinestyle", description="RefineStyle: StyleGAN2 with dynamic kernel refinement")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -138,6 +163,21 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--mapping-lr-multiplier", type=float, default=None, help="for formats that do not record it (default 0.01)")
     conv.add_argument("--conv-clamp", type=float, default=None, help="for state dicts of NVlabs ADA configs (256)")
     conv.set_defaults(func=cmd_convert)
+
+    ad = sub.add_parser("adapt", help="adapt a domain from text (or reference images) by optimising tokens")
+    ad.add_argument("--model", required=True, help="Hub-layout folder or repo id with a clip/ component")
+    ad.add_argument("--source", default="a photo of a face")
+    ad.add_argument("--target", default=None, help="target prompt, e.g. 'a pencil sketch of a face'")
+    ad.add_argument("--target-image", action="append", default=[], help="reference image(s) instead of a target prompt")
+    ad.add_argument("--steps", type=int, default=300)
+    ad.add_argument("--lr", type=float, default=0.02)
+    ad.add_argument("--batch", type=int, default=8)
+    ad.add_argument("--seed", type=int, default=0)
+    ad.add_argument("--num-tokens", type=int, default=None)
+    ad.add_argument("--layers", default="all", choices=["all", "adaptive"])
+    ad.add_argument("--out", required=True, help="output folder of the domain")
+    ad.add_argument("--quiet", action="store_true")
+    ad.set_defaults(func=cmd_adapt)
 
     gen = sub.add_parser("generate", help="generate an image grid")
     gen.add_argument("--model", required=True, help="Hub-layout folder, repo id, or checkpoint file")
@@ -157,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from .convert import CheckpointError
     from .hub import HubError
+    from .images import ImageError
 
     try:
         return args.func(args)
-    except (CheckpointError, HubError, ValueError, TypeError, KeyError, FileNotFoundError) as err:
+    except (CheckpointError, HubError, ImageError, ValueError, TypeError, KeyError, FileNotFoundError) as err:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"error: {msg}", file=sys.stderr)
         return 2

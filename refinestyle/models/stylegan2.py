@@ -76,16 +76,17 @@ class EqualLinear(nn.Module):
 class MappingNetwork(nn.Module):
     """z → w: 2nd-moment normalisation, then ``num_layers`` equalized-lr FC layers with leaky ReLU."""
 
-    def __init__(self, *, z_dim: int, w_dim: int, num_layers: int, lr_multiplier: float):
+    def __init__(self, *, z_dim: int, w_dim: int, num_layers: int, lr_multiplier: float, normalize_z: bool = True):
         super().__init__()
         self.num_layers = num_layers
+        self.normalize_z = normalize_z
         for idx in range(num_layers):
             in_features = z_dim if idx == 0 else w_dim
             setattr(self, f"fc{idx}", EqualLinear(in_features, w_dim, lr_multiplier=lr_multiplier))
         self.register_buffer("w_avg", torch.zeros(w_dim))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt()  # [N, z_dim]
+        x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt() if self.normalize_z else z  # [N, z_dim]
         for idx in range(self.num_layers):
             x = F.leaky_relu(getattr(self, f"fc{idx}")(x), LRELU_SLOPE) * LRELU_GAIN  # [N, w_dim]
         return x
@@ -216,6 +217,8 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         conv_clamp: clamp activations to ±``conv_clamp`` after each layer (NVlabs' ADA configs use 256).
         num_tokens: K, the default rank of token sets (tokens per layer) made for this generator.
         refine_torgb: whether token sets also refine the toRGB layers by default.
+        normalize_z: StyleGAN2's 2nd-moment normalisation of z. Turn it off when z carries information in its
+            norm (SynthFaces: z is the Gaussianised renderer parameter vector, every coordinate matters).
 
     Examples:
         ```py
@@ -245,6 +248,7 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         conv_clamp: Optional[float] = None,
         num_tokens: int = 8,
         refine_torgb: bool = False,
+        normalize_z: bool = True,
     ):
         super().__init__()
         if not isinstance(resolution, int) or resolution < 8 or resolution > 1024 or resolution & (resolution - 1):
@@ -258,7 +262,8 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         if len(chans) != num_res or any(not isinstance(c, int) or c < 1 for c in chans):
             raise ValueError(f"channels must list {num_res} positive ints (resolutions 4..{resolution}), got {channels!r}")
         self.channels = chans
-        self.mapping = MappingNetwork(z_dim=z_dim, w_dim=w_dim, num_layers=mapping_layers, lr_multiplier=mapping_lr_multiplier)
+        self.mapping = MappingNetwork(z_dim=z_dim, w_dim=w_dim, num_layers=mapping_layers, lr_multiplier=mapping_lr_multiplier,
+                                      normalize_z=normalize_z)
         self.synthesis = SynthesisNetwork(w_dim=w_dim, resolution=resolution, channels=chans,
                                                   img_channels=img_channels, conv_clamp=conv_clamp)
         self._layers = self.synthesis_module.layers()

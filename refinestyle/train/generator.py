@@ -23,15 +23,17 @@ import torch
 import torch.nn.functional as F
 
 from ..data.synthfaces import ATTRIBUTES, render, z_to_params
+from ..evaluation import psnr
 from ..models.stylegan2 import StyleGAN2Generator
 
 SMALL_PARTS = ("eyes", "brows", "mouth", "glasses")
 
 
 def synthfaces_generator_config(*, resolution: int = 64) -> dict:
-    """The narrow 64 px generator: channels 64/64/64/32/16, mapping lr multiplier 1."""
+    """The narrow 64 px generator: channels 64/64/64/32/16, mapping lr multiplier 1, z not normalised
+    (z is the Gaussianised parameter vector: its norm carries information)."""
     return dict(z_dim=len(ATTRIBUTES), w_dim=128, resolution=resolution, channels=[64, 64, 64, 32, 16][: int(math.log2(resolution)) - 1],
-                mapping_layers=4, mapping_lr_multiplier=1.0, num_tokens=8)
+                mapping_layers=4, mapping_lr_multiplier=1.0, num_tokens=8, normalize_z=False)
 
 
 def batch_z(step: int, *, batch: int, seed: int, z_dim: int) -> torch.Tensor:
@@ -48,16 +50,6 @@ def targets(z: torch.Tensor, *, resolution: int) -> tuple[torch.Tensor, torch.Te
 def weighted_loss(fake: torch.Tensor, real: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     diff = fake - real
     return ((diff.abs() + diff.square()) * weight).mean()
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Per-image PSNR for images in [-1, 1] (data range 2), optionally inside a soft mask."""
-    sq = (a.clamp(-1, 1) - b.clamp(-1, 1)).square().mean(dim=1, keepdim=True)  # [N, 1, H, W]
-    if mask is None:
-        mse = sq.flatten(1).mean(1)
-    else:
-        mse = (sq * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1e-6)
-    return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
 
 
 @dataclass

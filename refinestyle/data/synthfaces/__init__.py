@@ -14,6 +14,7 @@ Examples:
 >>> sketches = render(params, style="sketch", resolution=64)  # the same faces, out of domain
 >>> len(caption(params, "sketch", seed=0))
 4
+
 ```
 """
 

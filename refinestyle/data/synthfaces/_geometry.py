@@ -25,14 +25,18 @@ ZOOM = 1.2  # head-local units -> world units
 
 Scalar = Union[float, Tensor]  # float or per-face [n, 1, 1] float32
 
-# Conservative head-local bounding boxes (x0, x1, y0, y1) of the parts drawn in each window.
+# Head-local bounding boxes (x0, x1, y0, y1) of the parts drawn in each window, measured over the
+# whole parameter range (including extreme and out-of-domain values) with a 0.015 safety band; the
+# window margin adds soft edges, strokes and anti-aliasing. tests/test_synthfaces.py checks that a
+# full-frame render is bit-identical.
 _LOCAL_BOXES: dict[str, tuple[float, float, float, float] | None] = {
     "full": None,
-    "head": (-0.72, 0.72, -0.95, 0.62),
-    "eyes": (-0.56, 0.56, -0.34, 0.16),
-    "lower": (-0.42, 0.42, -0.04, 0.42),
-    "body": (-0.8, 0.8, 0.1, 1.7),
-    "neck": (-0.25, 0.25, 0.1, 1.7),
+    "head": (-0.53, 0.53, -0.64, 0.57),  # face, ears, front hair, hair shadow, sockets
+    "hat": (-0.68, 0.68, -0.74, -0.24),
+    "eyes": (-0.545, 0.545, -0.31, 0.12),  # eyes, brows, glasses, forehead paint
+    "lower": (-0.43, 0.43, 0.03, 0.38),  # nose, mouth, blush, cheek paint, scar
+    "neck": (-0.21, 0.21, 0.11, 1.75),
+    "body": (-0.77, 0.77, 0.62, 1.75),
 }
 
 _GRID_CACHE: dict[tuple[int, str], tuple[Tensor, Tensor]] = {}
@@ -77,7 +81,9 @@ def window(resolution: int, name: str) -> tuple[int, int, int, int]:
         wx1 = ZOOM * (max(x1, cmin * x1) + smax * ymax) + px
         wy0 = ZOOM * (min(y0, cmin * y0) - smax * xmax) + hy0
         wy1 = ZOOM * (max(y1, cmin * y1) + smax * xmax) + hy1
-        margin = 0.09 + 4.0 * 2.0 / resolution  # anti-aliasing, soft edges and strokes
+        # a part grows by at most 0.03 head-local units (soft edges, strokes or dilation, never
+        # combined) plus anti-aliasing and stroke widths in pixels
+        margin = ZOOM * 0.035 + 2.0 * 2.0 / resolution
 
         def rng(lo: float, hi: float) -> tuple[int, int]:
             i0 = math.floor((lo - margin + 1.0) * resolution / 2.0 - 0.5)
@@ -119,6 +125,18 @@ def _tri(x: Tensor) -> Tensor:
     """Triangle wave |frac(x) - 0.5| in [0, 0.5] (distance to the nearest half-integer lattice)."""
     t = x - torch.floor(x)
     return t.sub_(0.5).abs_()
+
+
+def _thin_ellipse_d(A: Tensor, B: Tensor, rx: Scalar, ry: Scalar) -> Tensor:
+    """Distance estimate ``(Q - 1) / |grad Q|`` of an ellipse from ``A = (x/rx)^2``, ``B = (y/ry)^2``.
+
+    Accurate at the boundary whatever the eccentricity (unlike ``(Q - 1) r / 2``). Consumes A and B.
+    """
+    q = A + B
+    A.mul_(1.0 / (rx * rx))
+    B.mul_(1.0 / (ry * ry))
+    g = A.add_(B).sqrt_().mul_(2.0)
+    return q.sub_(1.0).div_(g)
 
 
 def _max(*ts: Tensor) -> Tensor:
@@ -224,10 +242,6 @@ class Scene:
     def v(self, name: str) -> Tensor:
         """A per-face scalar as float32 [n, 1, 1]."""
         return self._v32[name]
-
-    def c(self, x: Tensor) -> Tensor:
-        """float64 [n] -> float32 [n, 1, 1] on the scene's device."""
-        return _c(x).to(self.device)
 
     def raw(self, name: str) -> Tensor:
         """A per-face scalar as float64 [n]."""
@@ -446,13 +460,15 @@ class Scene:
         return Layer("glint", "eyes", "eyes", d)
 
     def _l_sockets(self) -> Layer:
-        _, _, EY, EX2, _ = self._eye_coords()
+        X, Y = self.xy("head")
+        EX = (X - self.v("fx")).abs_().sub_(self.v("sp"))
+        EX2 = EX.mul_(EX)
         rx, ry = 1.45 * self.v("rx"), 2.3 * self.v("ry")
-        w = EY + 0.01
+        w = Y - self.v("ey") + 0.01
         w.mul_(w).mul_(1.0 / (ry * ry))
         q = (EX2 * (1.0 / (rx * rx))).add_(w)
         r = 0.5 * ry
-        return Layer("sockets", None, "eyes", q, r, -r, occludes=False)
+        return Layer("sockets", None, "head", q, r, -r, occludes=False)
 
     def _l_brows(self) -> Layer:
         _, EX, EY, EX2, _ = self._eye_coords()
@@ -460,9 +476,9 @@ class Scene:
         q = EY + (self.v("ey") - self.v("by"))
         q.add_(EX * self.v("tilt")).sub_(EX2 * 2.2)
         T, L = self.v("bT"), self.v("bL")
-        q.mul_(q).mul_(1.0 / (T * T)).add_(EX2 * (1.0 / (L * L)))
-        r = 0.5 * T
-        return Layer("brows", "brows", "eyes", q, r, -r)
+        d = _thin_ellipse_d(EX2 * (1.0 / (L * L)), q.mul_(q).mul_(1.0 / (T * T)), L, T)
+        q = EY + (self.v("ey") - self.v("by"))  # keep the (approximate) field within the brow's slab
+        return Layer("brows", "brows", "eyes", _max(d, EX.abs().sub_(L), q.abs_().sub_(T + 0.7 * L)))
 
     def _lens_d(self) -> Tensor:
         def f() -> Tensor:
@@ -554,12 +570,14 @@ class Scene:
 
     def _hat_parts(self) -> tuple[Tensor, Tensor, Tensor]:
         def f() -> tuple[Tensor, ...]:
-            X, Y = self.xy("head")
-            X2, _ = self.sq("head")
+            X, Y = self.xy("hat")
+            X2, _ = self.sq("hat")
             a, b = self.v("a"), self.v("b")
             yb = -0.7 * b
-            qb = self.ellipse_q("head", 0.0, yb, a + 0.2, torch.full_like(a, 0.055))
-            db = qb.sub_(1.0).mul_(0.0275)
+            rb = a + 0.2
+            w = Y - yb
+            w.mul_(w).mul_(1.0 / 0.055**2)
+            db = _thin_ellipse_d(X2 * (1.0 / (rb * rb)), w, rb, 0.055)
             A = X2 * (1.0 / (0.78 * a) ** 2)
             B = Y - (yb - 0.15)
             B.mul_(B).mul_(1.0 / 0.19**2)
@@ -571,13 +589,13 @@ class Scene:
 
     def _l_hat(self) -> Layer:
         db, dc, _ = self._hat_parts()
-        return Layer("hat", "hair", "head", torch.minimum(db, dc), opacity=self.v("hat"), figure=True)
+        return Layer("hat", "hair", "hat", torch.minimum(db, dc), opacity=self.v("hat"), figure=True)
 
     def _l_hat_band(self) -> Layer:
         _, dc, yb = self._hat_parts()
-        _, Y = self.xy("head")
+        _, Y = self.xy("hat")
         d = torch.maximum(dc, (yb - 0.06) - Y)
-        return Layer("hat_band", "hair", "head", d, opacity=self.v("hat"))
+        return Layer("hat_band", "hair", "hat", d, opacity=self.v("hat"))
 
     def _l_scar(self) -> Layer:
         X, Y = self.xy("lower")
@@ -595,8 +613,3 @@ class Scene:
         lin = X * (self.v("Lx") / self.v("a"))
         lin.add_(Y * (self.v("Ly") / self.v("b")))
         return lin.clamp_(-1.0, 1.0)
-
-
-def add_scalars(scene: Scene, names: dict[str, Tensor]) -> None:
-    """Registers extra per-face scalars (float64 [n]) usable with ``scene.v``."""
-    scene._v.update(names)

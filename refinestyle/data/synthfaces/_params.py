@@ -140,6 +140,7 @@ class FaceParams:
     [1.0, 1.0]
     >>> sample_params(8, seed=1)[2:4].n
     2
+
     ```
     """
 
@@ -261,7 +262,7 @@ def sample_params(n: int, *, seed: SeedLike = 0, out_of_domain: bool = False) ->
         out_of_domain (`bool`, defaults to `False`):
             Also draw out-of-domain features that the prior never produces. Every face gets one of
             a hat, face paint or an exotic (out-of-palette) skin and hair colour, and about 30% a second
-            one, each with strength in `[0.6, 1]`. The attributes `u` are the same as with
+            one, each with strength in `[0.8, 1]`. The attributes `u` are the same as with
             `out_of_domain=False` and the same seed, so the in-domain version of each face is known.
 
     Returns:
@@ -277,6 +278,7 @@ def sample_params(n: int, *, seed: SeedLike = 0, out_of_domain: bool = False) ->
     >>> q = sample_params(4, seed=0, out_of_domain=True)
     >>> bool((q.u == p.u).all()), bool(q.is_out_of_domain().all())
     (True, True)
+
     ```
     """
     if isinstance(n, bool) or not isinstance(n, int):
@@ -290,7 +292,7 @@ def sample_params(n: int, *, seed: SeedLike = 0, out_of_domain: bool = False) ->
     first = torch.randint(0, 3, (n,), generator=gen)
     has_second = torch.rand(n, generator=gen) < 0.3
     second = (first + torch.randint(1, 3, (n,), generator=gen)) % 3
-    strength = 0.6 + 0.4 * torch.rand(n, 3, generator=gen)
+    strength = 0.8 + 0.2 * torch.rand(n, 3, generator=gen)
     chosen = torch.nn.functional.one_hot(first, 3).bool() | (
         torch.nn.functional.one_hot(second, 3).bool() & has_second[:, None]
     )
@@ -312,6 +314,7 @@ def z_to_params(z: Tensor) -> FaceParams:
     >>> z = torch.randn(3, len(ATTRIBUTES), generator=torch.Generator().manual_seed(0))
     >>> torch.allclose(params_to_z(z_to_params(z)), z, atol=1e-4)
     True
+
     ```
     """
     if not isinstance(z, Tensor):
@@ -341,6 +344,7 @@ def params_to_z(params: FaceParams) -> Tensor:
     >>> from refinestyle.data.synthfaces import params_to_z, sample_params
     >>> params_to_z(sample_params(2)).shape
     torch.Size([2, 24])
+
     ```
     """
     if not isinstance(params, FaceParams):
@@ -407,6 +411,7 @@ def attribute_labels(params: FaceParams) -> dict[str, Tensor]:
     >>> labels = attribute_labels(sample_params(5, seed=0))
     >>> sorted(labels)[:3], labels["glasses"].dtype
     (['exotic_color', 'eye_color', 'face_paint'], torch.int64)
+
     ```
     """
     if not isinstance(params, FaceParams):

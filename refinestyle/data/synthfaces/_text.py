@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from ._params import EYE_COLORS, HAIR_COLORS, FaceParams, attribute_labels, decode
-from ._render import STYLES, _check_style
+from ._render import _check_style
 
 _STYLE_PROMPTS: dict[str, str] = {
     "photo": "a photo of a face",
@@ -46,6 +46,7 @@ def style_prompt(style: str) -> str:
     >>> from refinestyle.data.synthfaces import style_prompt
     >>> style_prompt("sketch")
     'a pencil sketch of a face'
+
     ```
     """
     return _STYLE_PROMPTS[_check_style(style)]
@@ -82,6 +83,7 @@ def caption(params: FaceParams, style: str = "photo", *, seed: int | None = None
     >>> caps = caption(sample_params(3, seed=0), "sketch", seed=1)
     >>> len(caps), caps == caption(sample_params(3, seed=0), "sketch", seed=1)
     (3, True)
+
     ```
     """
     if not isinstance(params, FaceParams):
@@ -183,4 +185,4 @@ def caption(params: FaceParams, style: str = "photo", *, seed: int | None = None
     return out
 
 
-__all__ = ["STYLES", "caption", "style_prompt"]
+__all__ = ["caption", "style_prompt"]

@@ -1,0 +1,156 @@
+"""Metrics against the SynthFaces renderer's exact ground truth.
+
+* ``evaluate_generator``: PSNR / SSIM of ``G(z)`` against ``render(z_to_params(z), "photo")`` on
+  held-out z, PSNR inside the eye and mouth masks, and attribute agreement read by an independent
+  classifier trained on renders (``AttributeClassifier``).
+* ``AttributeClassifier``: a small CNN trained on renderer images (never on generator output) to
+  read glasses, smile and eye colour; also a style head for the adaptation benchmark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data.synthfaces import EYE_COLORS, STYLES, attribute_labels, render, sample_params, z_to_params
+
+HEADS = {"glasses": 2, "smile": 2, "eye_color": len(EYE_COLORS), "style": len(STYLES)}
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Per-image PSNR of [-1, 1] images (data range 2), optionally inside a soft mask ``[N, 1, H, W]``."""
+    sq = (a.clamp(-1, 1) - b.clamp(-1, 1)).square().mean(dim=1, keepdim=True)  # [N, 1, H, W]
+    if mask is None:
+        mse = sq.flatten(1).mean(1)
+    else:
+        mse = (sq * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1e-6)
+    return 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
+
+
+def ssim(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image SSIM (pytorch_msssim, 7x7 window for 64 px images)."""
+    from pytorch_msssim import ssim as _ssim
+
+    return _ssim((a.clamp(-1, 1) + 1) / 2, (b.clamp(-1, 1) + 1) / 2, data_range=1.0, size_average=False, win_size=7)
+
+
+class AttributeClassifier(nn.Module):
+    """A small CNN with one head per attribute (glasses, smile, eye colour, style)."""
+
+    def __init__(self, resolution: int = 64):
+        super().__init__()
+        layers, ch = [], 3
+        for out in (32, 64, 96, 128):
+            layers += [nn.Conv2d(ch, out, 3, padding=1), nn.BatchNorm2d(out), nn.ReLU(), nn.MaxPool2d(2)]
+            ch = out
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.heads = nn.ModuleDict({k: nn.Linear(ch * 4, n) for k, n in HEADS.items()})
+        self.resolution = resolution
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if x.shape[-1] != self.resolution:
+            x = F.interpolate(x, size=(self.resolution, self.resolution), mode="bilinear", align_corners=False, antialias=True)
+        f = self.features(x)
+        return {k: head(f) for k, head in self.heads.items()}
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch: int = 250) -> dict[str, torch.Tensor]:
+        self.eval()
+        outs = [self(x[i:i + batch]) for i in range(0, len(x), batch)]
+        return {k: torch.cat([o[k] for o in outs]).argmax(1) for k in HEADS}
+
+
+def train_attribute_classifier(*, steps: int = 600, batch: int = 64, seed: int = 0, resolution: int = 64,
+                               progress: bool = False) -> AttributeClassifier:
+    """Train on renders in every style (fixed seed); the generator's output is never seen."""
+    torch.manual_seed(seed)
+    model = AttributeClassifier(resolution)
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    from tqdm import tqdm
+
+    for step in tqdm(range(steps), desc="attribute classifier", disable=not progress):
+        g = torch.Generator().manual_seed(seed * 100_003 + step)
+        params = sample_params(batch, seed=g)
+        styles = torch.randint(len(STYLES), (batch,), generator=g)
+        x = torch.empty(batch, 3, resolution, resolution)
+        for s_idx, style in enumerate(STYLES):
+            rows = (styles == s_idx).nonzero().flatten()
+            if rows.numel():
+                x[rows] = render(params[rows], style=style, resolution=resolution)
+        # Small photometric jitter so the classifier does not key on exact renderer pixels.
+        x = (x + 0.03 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+        labels = {**attribute_labels(params), "style": styles}
+        out = model.train()(x)
+        loss = sum(F.cross_entropy(out[k], labels[k].long()) for k in HEADS)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@dataclass
+class GeneratorMetrics:
+    psnr: float
+    ssim: float
+    psnr_eyes: float
+    psnr_mouth: float
+    agree_glasses: float
+    agree_smile: float
+    agree_eye_color: float
+    agree_all: float
+    classifier_on_renders: float
+    n: int
+
+
+@torch.no_grad()
+def evaluate_generator(G, classifier: AttributeClassifier, *, n: int = 1000, seed: int = 12345, batch: int = 100) -> GeneratorMetrics:
+    """Compare ``G(z)`` with the renderer on ``n`` held-out z (seed different from training)."""
+    res = G.config.resolution
+    z_all = torch.randn(n, G.config.z_dim, generator=torch.Generator().manual_seed(seed))
+    fakes, reals, ps, ss, pe, pm = [], [], [], [], [], []
+    for i in range(0, n, batch):
+        z = z_all[i:i + batch]
+        real, masks = render(z_to_params(z), style="photo", resolution=res, return_masks=True)
+        fake = G.synthesis(G.mapping(z), noise_mode="const").clamp(-1, 1)
+        ps.append(psnr(fake, real))
+        ss.append(ssim(fake, real))
+        pe.append(psnr(fake, real, masks["eyes"]))
+        pm.append(psnr(fake, real, masks["mouth"]))
+        fakes.append(fake)
+        reals.append(real)
+    fake, real = torch.cat(fakes), torch.cat(reals)
+    labels = attribute_labels(z_to_params(z_all))
+    pred_fake = classifier.predict(fake)
+    pred_real = classifier.predict(real)
+    agree = {k: (pred_fake[k] == labels[k]).float() for k in ("glasses", "smile", "eye_color")}
+    on_renders = torch.stack([(pred_real[k] == labels[k]).float() for k in agree]).mean().item()
+    mean = lambda xs: torch.cat(xs).mean().item()  # noqa: E731
+    return GeneratorMetrics(
+        psnr=mean(ps), ssim=mean(ss), psnr_eyes=mean(pe), psnr_mouth=mean(pm),
+        agree_glasses=agree["glasses"].mean().item(), agree_smile=agree["smile"].mean().item(),
+        agree_eye_color=agree["eye_color"].mean().item(),
+        agree_all=torch.stack(list(agree.values())).prod(0).mean().item(), classifier_on_renders=on_renders, n=n)
+
+
+@torch.no_grad()
+def validity_scores(G, classifier: AttributeClassifier, *, n: int = 200, seed: int = 777, psi: float = 0.7) -> dict[str, float]:
+    """Classifier confidence (mean max probability over heads) on plain, truncated and style-mixed samples."""
+    g = torch.Generator().manual_seed(seed)
+    z1, z2 = torch.randn(n, G.config.z_dim, generator=g), torch.randn(n, G.config.z_dim, generator=g)
+    ws1, ws2 = G.mapping(z1), G.mapping(z2)
+    mixed = ws1.clone()
+    mixed[:, G.num_ws // 2:] = ws2[:, G.num_ws // 2:]
+    sets = {"plain": ws1, f"truncated (psi {psi})": G.mapping(z1, truncation_psi=psi), "style-mixed": mixed}
+    out = {}
+    for name, ws in sets.items():
+        logits = classifier.eval()(G.synthesis(ws).clamp(-1, 1))
+        conf = torch.stack([logits[k].softmax(1).max(1).values for k in ("glasses", "smile", "eye_color")]).mean()
+        out[name] = conf.item()
+    renders = render(z_to_params(z1), style="photo", resolution=G.config.resolution)
+    logits = classifier(renders)
+    out["renders (reference)"] = torch.stack([logits[k].softmax(1).max(1).values for k in ("glasses", "smile", "eye_color")]).mean().item()
+    return out
