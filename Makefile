@@ -13,13 +13,18 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(VENV)/bin/refinestyle generate --model hub/refinestyle-synthfaces --seeds 0-15 --truncation 0.7 --out outputs/demo-grid.png
+	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(VENV)/bin/python app.py $(ARGS)
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 GRADIO_ANALYTICS_ENABLED=False $(VENV)/bin/python -m pytest -q
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/generator.py
+	$(VENV)/bin/python bench/synthfaces_renderer.py
+	$(VENV)/bin/python bench/synthfaces.py
+	$(VENV)/bin/python bench/inversion.py
+	$(VENV)/bin/python bench/adaptation.py
+	$(VENV)/bin/python bench/app.py
 
 clean-venv:
 	rm -rf $(VENV)

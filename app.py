@@ -305,7 +305,7 @@ def build_demo(model: RefineStyleModel, *, invert_steps: int = 150) -> gr.Blocks
                     f"{', encoder' if model.encoder is not None else ''}{', CLIP' if model.clip is not None else ''}).")
         with gr.Tab("Invert & edit"):
             with gr.Row():
-                inp = UploadImage(type="filepath", label="input image", sources=["upload", "clipboard"], height=256)
+                inp = UploadImage(type="filepath", label="input image", sources=["upload", "clipboard"], height=256, elem_id="inv-input")
                 with gr.Column():
                     dom_inv = gr.Dropdown(app.domain_choices({}), value="(none)", label="apply a domain")
                     strength_inv = gr.Slider(-1, 2, value=1.0, step=0.05, label="domain strength")

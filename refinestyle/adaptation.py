@@ -76,6 +76,7 @@ class AdaptState:
     content_loss: float
     seconds: float
     preview: Optional[torch.Tensor] = None  # refined images of the fixed preview latents, every few steps
+    synthesize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # ws → images with the current parameters
 
 
 @dataclass
@@ -196,11 +197,11 @@ def optimise(
             break
         last_good = snapshot()
         state = AdaptState(step=step + 1, total=config.steps, loss=loss.item(), direction_loss=d_loss.item(),
-                           content_loss=c_loss.item(), seconds=time.perf_counter() - t0)
+                           content_loss=c_loss.item(), seconds=time.perf_counter() - t0, synthesize=synth)
         if preview_every and ((step + 1) % preview_every == 0 or step + 1 == config.steps):
             with torch.no_grad():
                 state.preview = synth(preview_ws).detach()
-        history.states.append({k: v for k, v in state.__dict__.items() if k != "preview"})
+        history.states.append({k: v for k, v in state.__dict__.items() if k not in ("preview", "synthesize")})
         bar.set_postfix(loss=f"{state.loss:.4f}", dir=f"{state.direction_loss:.4f}")
         if callback is not None:
             callback(step + 1, config.steps, state)

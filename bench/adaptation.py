@@ -1,0 +1,143 @@
+"""Domain adaptation from text: RefineStyle tokens vs full fine-tuning (StyleGAN-NADA style) vs per-channel
+kernel scaling (HyperDomainNet style), same losses, same steps, scored against the renderer's exact
+ground truth.
+
+For each style reachable by text: trainable parameters, domain file size, seconds per step, wall time,
+ground-truth PSNR/SSIM of ``G_domain(z)`` vs ``render(z_to_params(z), style)`` on held-out z, accuracy of an
+independent style classifier (a CNN trained here on renders, not CLIP), and content preservation
+(glasses / smile / eye colour read by the same classifier agree with the face's parameters).
+Curves of quality against wall time are saved to bench/out/adaptation.png.
+
+    python bench/adaptation.py [--steps 150] [--styles sketch popart zombie watercolor pixelart]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from refinestyle import RefineStyleModel  # noqa: E402
+from refinestyle.adaptation import AdaptConfig, adapt_channel_scale, adapt_finetune, adapt_tokens  # noqa: E402
+from refinestyle.data.synthfaces import STYLES, attribute_labels, render, style_prompt, z_to_params  # noqa: E402
+from refinestyle.evaluation import psnr, ssim, train_attribute_classifier  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "out"
+
+
+@torch.no_grad()
+def quality(synth, G, classifier, style: str, *, n: int = 64, seed: int = 4242) -> dict[str, float]:
+    z = torch.randn(n, G.config.z_dim, generator=torch.Generator().manual_seed(seed))
+    params = z_to_params(z)
+    truth = render(params, style=style, resolution=G.config.resolution)
+    fake = synth(G.mapping(z)).clamp(-1, 1)
+    pred = classifier.predict(fake)
+    labels = attribute_labels(params)
+    content = torch.stack([(pred[k] == labels[k]).float() for k in ("glasses", "smile", "eye_color")]).mean().item()
+    return {"psnr": psnr(fake, truth).mean().item(), "ssim": ssim(fake, truth).mean().item(),
+            "style_acc": (pred["style"] == STYLES.index(style)).float().mean().item(), "content": content}
+
+
+def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int, seed: int) -> dict:
+    """Adapt photo → ``style`` with one method; evaluate along the way (evaluation time excluded from wall time)."""
+    cfg = AdaptConfig(steps=steps, seed=seed)
+    curve, eval_seconds = [], [0.0]
+
+    def callback(step, total, state):
+        if step % eval_every == 0 or step == total:
+            training_seconds = state.seconds - eval_seconds[0]  # earlier evaluations are not training time
+            t0 = time.perf_counter()
+            q = quality(state.synthesize, G, classifier, style)
+            eval_seconds[0] += time.perf_counter() - t0
+            curve.append({"step": step, "seconds": training_seconds, **q})
+
+    source, target = style_prompt("photo"), style_prompt(style)
+    t0 = time.perf_counter()
+    if name == "refinestyle":
+        dom = adapt_tokens(G, clips, source=source, target=target, config=cfg, callback=callback)
+        params = dom.num_parameters()
+        with tempfile.TemporaryDirectory() as tmp:
+            dom.save_pretrained(tmp)
+            size = sum(f.stat().st_size for f in Path(tmp).glob("*.safetensors"))
+        history = dom.history
+    elif name == "finetune":
+        G_trained, history = adapt_finetune(G, clips, source=source, target=target, config=cfg, callback=callback)
+        params = sum(layer.weight.numel() for _, layer, _ in G_trained._layers)
+        size = params * 2  # the changed weights alone, in fp16
+    elif name == "channel_scale":
+        G_trained, history = adapt_channel_scale(G, clips, source=source, target=target, config=cfg, callback=callback)
+        params = sum(d.numel() for d in G_trained.channel_scales)
+        size = params * 4
+    else:
+        raise ValueError(f"unknown method {name!r}")
+    wall = time.perf_counter() - t0 - eval_seconds[0]
+    n_steps = len(history.states)
+    return {"method": name, "style": style, "params": params, "file_bytes": size, "s_per_step": wall / max(1, n_steps),
+            "wall_s": wall, "final": curve[-1] if curve else {}, "curve": curve}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(ROOT / "hub" / "refinestyle-synthfaces"))
+    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--styles", nargs="+", default=["sketch", "popart", "zombie", "watercolor", "pixelart"])
+    parser.add_argument("--methods", nargs="+", default=["refinestyle", "finetune", "channel_scale"])
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    model = RefineStyleModel.from_pretrained(args.model)
+    G = model.generator
+    clips = [model.clip]
+    print("training the independent style/attribute classifier on renders ...", flush=True)
+    classifier = train_attribute_classifier(steps=600)
+    gen_bytes = sum(p.numel() for p in G.parameters()) * 2
+    results = []
+    print(f"\nsteps {args.steps}, batch 8, generator {sum(p.numel() for p in G.parameters()):,} parameters\n")
+    print("| style | method | trainable params | file | s/step | wall s | GT PSNR | GT SSIM | style acc | content |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for style in args.styles:
+        base = quality(lambda ws: G.synthesis(ws), G, classifier, style)
+        print(f"| {style} | (unadapted) | 0 | - | - | - | {base['psnr']:.2f} | {base['ssim']:.3f} | {base['style_acc']:.2f} | {base['content']:.2f} |")
+        for method in args.methods:
+            r = run_method(method, G, clips, style, classifier, steps=args.steps, eval_every=args.eval_every, seed=args.seed)
+            r["unadapted"] = base
+            results.append(r)
+            f = r["final"]
+            print(f"| {style} | {method} | {r['params']:,} | {r['file_bytes'] / 1024:.0f} KB ({100 * r['file_bytes'] / gen_bytes:.1f}%) | "
+                  f"{r['s_per_step']:.3f} | {r['wall_s']:.0f} | {f['psnr']:.2f} | {f['ssim']:.3f} | {f['style_acc']:.2f} | {f['content']:.2f} |", flush=True)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "adaptation.json").write_text(json.dumps(results, indent=2))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(2, len(args.styles), figsize=(3.2 * len(args.styles), 6), squeeze=False)
+        for col, style in enumerate(args.styles):
+            for r in (r for r in results if r["style"] == style):
+                xs = [c["seconds"] for c in r["curve"]]
+                axes[0, col].plot(xs, [c["psnr"] for c in r["curve"]], marker="o", label=r["method"])
+                axes[1, col].plot(xs, [c["style_acc"] for c in r["curve"]], marker="o", label=r["method"])
+            axes[0, col].set_title(style)
+            axes[0, col].set_ylabel("GT PSNR (dB)")
+            axes[1, col].set_ylabel("style accuracy")
+            axes[1, col].set_xlabel("wall time (s)")
+        axes[0, 0].legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(OUT / "adaptation.png", dpi=100)
+        print(f"\nplot: {OUT / 'adaptation.png'}")
+    except ImportError:
+        print("(matplotlib missing: no plot)")
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    main()

@@ -1,0 +1,87 @@
+"""SynthFaces: the shipped generator against the renderer, its validity, and the CLIP's zero-shot accuracy.
+
+Prints markdown tables; the numbers go into the model card (hub/build_synthfaces.py card) and the README.
+Renderer throughput has its own script: bench/synthfaces_renderer.py.
+
+    python bench/synthfaces.py [--model hub/refinestyle-synthfaces] [--n 1000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from refinestyle import RefineStyleModel  # noqa: E402
+from refinestyle.data.synthfaces import render, sample_params  # noqa: E402
+from refinestyle.evaluation import evaluate_generator, train_attribute_classifier, validity_scores  # noqa: E402
+from refinestyle.train.clip import zero_shot_eval  # noqa: E402
+
+
+def run(*, model_path: str | Path = ROOT / "hub" / "refinestyle-synthfaces", n: int = 1000, quiet: bool = False) -> dict:
+    model = RefineStyleModel.from_pretrained(model_path)
+    G = model.generator
+    t0 = time.perf_counter()
+    classifier = train_attribute_classifier(steps=600, progress=not quiet)
+    cls_minutes = (time.perf_counter() - t0) / 60
+    gen = evaluate_generator(G, classifier, n=n)
+    validity = validity_scores(G, classifier)
+    # Speed of the shipped generator vs the renderer at 64 px (median of 5, batch 64).
+    z = torch.randn(64, G.config.z_dim)
+    times = []
+    with torch.no_grad():
+        for _ in range(6):
+            t = time.perf_counter()
+            G(z)
+            times.append(time.perf_counter() - t)
+    params = sample_params(64, seed=0)
+    r_times = []
+    for _ in range(6):
+        t = time.perf_counter()
+        render(params, style="photo", resolution=G.config.resolution)
+        r_times.append(time.perf_counter() - t)
+    out = {"generator": asdict(gen), "validity": validity, "classifier_minutes": cls_minutes,
+           "speed": {"generator_img_s": 64 / statistics.median(times[1:]), "renderer_img_s": 64 / statistics.median(r_times[1:])}}
+    if model.clip is not None:
+        out["clip"] = {**zero_shot_eval(model.clip, n_per_style=200), "n": 200}
+    if not quiet:
+        g = gen
+        print(f"\n## Generator vs renderer ({g.n} held-out z)\n")
+        print("| metric | value | target |\n|---|---|---|")
+        print(f"| PSNR | {g.psnr:.2f} dB | ≥ 28 |\n| SSIM | {g.ssim:.3f} | ≥ 0.93 |")
+        print(f"| PSNR in eye masks | {g.psnr_eyes:.2f} dB | ≥ 25 |\n| PSNR in mouth masks | {g.psnr_mouth:.2f} dB | ≥ 25 |")
+        print(f"| glasses agree | {g.agree_glasses:.3f} | ≥ 0.95 |\n| smile agree | {g.agree_smile:.3f} | ≥ 0.95 |")
+        print(f"| eye colour agree | {g.agree_eye_color:.3f} | ≥ 0.95 |\n| classifier on renders | {g.classifier_on_renders:.3f} | (reference) |")
+        print("\n## Validity (attribute-classifier confidence)\n\n| samples | confidence |\n|---|---|")
+        for k, v in validity.items():
+            print(f"| {k} | {v:.3f} |")
+        print(f"\n## Speed (64 px, batch 64, median)\n\n| | images/s |\n|---|---|\n| generator | {out['speed']['generator_img_s']:.0f} |"
+              f"\n| renderer (photo) | {out['speed']['renderer_img_s']:.0f} |")
+        if "clip" in out:
+            c = out["clip"]
+            print(f"\n## CLIP zero-shot (200 renders per style)\n\n| task | accuracy | target |\n|---|---|---|\n"
+                  f"| style | {c['style']:.3f} | ≥ 0.95 |\n| glasses yes/no | {c['glasses']:.3f} | ≥ 0.90 |\n| smile yes/no | {c['smile']:.3f} | ≥ 0.90 |")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(ROOT / "hub" / "refinestyle-synthfaces"))
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    out = run(model_path=args.model, n=args.n)
+    if args.json:
+        Path(args.json).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Build the default Hub repo ``hub/refinestyle-synthfaces`` from the training runs, then write its card.
+
+    python hub/build_synthfaces.py assemble   # generator (+ clip, encoder) from runs/ → hub folder (fp16 where lossless enough)
+    bash hub/make_domains.sh                  # domains, each from one `refinestyle adapt` command
+    python hub/build_synthfaces.py card       # evaluate everything, write model_index.json, metrics.json, README.md
+
+Training runs (each resumable; see README):
+    python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 26000 --minutes 62 --threads 1
+    python -m refinestyle.train.clip --out runs/synthfaces-clip --steps 3000 --minutes 45 --threads 1
+    python -m refinestyle.train.encoder ...   (see refinestyle/train/encoder.py)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from refinestyle import StyleGAN2Generator  # noqa: E402
+from refinestyle.cli import save_grid  # noqa: E402
+from refinestyle.clip import CLIPGuide  # noqa: E402
+from refinestyle.evaluation import psnr  # noqa: E402
+
+HUB = ROOT / "hub" / "refinestyle-synthfaces"
+RUNS = ROOT / "runs"
+FP16_MIN_PSNR = 45.0  # fp16 weights are kept when the images they give stay this close to fp32 ones
+
+
+def _fp16_is_lossless(G: StyleGAN2Generator) -> float:
+    import copy
+
+    z = torch.randn(64, G.config.z_dim, generator=torch.Generator().manual_seed(0))
+    half = copy.deepcopy(G)
+    with torch.no_grad():
+        for p in half.parameters():
+            p.copy_(p.half().float())
+        return psnr(half(z), G(z)).min().item()
+
+
+def assemble() -> None:
+    ckpt = torch.load(RUNS / "synthfaces-generator" / "checkpoint.pt", weights_only=True)
+    G = StyleGAN2Generator(**ckpt["config"])
+    G.load_state_dict(ckpt["G_ema"])
+    G.eval()
+    worst = _fp16_is_lossless(G)
+    dtype = torch.float16 if worst >= FP16_MIN_PSNR else torch.float32
+    G.save_pretrained(HUB / "generator", dtype=dtype)
+    info = {"generator": {"steps": int(ckpt["step"]), "minutes": float(ckpt["elapsed"]) / 60, "dtype": str(dtype),
+                          "fp16_worst_psnr_vs_fp32": worst}}
+    clip_ckpt = RUNS / "synthfaces-clip" / "checkpoint.pt"
+    if clip_ckpt.exists():
+        vocab = json.loads((RUNS / "synthfaces-clip" / "vocab.json").read_text())
+        clip = CLIPGuide.create_synthfaces(vocabulary=vocab)
+        state = torch.load(clip_ckpt, weights_only=True)
+        clip.model.load_state_dict(state["model"])
+        clip.save_pretrained(HUB / "clip", dtype=torch.float16)
+        info["clip"] = {"steps": int(state["step"]), "minutes": float(state["elapsed"]) / 60}
+    encoders = {}
+    for variant in ("one-stage", "two-stage"):
+        src = RUNS / f"synthfaces-encoder-{variant}" / "export"
+        if (src / "config.json").exists():
+            from refinestyle.models.encoder import RefineStyleEncoder
+
+            enc = RefineStyleEncoder.from_pretrained(src)
+            folder = "encoder" if variant == "one-stage" else "encoder-two-stage"
+            enc.save_pretrained(HUB / folder, dtype=torch.float16)
+            encoders[variant] = folder
+    info["encoders"] = encoders
+    (HUB / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_index()
+    print(json.dumps(info, indent=2))
+
+
+def write_index() -> None:
+    domains = sorted(p.parent.name for p in (HUB / "domains").glob("*/config.json"))
+    index = {"_class_name": "RefineStyleModel", "_refinestyle_format": 1, "generator": ["refinestyle", "StyleGAN2Generator"],
+             "domains": domains}
+    if (HUB / "clip" / "open_clip_config.json").exists():
+        index["clip"] = ["refinestyle", "CLIPGuide"]
+    if (HUB / "encoder" / "config.json").exists():
+        index["encoder"] = ["refinestyle", "RefineStyleEncoder"]
+    (HUB / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+
+
+def card() -> None:
+    write_index()
+    sys.path.insert(0, str(ROOT / "bench"))
+    import synthfaces as bench_synthfaces
+
+    metrics = bench_synthfaces.run(n=1000, quiet=False)
+    info = json.loads((HUB / "build_info.json").read_text())
+    metrics["build"] = info
+    (HUB / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    from refinestyle import RefineStyleModel
+
+    model = RefineStyleModel.from_pretrained(HUB)
+    save_grid(model.generate(seeds=range(16), truncation_psi=0.7), HUB / "samples.png", columns=8)
+    domain_rows = []
+    for name, dom in sorted(model.domains.items()):
+        kb = (HUB / "domains" / name / "diffusion_pytorch_model.safetensors").stat().st_size / 1024
+        domain_rows.append(f"| {name} | {dom.config.source} → {dom.config.target} | {dom.num_parameters():,} | {kb:.0f} KB |")
+    g, c = metrics["generator"], metrics.get("clip", {})
+    size_mb = sum(f.stat().st_size for f in HUB.rglob("*") if f.is_file()) / 2**20
+    text = f"""---
+library_name: refinestyle
+license: apache-2.0
+tags: [stylegan2, refinestyle, synthetic, safetensors]
+---
+
+# RefineStyle SynthFaces (64 px)
+
+The default model of [refinestyle](../../README.md): a StyleGAN2 generator trained to reproduce the
+procedural SynthFaces renderer, a small open_clip model trained on its images and captions, and shared
+token sets (domains) adapted from text. Everything here was made by scripts in the repository from fixed
+seeds, offline, on a 2-core CPU; the folder is {size_mb:.1f} MB.
+
+![samples (truncation 0.7)](samples.png)
+
+## Generator
+
+`generator/`: `StyleGAN2Generator`, 64 px, channels 64/64/64/32/16, w_dim 128, 4 mapping layers with lr
+multiplier 1, z = the Gaussianised renderer parameters (24 attributes; not normalised), {info['generator']['steps']:,}
+steps ({info['generator']['minutes']:.0f} min) of Adam (lr 5e-3, betas 0.9/0.99, batch 16, EMA 0.995) on an L1+L2
+loss weighted ×5 on eyes, brows, mouth and glasses (renderer part masks). Weights stored as
+{info['generator']['dtype'].replace('torch.', '')} (worst-case PSNR of fp16 vs fp32 images {info['generator']['fp16_worst_psnr_vs_fp32']:.1f} dB).
+
+    python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 26000 --minutes 62 --threads 1
+
+On {g['n']} held-out z (seed 12345) against `render(z_to_params(z), "photo")`:
+
+| metric | value | target |
+|---|---|---|
+| PSNR | {g['psnr']:.2f} dB | ≥ 28 |
+| SSIM | {g['ssim']:.3f} | ≥ 0.93 |
+| PSNR inside eye masks | {g['psnr_eyes']:.2f} dB | ≥ 25 |
+| PSNR inside mouth masks | {g['psnr_mouth']:.2f} dB | ≥ 25 |
+| glasses / smile / eye colour agree (classifier trained on renders) | {g['agree_glasses']:.3f} / {g['agree_smile']:.3f} / {g['agree_eye_color']:.3f} | ≥ 0.95 |
+| all three agree | {g['agree_all']:.3f} | |
+| classifier accuracy on the renders themselves | {g['classifier_on_renders']:.3f} | |
+
+Validity (classifier confidence, renders = reference): {', '.join(f"{k} {v:.3f}" for k, v in metrics['validity'].items())}.
+"""
+    if c:
+        text += f"""
+## CLIP
+
+`clip/`: open_clip `CLIP` with our registered config `RefineStyle-SynthFaces-CLIP` (ViT 64 px, patch 8, width 128,
+4 layers; text transformer width 128, 3 layers; word tokenizer over the caption vocabulary, `vocab.json`), trained
+contrastively on renders in all 6 styles with `caption()` texts ({info['clip']['steps']:,} steps, {info['clip']['minutes']:.0f} min, batch 128).
+
+    python -m refinestyle.train.clip --out runs/synthfaces-clip --steps 3000 --minutes 45 --threads 1
+
+Zero-shot on {c['n']} held-out renders per style: style (with `style_prompt`) {c['style']:.3f} (target ≥ 0.95),
+glasses yes/no {c['glasses']:.3f}, smile yes/no {c['smile']:.3f} (targets ≥ 0.90).
+"""
+    if domain_rows:
+        text += "\n## Domains\n\nEach made from a text prompt only, by the command in its own `domains/<name>/README.md` " \
+                "(all listed in `hub/make_domains.sh`).\n\n| name | prompts | parameters | file |\n|---|---|---|---|\n" + "\n".join(domain_rows) + "\n"
+    text += """
+## Usage
+
+```python
+from refinestyle import RefineStyleModel
+
+model = RefineStyleModel.from_pretrained("hub/refinestyle-synthfaces")
+images = model.generate(seeds=range(8), truncation_psi=0.7, domain="sketch")
+```
+
+Licence: Apache-2.0 (the data is synthetic, made by the project's renderer).
+"""
+    (HUB / "README.md").write_text(text)
+    print(f"wrote {HUB / 'README.md'}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("step", choices=["assemble", "card", "index"])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    {"assemble": assemble, "card": card, "index": write_index}[args.step]()
+
+
+if __name__ == "__main__":
+    main()

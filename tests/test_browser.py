@@ -1,0 +1,60 @@
+"""A real browser (Debian's chromium, driven by playwright) uploads an image, runs inversion, sees the result.
+
+Saves docs/app-screenshot.png, which the README shows. Skipped only where chromium is not installed
+(.ci/run installs it).
+"""
+
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import REPO
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+SCREENSHOT = REPO / "docs" / "app-screenshot.png"
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    sys.path.insert(0, str(REPO))
+    import app as app_module
+    from refinestyle import RefineStyleModel, StyleGAN2Generator
+
+    hub = REPO / "hub" / "refinestyle-synthfaces"
+    if (hub / "model_index.json").exists():
+        model = RefineStyleModel.from_pretrained(hub)
+    else:  # before the default model is built: a tiny random one
+        torch.manual_seed(0)
+        model = RefineStyleModel(generator=StyleGAN2Generator(z_dim=8, w_dim=16, resolution=16, channels=[16, 16, 8], mapping_layers=2))
+    demo = app_module.build_demo(model, invert_steps=60)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    yield demo.local_url
+    demo.close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_upload_invert_and_see_result(app_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    example = REPO / "examples" / "photo-1.png"
+    assert example.exists(), "run scripts/make_examples.py"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(app_url, wait_until="networkidle")
+        page.locator("#inv-input input[type=file]").set_input_files(str(example))
+        page.get_by_role("button", name="Invert", exact=True).click()
+        result = page.locator("#inv-refined img")
+        result.wait_for(state="visible", timeout=120_000)
+        assert result.get_attribute("src")
+        page.get_by_text("PSNR (dB)").wait_for(timeout=30_000)
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=True)
+        browser.close()
+    assert SCREENSHOT.stat().st_size > 10_000

@@ -1,0 +1,71 @@
+"""The CLIP interface (our open_clip model, tokenizer, save/load) and the evaluation metrics."""
+
+import json
+
+import pytest
+import torch
+
+from refinestyle import HubError
+from refinestyle.clip import CLIPGuide, WordTokenizer, register_configs
+from refinestyle.evaluation import psnr, ssim
+
+
+def test_tokenizer_layout():
+    tok = WordTokenizer(["a", "face", "sketch"], context_length=6)
+    ids = tok(["A sketch of a FACE!", "x " * 20])
+    assert ids.shape == (2, 6)
+    # start, a, sketch, <unk> for "of", a, ... then end-of-text as the highest id (open_clip pools there)
+    assert (tok.sot, tok.eot) == (5, 6)
+    assert ids[0].tolist() == [5, 2, 4, 1, 2, 6]  # "face" is cut: 4 words fit between start and end
+    assert ids[0].argmax() == (ids[0] == tok.eot).nonzero()[0, 0]
+    assert ids[1, -1] == tok.eot and tok.vocab_size == tok.eot + 1
+
+
+def test_clip_round_trip_and_normalised(tmp_path):
+    torch.manual_seed(0)
+    clip = CLIPGuide.create_synthfaces(vocabulary="a photo sketch of face".split())
+    images = torch.rand(3, 3, 48, 48) * 2 - 1  # resized to 64 inside
+    img = clip.encode_image(images)
+    txt = clip.encode_text(["a photo of a face", "a sketch of a face"])
+    assert torch.allclose(img.norm(dim=-1), torch.ones(3), atol=1e-5)
+    assert torch.allclose(txt.norm(dim=-1), torch.ones(2), atol=1e-5)
+    clip.save_pretrained(tmp_path / "clip")
+    again = CLIPGuide.from_pretrained(tmp_path / "clip")
+    assert torch.allclose(again.encode_image(images), img, atol=1e-6)
+    assert torch.allclose(again.encode_text(["a photo of a face", "a sketch of a face"]), txt, atol=1e-6)
+    cfg = json.loads((tmp_path / "clip" / "open_clip_config.json").read_text())
+    assert cfg["model_cfg"]["text_cfg"]["vocab_size"] == again.tokenizer.vocab_size
+    import open_clip
+
+    register_configs()
+    assert "RefineStyle-SynthFaces-CLIP" in open_clip.list_models()
+
+
+def test_clip_bad_inputs(tmp_path):
+    clip = CLIPGuide.create_synthfaces(vocabulary=["a"])
+    with pytest.raises(TypeError, match="list of strings"):
+        clip.encode_text("a face")
+    with pytest.raises(ValueError, match="prompt is empty"):
+        clip.encode_text(["  "])
+    with pytest.raises(ValueError, match=r"\[N, 3, H, W\]"):
+        clip.encode_image(torch.zeros(3, 8, 8))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "open_clip_config.json").write_text("{}")
+    (tmp_path / "bad" / "vocab.json").write_text("{}")
+    with pytest.raises(HubError, match="not a refinestyle CLIP folder"):
+        CLIPGuide.from_pretrained(tmp_path / "bad")
+    with pytest.raises(HubError, match="could not load open_clip"):
+        CLIPGuide.from_open_clip("ViT-B-32", "openai")  # offline: no download
+
+
+def test_psnr_and_ssim_closed_form():
+    a = torch.zeros(2, 3, 16, 16)
+    b = a + 0.2  # MSE 0.04 on a range of 2 → 10·log10(4 / 0.04) = 20 dB
+    assert torch.allclose(psnr(a, b), torch.full((2,), 20.0), atol=1e-4)
+    mask = torch.zeros(2, 1, 16, 16)
+    mask[:, :, :4, :4] = 1
+    c = a.clone()
+    c[:, :, :4, :4] = 0.02  # inside the mask: MSE 4e-4 → 40 dB
+    assert torch.allclose(psnr(a, c, mask), torch.full((2,), 40.0), atol=1e-3)
+    assert torch.allclose(ssim(a + 0.3, a + 0.3), torch.ones(2))
+    assert (ssim(a, torch.rand(2, 3, 16, 16) * 2 - 1) < 0.2).all()
