@@ -279,6 +279,10 @@ class UploadImage(gr.Image):
     def preprocess(self, payload):
         return None if payload is None else payload.path
 
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "image"  # rendered by Gradio's own image front-end
+
 
 def _number(value, name: str, lo: float, hi: float) -> float:
     try:

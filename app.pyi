@@ -279,6 +279,10 @@ class UploadImage(gr.Image):
 
     def preprocess(self, payload):
         return None if payload is None else payload.path
+
+    @classmethod
+    def get_block_name(cls) -> str:
+        return "image"
     from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
     from gradio.blocks import Block
     if TYPE_CHECKING:

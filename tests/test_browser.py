@@ -45,9 +45,9 @@ def test_upload_invert_and_see_result(app_url, tmp_path):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
             "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"])
+            "--disable-component-update", "--disable-sync"])  # playwright gives each launch a fresh empty profile
         page = browser.new_page(viewport={"width": 1280, "height": 900})
-        page.goto(app_url, wait_until="networkidle")
+        page.goto(app_url, wait_until="load")
         page.locator("#inv-input input[type=file]").set_input_files(str(example))
         page.get_by_role("button", name="Invert", exact=True).click()
         result = page.locator("#inv-refined img")
