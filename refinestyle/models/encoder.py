@@ -197,7 +197,7 @@ class ResNetBackbone(nn.Module):
 
 
 class PerIndexMLP(nn.Module):
-    """``n`` independent two-layer MLPs applied in one batched einsum; the output layer starts at zero."""
+    """``count`` independent two-layer MLPs applied as batched matmuls; the output layer starts at zero."""
 
     def __init__(self, *, count: int, in_features: int, hidden: int, out_features: int):
         super().__init__()
@@ -207,8 +207,9 @@ class PerIndexMLP(nn.Module):
         self.bias1 = nn.Parameter(torch.zeros(count, out_features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.leaky_relu(torch.einsum("nci,cih->nch", x, self.weight0) + self.bias0, LRELU_SLOPE)  # [N, count, hidden]
-        return torch.einsum("nch,cho->nco", h, self.weight1) + self.bias1  # [N, count, out]
+        h = torch.baddbmm(self.bias0[:, None], x.transpose(0, 1), self.weight0)  # [count, N, hidden]
+        h = F.leaky_relu(h, LRELU_SLOPE)
+        return torch.baddbmm(self.bias1[:, None], h, self.weight1).transpose(0, 1)  # [N, count, out]
 
 
 class WPlusHeads(nn.Module):
