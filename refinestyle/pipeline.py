@@ -14,6 +14,7 @@ from .hub import HubError, read_json, resolve_repo
 from .images import images_to_tensor
 from .inversion import InversionOutput, invert_optimize
 from .models.domain import DomainTokens
+from .models.encoder import RefineStyleEncoder
 from .models.refinement import TokenSet
 from .models.stylegan2 import StyleGAN2Generator
 
@@ -23,6 +24,7 @@ FORMAT_VERSION = 1
 KNOWN_CLASSES: dict[str, type] = {
     "StyleGAN2Generator": StyleGAN2Generator,
     "DomainTokens": DomainTokens,
+    "RefineStyleEncoder": RefineStyleEncoder,
     "CLIPGuide": CLIPGuide,
 }
 
@@ -88,6 +90,10 @@ class RefineStyleModel:
         if index.get("clip"):
             clip = CLIPGuide.from_pretrained(str(root), subfolder="clip", device=device)
         model = cls(generator=generator, clip=clip)
+        if index.get("encoder"):
+            encoder = RefineStyleEncoder.from_pretrained(str(root), subfolder="encoder", device=device)
+            encoder.check_generator(generator)
+            model.encoder = encoder.requires_grad_(False)
         for name in index.get("domains", []) or []:
             model.load_domain(str(root / "domains" / _check_name(name)), name=name)
         model.source = str(pretrained_model_name_or_path)
@@ -101,6 +107,9 @@ class RefineStyleModel:
             dom.save_pretrained(out / "domains" / name, dtype=dtype)
         index = {"_class_name": "RefineStyleModel", "_refinestyle_format": FORMAT_VERSION,
                  "generator": ["refinestyle", "StyleGAN2Generator"], "domains": sorted(self.domains)}
+        if self.encoder is not None:
+            self.encoder.save_pretrained(out / "encoder", dtype=dtype)
+            index["encoder"] = ["refinestyle", "RefineStyleEncoder"]
         if self.clip is not None:
             self.clip.save_pretrained(out / "clip", dtype=dtype)
             index["clip"] = ["refinestyle", "CLIPGuide"]
@@ -216,7 +225,7 @@ class RefineStyleModel:
         t0 = time.perf_counter()
         if method == "encoder":
             with torch.no_grad():
-                ws, tokens = self.encoder.invert(targets)
+                ws, tokens = self.encoder.invert(targets, generator=self.generator)
         else:
             if not isinstance(steps, int) or not 1 <= steps <= 5000:
                 raise ValueError(f"steps must be an integer from 1 to 5000, got {steps!r}")

@@ -10,8 +10,10 @@ Architecture (DESIGN.md section 1, Inversion):
   (``pretrained_backbone=True``, downloaded once by ``load_imagenet_backbone``; never required).
 * **W+ heads** (pSp/e4e style). Each ``w`` index reads the feature scale of the generator block it
   drives (coarse ``w`` from coarse features, ...): a 1x1 conv, average pooling to 4x4, and a per-index
-  two-layer MLP predict ``Δw``; ``ws = w_avg + Δw``. The last MLP layer starts at zero, so an
-  untrained encoder outputs ``w_avg``.
+  two-layer MLP predict ``Δw``; ``ws = w_mean + Δw``, where ``w_mean`` is the mean of the generator's
+  mapping outputs, measured when the encoder is made (equal to ``w_avg`` for a generator that tracks
+  it; some checkpoints leave ``w_avg`` at zero). The last MLP layer starts at zero, so an untrained
+  encoder outputs ``w_mean``.
 * **Grouped transformer blocks.** The generator's block resolutions ``4 .. R`` are split into three
   contiguous groups of near-equal length, extra levels going to the coarser groups (64 px:
   coarse 4-8, medium 16-32, fine 64; 1024 px: 4-16, 32-128, 256-1024). Per group, ``K`` learned
@@ -96,6 +98,14 @@ def sincos_position_code(height: int, width: int, dim: int, *, device, dtype) ->
         xs.sin()[None].expand(height, -1, -1), xs.cos()[None].expand(height, -1, -1),
     ], dim=-1)  # [H, W, dim]
     return code.reshape(height * width, dim).to(dtype)
+
+
+@torch.no_grad()
+def mapping_mean(generator: StyleGAN2Generator, *, seed: int = 0, samples: int = 4096) -> torch.Tensor:
+    """Mean ``[w_dim]`` of ``generator.mapping(z)`` over ``samples`` draws of ``z ~ N(0, I)`` (truncation 1)."""
+    z = torch.randn(samples, generator.config.z_dim, generator=torch.Generator().manual_seed(seed))  # [S, z_dim]
+    ref = generator.mapping_network_weight
+    return generator.mapping(z.to(ref.device, ref.dtype))[:, 0].mean(0)  # [w_dim]
 
 
 def _group_norm(channels: int) -> nn.GroupNorm:
@@ -310,7 +320,7 @@ class EncoderOutput:
 
 
 class RefineStyleEncoder(HubModelMixin, ModelMixin, ConfigMixin):
-    r"""RefineStyle inversion encoder: image → W+ (``w_avg + Δw``) and per-image token sets for the refined layers.
+    r"""RefineStyle inversion encoder: image → W+ (``w_mean + Δw``) and per-image token sets for the refined layers.
 
     Build one for a generator with ``RefineStyleEncoder.from_generator(G)``; the config records what it
     needs of the generator (resolution, W+ shape, each refined layer's shape, block resolution, ``w``
@@ -353,6 +363,7 @@ class RefineStyleEncoder(HubModelMixin, ModelMixin, ConfigMixin):
         >>> ws, tokens = enc.invert(torch.zeros(1, 3, 16, 16), generator=G)
         >>> torch.equal(G.synthesis(ws, tokens=tokens), G.synthesis(ws))  # untrained token branch: a no-op
         True
+
         ```
     """
 
@@ -419,7 +430,8 @@ class RefineStyleEncoder(HubModelMixin, ModelMixin, ConfigMixin):
             bad = {n: r for n, r in layer_resolutions.items() if r not in groups}
             if bad:
                 raise ValueError(f"layer_resolutions {bad} are not block resolutions of a {resolution} px generator")
-            self.layers = list(layer_shapes)
+            # A canonical order (configs are saved with sorted keys): by w index, then name.
+            self.layers = sorted(layer_shapes, key=lambda n: (int(layer_w_index[n]), n))
 
         # W+ part: backbone (shared with the token branch in one-stage mode) and heads.
         self.feature_backbone = self._make_backbone(in_channels=3)
@@ -430,7 +442,8 @@ class RefineStyleEncoder(HubModelMixin, ModelMixin, ConfigMixin):
             index_scales = [GROUP_SCALE["coarse"]]
         self.w_heads = WPlusHeads(scale_channels=self.feature_backbone.out_channels, index_scales=index_scales,
                                   head_channels=w_head_channels, w_dim=w_dim)
-        self.register_buffer("w_avg", torch.zeros(w_dim))
+        self.register_buffer("w_avg", torch.zeros(w_dim))  # the generator's w_avg (to check it is the same generator)
+        self.register_buffer("w_mean", torch.zeros(w_dim))  # mean of the generator's mapping outputs: the origin of ws
 
         # Token branch: optional own backbone (two-stage), feature projections, one transformer per group.
         self.token_backbone = self._make_backbone(in_channels=6) if token_branch and token_input == "image+reconstruction" else None
@@ -478,7 +491,7 @@ class RefineStyleEncoder(HubModelMixin, ModelMixin, ConfigMixin):
         description: str = "",
         seed: int = 0,
     ) -> "RefineStyleEncoder":
-        """An untrained encoder for ``generator``: layer info and ``w_avg`` from it, weights from ``seed``.
+        """An untrained encoder for ``generator``: layer info, ``w_avg`` and ``w_mean`` from it, weights from ``seed``.
 
         ``layers`` defaults to ``generator.refinable_layers()``. With ``pretrained_backbone=True`` the
         ResNet's ImageNet weights are loaded (downloaded once; a clear error when they cannot be).
@@ -506,6 +519,7 @@ class RefineStyleEncoder(HubModelMixin, ModelMixin, ConfigMixin):
             )
         with torch.no_grad():
             encoder.w_avg.copy_(generator.mapping_module.w_avg.detach().cpu())
+            encoder.w_mean.copy_(mapping_mean(generator, seed=seed).cpu())
         if pretrained_backbone:
             encoder.load_imagenet_backbone()
         return encoder.to(generator.mapping_module.w_avg.device)
@@ -529,8 +543,9 @@ class RefineStyleEncoder(HubModelMixin, ModelMixin, ConfigMixin):
         return [m for m in (self.token_backbone, self.token_projections, self.token_groups) if m is not None]
 
     def w_plus_state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights of the W+ part (``feature_backbone.*``, ``w_heads.*``, ``w_avg``), e.g. to start a two-stage encoder."""
-        return {k: v for k, v in self.state_dict().items() if k == "w_avg" or k.startswith(("feature_backbone.", "w_heads."))}
+        """Weights of the W+ part (``feature_backbone.*``, ``w_heads.*``, ``w_avg``, ``w_mean``), e.g. to start a two-stage encoder."""
+        return {k: v for k, v in self.state_dict().items()
+                if k in ("w_avg", "w_mean") or k.startswith(("feature_backbone.", "w_heads."))}
 
     def load_w_plus(self, stage_one: "RefineStyleEncoder") -> None:
         """Copy the W+ part of a (stage-one) encoder with the same W+ architecture into this one."""
@@ -620,7 +635,7 @@ class RefineStyleEncoder(HubModelMixin, ModelMixin, ConfigMixin):
         delta = self.w_heads(maps)  # [N, num_ws or 1, w_dim]
         if delta.shape[1] != self.num_ws:
             delta = delta.expand(-1, self.num_ws, -1)  # [N, num_ws, w_dim]
-        ws = self.w_avg + delta  # [N, num_ws, w_dim]
+        ws = self.w_mean + delta  # [N, num_ws, w_dim]
         if not self.config.token_branch:
             return EncoderOutput(ws=ws, tokens=None, reconstruction=None)
 

@@ -11,7 +11,7 @@ Modes (DESIGN.md section 1, Inversion):
 Data per step: half the batch renderer ``photo`` images (or ``--images DIR`` files), half generator
 samples ``G(z)`` (``z ~ N(0, 1)``, truncation 1), never out-of-domain styles. Losses: L2 + (1 - SSIM)
 (pytorch-msssim), LPIPS (AlexNet) when its weights can be loaded, an L2 on ``ws`` against the true
-``ws`` of generator samples, a small pull of ``ws`` toward ``w_avg``, and a token-norm penalty on P.
+``ws`` of generator samples, a small pull of ``ws`` toward the mean ``w``, and a token-norm penalty on P.
 
 The batch of step ``i`` depends only on ``(seed, i)``, so ``--resume`` continues exactly as an
 uninterrupted run. Under ``torchrun`` (``WORLD_SIZE`` > 1) each process takes its share of every
@@ -37,6 +37,7 @@ import json
 import math
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -188,6 +189,7 @@ def load_generator(path: str) -> StyleGAN2Generator:
 
 
 def list_images(folder: str) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted, by suffix)."""
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"--images {folder}: no such folder")
@@ -195,6 +197,21 @@ def list_images(folder: str) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"--images {folder}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
     return files
+
+
+def split_image_files(files: list[Path], count: int = 32) -> tuple[list[Path], list[Path]]:
+    """``(train, validation)``: the last ``count`` files are held out when there are at least ``10 * count``;
+    smaller folders validate on their first files (also trained on)."""
+    if len(files) >= 10 * count:
+        return files[:-count], files[-count:]
+    return files, files[:count]
+
+
+def load_image_files(paths: list[Path], resolution: int, pool: Optional[ThreadPoolExecutor]) -> torch.Tensor:
+    """Decode, centre-crop and resize files (in threads when ``pool``) → ``[n, 3, R, R]`` in [-1, 1]."""
+    if pool is None or len(paths) < 2:
+        return images_to_tensor(list(paths), resolution)
+    return torch.cat(list(pool.map(lambda p: images_to_tensor([p], resolution), paths)))
 
 
 def make_encoder(cfg: EncoderTrainConfig, G: StyleGAN2Generator) -> RefineStyleEncoder:
@@ -235,7 +252,8 @@ def step_rows(batch: int, dist_info: Distributed) -> torch.Tensor:
 
 @torch.no_grad()
 def step_batch(step: int, *, cfg: EncoderTrainConfig, G: StyleGAN2Generator, rows: torch.Tensor,
-               image_files: Optional[list[Path]], device: torch.device) -> StepBatch:
+               image_files: Optional[list[Path]], device: torch.device,
+               pool: Optional[ThreadPoolExecutor] = None) -> StepBatch:
     """Rows ``rows`` of step ``step``'s global batch: ``[real images; generator samples]``, from ``(seed, step)`` only."""
     rng = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step)
     n_generated = int(round(cfg.batch * cfg.generated_fraction))
@@ -256,7 +274,7 @@ def step_batch(step: int, *, cfg: EncoderTrainConfig, G: StyleGAN2Generator, row
         if picks is None:
             real = render(params[real_rows], style="photo", resolution=resolution)  # [n_real, 3, R, R]
         else:
-            real = images_to_tensor([image_files[int(i)] for i in picks[real_rows]], resolution)  # [n_real, 3, R, R]
+            real = load_image_files([image_files[int(i)] for i in picks[real_rows]], resolution, pool)  # [n_real, 3, R, R]
         parts.append(real.to(device))
         ws_parts.append(empty_ws.new_zeros(len(real_rows), G.num_ws, G.config.w_dim))
         known.append(torch.zeros(len(real_rows), dtype=torch.bool, device=device))
@@ -268,8 +286,10 @@ def step_batch(step: int, *, cfg: EncoderTrainConfig, G: StyleGAN2Generator, row
     return StepBatch(images=torch.cat(parts), true_ws=torch.cat(ws_parts), has_ws=torch.cat(known))
 
 
-def validation_images(cfg: EncoderTrainConfig, resolution: int, count: int = 32) -> torch.Tensor:
-    """Held-out renderer photos (a seed no training step uses)."""
+def validation_images(cfg: EncoderTrainConfig, resolution: int, files: Optional[list[Path]], count: int = 32) -> torch.Tensor:
+    """Held-out renderer photos (a seed no training step uses), or the folder's validation files."""
+    if files is not None:
+        return load_image_files(files, resolution, None)
     return render(sample_params(count, seed=10**9 + cfg.seed), style="photo", resolution=resolution)
 
 
@@ -281,10 +301,14 @@ def load_lpips(weight: float, device: torch.device) -> tuple[Optional[torch.nn.M
     """LPIPS (AlexNet) when its weights can be loaded (they are downloaded once); else None and why."""
     if weight <= 0:
         return None, "LPIPS off (weight 0)"
+    import warnings
+
     try:
         import lpips
 
-        model = lpips.LPIPS(net="alex", verbose=False)
+        with warnings.catch_warnings():  # torchvision's deprecation notes about lpips' `pretrained=` call
+            warnings.simplefilter("ignore", UserWarning)
+            model = lpips.LPIPS(net="alex", verbose=False)
     except Exception as err:  # not installed, or no network for the AlexNet weights
         return None, f"LPIPS unavailable, skipped ({type(err).__name__}: {str(err)[:120]})"
     return model.to(device).eval().requires_grad_(False), "LPIPS (alex) on"
@@ -307,7 +331,7 @@ def per_image_reconstruction(fake: torch.Tensor, real: torch.Tensor, lpips_model
     return terms
 
 
-def step_loss(encoder_out, batch: StepBatch, *, G: StyleGAN2Generator, cfg: EncoderTrainConfig, w_avg: torch.Tensor,
+def step_loss(encoder_out, batch: StepBatch, *, G: StyleGAN2Generator, cfg: EncoderTrainConfig, w_mean: torch.Tensor,
               lpips_model: Optional[torch.nn.Module]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-image loss sums ``[n]`` and the per-term per-image values (for logging)."""
     ws, tokens = encoder_out.ws, encoder_out.tokens
@@ -326,7 +350,7 @@ def step_loss(encoder_out, batch: StepBatch, *, G: StyleGAN2Generator, cfg: Enco
             terms[f"w_{k}"] = weight * v
         w_error = (ws - batch.true_ws).square().flatten(1).mean(1)  # [n]
         terms["w_supervision"] = cfg.w_supervision_weight * torch.where(batch.has_ws, w_error, torch.zeros_like(w_error))
-        terms["w_reg"] = cfg.w_reg_weight * (ws - w_avg).square().flatten(1).mean(1)  # [n]
+        terms["w_reg"] = cfg.w_reg_weight * (ws - w_mean).square().flatten(1).mean(1)  # [n]
     total = torch.stack(list(terms.values())).sum(0)  # [n]
     return total, terms
 
@@ -376,7 +400,8 @@ def _train(cfg: EncoderTrainConfig, dist_info: Distributed, callback) -> RefineS
         out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     G = load_generator(cfg.generator).to(device).eval().requires_grad_(False)
-    image_files = list_images(cfg.images) if cfg.images else None
+    image_files, val_files = split_image_files(list_images(cfg.images)) if cfg.images else (None, None)
+    pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) if image_files else None
     encoder = make_encoder(cfg, G).to(device)
     freeze_for_mode(encoder, cfg.mode)
     trainable = [p for p in encoder.parameters() if p.requires_grad]
@@ -404,7 +429,7 @@ def _train(cfg: EncoderTrainConfig, dist_info: Distributed, callback) -> RefineS
 
         model = DistributedDataParallel(encoder, device_ids=[device.index] if device.type == "cuda" else None)
     lpips_model, lpips_note = load_lpips(cfg.lpips_weight, device)
-    val_images = validation_images(cfg, G.config.resolution).to(device) if dist_info.is_main else None
+    val_images = validation_images(cfg, G.config.resolution, val_files).to(device) if dist_info.is_main else None
     rows = step_rows(cfg.batch, dist_info)
     log = open(out / "log.jsonl", "a") if dist_info.is_main else None
     if log is not None:
@@ -436,12 +461,12 @@ def _train(cfg: EncoderTrainConfig, dist_info: Distributed, callback) -> RefineS
             dist.broadcast(out_of_time, src=0)
         if out_of_time.item():
             break
-        batch = step_batch(step, cfg=cfg, G=G, rows=rows, image_files=image_files, device=device)
+        batch = step_batch(step, cfg=cfg, G=G, rows=rows, image_files=image_files, device=device, pool=pool)
         cur_lr = learning_rate(step, cfg)
         for group in opt.param_groups:
             group["lr"] = cur_lr
         encoder_out = model(batch.images, generator=G)
-        per_image, terms = step_loss(encoder_out, batch, G=G, cfg=cfg, w_avg=encoder.w_avg, lpips_model=lpips_model)
+        per_image, terms = step_loss(encoder_out, batch, G=G, cfg=cfg, w_mean=encoder.w_mean, lpips_model=lpips_model)
         # Sum over this process's rows / global batch, times world (DDP averages gradients): the global mean.
         loss = per_image.sum() * (world / cfg.batch)
         opt.zero_grad(set_to_none=True)
@@ -474,6 +499,8 @@ def _train(cfg: EncoderTrainConfig, dist_info: Distributed, callback) -> RefineS
             save(step)
         bar.update(1)
     bar.close()
+    if pool is not None:
+        pool.shutdown()
     save(step)
     if log is not None:
         log.write(json.dumps({"event": "stop", "step": step, "minutes": elapsed / 60}) + "\n")
