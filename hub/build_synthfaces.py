@@ -47,6 +47,10 @@ def assemble() -> None:
     G = StyleGAN2Generator(**ckpt["config"])
     G.load_state_dict(ckpt["G_ema"])
     G.eval()
+    from refinestyle.convert import estimate_w_avg
+
+    with torch.no_grad():  # runs before the w_avg fix saved zeros here: always set the true mean
+        G.mapping_module.w_avg.copy_(estimate_w_avg(G))
     worst = _fp16_is_lossless(G)
     dtype = torch.float16 if worst >= FP16_MIN_PSNR else torch.float32
     G.save_pretrained(HUB / "generator", dtype=dtype)

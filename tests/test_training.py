@@ -29,6 +29,11 @@ def test_generator_training_resumes_exactly(tmp_path):
     a, b = straight.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert (tmp_path / "b" / "log.jsonl").read_text().strip(), "the log records losses"
+    # Truncation needs the true mean w of the trained mapping, not the zeros it starts with.
+    from refinestyle.convert import estimate_w_avg
+
+    w_avg = straight.mapping_module.w_avg
+    assert w_avg.abs().sum() > 0 and torch.allclose(w_avg, estimate_w_avg(straight))
 
 
 def test_generator_training_reduces_the_loss(tmp_path):

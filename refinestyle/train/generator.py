@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.synthfaces import ATTRIBUTES, render, z_to_params
+from ..convert import estimate_w_avg
 from ..evaluation import psnr
 from ..models.stylegan2 import StyleGAN2Generator
 
@@ -96,6 +97,8 @@ def train(
     log = open(out / "log.jsonl", "a")
 
     def save(step: int) -> None:
+        # Truncation pulls toward w_avg: keep it the mean of the EMA generator's mapping output.
+        G_ema.mapping_module.w_avg.copy_(estimate_w_avg(G_ema))
         tmp = out / "checkpoint.tmp"
         torch.save({"G": G.state_dict(), "G_ema": G_ema.state_dict(), "opt": opt.state_dict(), "step": step,
                     "elapsed": elapsed, "config": dict(G.config)}, tmp)
@@ -122,8 +125,9 @@ def train(
             beta = min(ema_beta, (1 + step) / (10 + step))
             for p_ema, p in zip(G_ema.parameters(), G.parameters()):
                 p_ema.lerp_(p, 1 - beta)
-            for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-                b_ema.copy_(b)
+            for (name, b_ema), b in zip(G_ema.named_buffers(), G.buffers()):
+                if not name.endswith("w_avg"):  # w_avg is estimated for G_ema at each checkpoint
+                    b_ema.copy_(b)
         step += 1
         elapsed = time.perf_counter() - t0
         val = None
