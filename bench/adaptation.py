@@ -45,9 +45,9 @@ def quality(synth, G, classifier, style: str, *, n: int = 64, seed: int = 4242) 
             "style_acc": (pred["style"] == STYLES.index(style)).float().mean().item(), "content": content}
 
 
-def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int, seed: int) -> dict:
+def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int, seed: int, num_tokens: int) -> dict:
     """Adapt photo → ``style`` with one method; evaluate along the way (evaluation time excluded from wall time)."""
-    cfg = AdaptConfig(steps=steps, seed=seed)
+    cfg = AdaptConfig(steps=steps, seed=seed, num_tokens=num_tokens)
     curve, eval_seconds = [], [0.0]
 
     def callback(step, total, state):
@@ -91,6 +91,7 @@ def main() -> None:
     parser.add_argument("--styles", nargs="+", default=["sketch", "popart", "zombie", "watercolor", "pixelart"])
     parser.add_argument("--methods", nargs="+", default=["refinestyle", "finetune", "channel_scale"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-tokens", type=int, default=2, help="K of the RefineStyle domains (as shipped)")
     args = parser.parse_args()
     model = RefineStyleModel.from_pretrained(args.model)
     G = model.generator
@@ -106,7 +107,7 @@ def main() -> None:
         base = quality(lambda ws: G.synthesis(ws), G, classifier, style)
         print(f"| {style} | (unadapted) | 0 | - | - | - | {base['psnr']:.2f} | {base['ssim']:.3f} | {base['style_acc']:.2f} | {base['content']:.2f} |")
         for method in args.methods:
-            r = run_method(method, G, clips, style, classifier, steps=args.steps, eval_every=args.eval_every, seed=args.seed)
+            r = run_method(method, G, clips, style, classifier, steps=args.steps, eval_every=args.eval_every, seed=args.seed, num_tokens=args.num_tokens)
             r["unadapted"] = base
             results.append(r)
             f = r["final"]

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 R=.venv/bin/refinestyle
 M=hub/refinestyle-synthfaces
 STEPS=${STEPS:-150}
-$R adapt --model $M --source "a photo of a face" --target "a pencil sketch of a face" --steps $STEPS --seed 0 --out $M/domains/sketch
-$R adapt --model $M --source "a photo of a face" --target "a pop art painting of a face" --steps $STEPS --seed 0 --out $M/domains/popart
-$R adapt --model $M --source "a photo of a face" --target "a zombie face" --steps $STEPS --seed 0 --out $M/domains/zombie
-$R adapt --model $M --source "a photo of a face" --target "a watercolor painting of a face" --steps $STEPS --seed 0 --out $M/domains/watercolor
+$R adapt --model $M --source "a photo of a face" --target "a pencil sketch of a face" --steps $STEPS --num-tokens 2 --seed 0 --out $M/domains/sketch
+$R adapt --model $M --source "a photo of a face" --target "a pop art painting of a face" --steps $STEPS --num-tokens 2 --seed 0 --out $M/domains/popart
+$R adapt --model $M --source "a photo of a face" --target "a zombie face" --steps $STEPS --num-tokens 2 --seed 0 --out $M/domains/zombie
+$R adapt --model $M --source "a photo of a face" --target "a watercolor painting of a face" --steps $STEPS --num-tokens 2 --seed 0 --out $M/domains/watercolor

@@ -31,3 +31,26 @@ def test_cli_errors(tmp_path, capsys):
         main(["generate", "--model", "x", "--seeds", "7-3"])
     assert "seeds must look like" in capsys.readouterr().err
     assert parse_seeds("0-3,9") == [0, 1, 2, 3, 9]
+
+
+def test_adapt_command_writes_a_domain_with_card_and_metrics(tmp_path, capsys):
+    import torch
+
+    from refinestyle import RefineStyleModel, StyleGAN2Generator
+    from refinestyle.cli import domain_metrics
+    from refinestyle.clip import CLIPGuide
+
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(z_dim=8, w_dim=16, resolution=16, channels=[16, 16, 8], mapping_layers=2, num_tokens=4)
+    RefineStyleModel(generator=G, clip=CLIPGuide.create_synthfaces(vocabulary="a photo sketch of face".split())).save_pretrained(tmp_path / "m")
+    out = tmp_path / "dom"
+    assert main(["adapt", "--model", str(tmp_path / "m"), "--target", "a sketch of a face", "--steps", "4", "--batch", "2",
+                 "--out", str(out), "--quiet"]) == 0
+    assert (out / "preview.png").exists() and "a sketch of a face" in (out / "README.md").read_text()
+    recorded = json.loads((out / "metrics.json").read_text())
+    model = RefineStyleModel.from_pretrained(tmp_path / "m")
+    dom = model.load_domain(out, name="s")
+    again = domain_metrics(model, dom, target="a sketch of a face")
+    assert abs(again["clip_target_similarity_after"] - recorded["clip_target_similarity_after"]) < 1e-5
+    assert main(["adapt", "--model", str(tmp_path / "m"), "--target", "", "--steps", "4", "--out", str(out), "--quiet"]) == 2
+    assert "prompt is empty" in capsys.readouterr().err

@@ -1,0 +1,64 @@
+"""The shipped default model, hub/refinestyle-synthfaces, against the renderer and its own model card."""
+
+import json
+
+import pytest
+import torch
+
+from refinestyle import RefineStyleModel
+from refinestyle.cli import domain_metrics
+from refinestyle.data.synthfaces import STYLES, render, sample_params, style_prompt, z_to_params
+from refinestyle.evaluation import psnr
+
+from .conftest import REPO
+
+HUB = REPO / "hub" / "refinestyle-synthfaces"
+pytestmark = pytest.mark.skipif(not (HUB / "model_index.json").exists(), reason="the default model is not built yet")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return RefineStyleModel.from_pretrained(HUB)
+
+
+@pytest.fixture(scope="module")
+def card():
+    return json.loads((HUB / "metrics.json").read_text())
+
+
+def test_generator_matches_the_renderer_on_new_seeds(model, card):
+    z = torch.randn(128, model.generator.config.z_dim, generator=torch.Generator().manual_seed(2024))
+    with torch.no_grad():
+        fake = model.generate(z=z)
+    truth = render(z_to_params(z), style="photo", resolution=model.generator.config.resolution)
+    measured = psnr(fake, truth).mean().item()
+    assert measured > card["generator"]["psnr"] - 1.0, (measured, card["generator"]["psnr"])
+    # And far better than a generator that ignores z (the mean face).
+    assert measured > psnr(truth.mean(0, keepdim=True).expand_as(truth), truth).mean().item() + 5
+
+
+def test_clip_zero_shot_style(model, card):
+    params = sample_params(20, seed=99)
+    texts = model.clip.encode_text([style_prompt(s) for s in STYLES])
+    correct = 0
+    for idx, style in enumerate(STYLES):
+        emb = model.clip.encode_image(render(params, style=style, resolution=64))
+        correct += int(((emb @ texts.t()).argmax(1) == idx).sum())
+    assert correct / (20 * len(STYLES)) >= min(0.9, card["clip"]["style"] - 0.05)
+
+
+def test_domains_reproduce_their_cards(model):
+    assert len(model.domains) >= 4
+    for name, dom in model.domains.items():
+        recorded = json.loads((HUB / "domains" / name / "metrics.json").read_text())
+        again = domain_metrics(model, dom, target=recorded["target"])
+        assert abs(again["clip_target_similarity_after"] - recorded["clip_target_similarity_after"]) < 1e-4, name
+        assert again["clip_target_similarity_after"] > again["clip_target_similarity_before"], name
+
+
+def test_encoder_refinement_beats_w_plus(model):
+    if model.encoder is None:
+        pytest.skip("no encoder shipped")
+    images = render(sample_params(16, seed=555), style="sketch", resolution=64)
+    out = model.invert(images, method="encoder")
+    assert psnr(out.images, out.targets).mean() > psnr(out.w_images, out.targets).mean()
