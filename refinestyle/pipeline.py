@@ -208,29 +208,34 @@ class RefineStyleModel:
     ) -> InversionOutput:
         """Reconstruct images (PIL images, paths, bytes or ``[N,3,H,W]`` tensors in [-1, 1]).
 
-        ``method="encoder"`` uses the trained encoder, ``"optimize"`` optimises W+ then tokens
-        (``steps`` in total, a third of them for tokens unless ``token_steps`` is given), ``"auto"``
+        ``method="encoder"`` uses the trained encoder; ``"optimize"`` optimises W+ then tokens from
+        ``w_avg`` (``steps`` in total, a third of them for tokens unless ``token_steps`` is given);
+        ``"encoder+optimize"`` refines the encoder's W+ and tokens further by optimisation; ``"auto"``
         takes the encoder when there is one.
         """
         import time
 
-        if method not in ("auto", "encoder", "optimize"):
-            raise ValueError(f"method must be 'auto', 'encoder' or 'optimize', got {method!r}")
+        methods = ("auto", "encoder", "optimize", "encoder+optimize")
+        if method not in methods:
+            raise ValueError(f"method must be one of {methods}, got {method!r}")
         if method == "auto":
             method = "encoder" if self.encoder is not None else "optimize"
-        if method == "encoder" and self.encoder is None:
+        if method.startswith("encoder") and self.encoder is None:
             raise ValueError("this model has no encoder; use method='optimize' (works with any generator)")
+        if method != "encoder" and (not isinstance(steps, int) or not 1 <= steps <= 5000):
+            raise ValueError(f"steps must be an integer from 1 to 5000, got {steps!r}")
         G = self.generator
         targets = images_to_tensor(images, G.config.resolution).to(self.device)
         t0 = time.perf_counter()
-        if method == "encoder":
+        ws = tokens = None
+        if method.startswith("encoder"):
             with torch.no_grad():
                 ws, tokens = self.encoder.invert(targets, generator=self.generator)
-        else:
-            if not isinstance(steps, int) or not 1 <= steps <= 5000:
-                raise ValueError(f"steps must be an integer from 1 to 5000, got {steps!r}")
+        if method != "encoder":
             t_steps = steps // 3 if token_steps is None else token_steps
-            ws, tokens = invert_optimize(G, targets, w_steps=steps - t_steps, token_steps=t_steps, seed=seed, callback=callback)
+            ws, tokens = invert_optimize(G, targets, w_steps=steps - t_steps, token_steps=t_steps, seed=seed,
+                                         init_ws=ws, init_tokens=tokens if tokens is not None and tokens.layers else None,
+                                         callback=callback)
         seconds = time.perf_counter() - t0
         with torch.no_grad():
             refined = G.synthesis(ws, tokens=tokens)

@@ -112,3 +112,15 @@ def test_bad_uploads_are_explained(served):
         client.predict("a photo of a face", "", None, 5, 0.02, 0, "", api_name="/adapt")
     good = _file(d, "ok.png", _png(Image.new("RGBA", (32, 32), (0, 0, 255, 128))))
     assert "PSNR" in client.predict(handle_file(good), "(none)", 1.0, 10, api_name="/invert")[4]
+
+
+def test_sessions_do_not_share_domains(served):
+    from gradio_client import Client
+
+    client, _ = served
+    job = client.submit("a photo of a face", "a sketch of a face", None, 5, 0.02, 0, "private", api_name="/adapt")
+    assert "domain **private** ready" in job.result()[2]
+    assert Image.open(client.predict("0-1", 0.7, "private: 1", 1.0, api_name="/generate")).format == "PNG"  # the owner sees it
+    other = Client(client.src, verbose=False)
+    with pytest.raises(Exception, match="unknown domain 'private'"):
+        other.predict("0-1", 0.7, "private: 1", 1.0, api_name="/generate")

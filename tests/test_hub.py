@@ -151,3 +151,29 @@ def test_bad_paths_and_names(G16, tmp_path):
     model = RefineStyleModel(generator=G16)
     with pytest.raises(ValueError, match="domain names"):
         model.add_domain(DomainTokens.from_generator(G16), name="../evil")
+
+
+def test_push_to_hub_uploads_the_saved_folder(G16, monkeypatch):
+    import huggingface_hub
+
+    calls = {}
+
+    class FakeApi:
+        def __init__(self, token=None):
+            calls["token"] = token
+
+        def create_repo(self, repo_id, private=None, exist_ok=False):
+            calls["repo"] = repo_id
+            return f"https://huggingface.co/{repo_id}"
+
+        def upload_folder(self, repo_id, folder_path, commit_message):
+            from pathlib import Path
+
+            calls["files"] = sorted(p.name for p in Path(folder_path).iterdir())
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    dom = DomainTokens.from_generator(G16, num_tokens=2)
+    assert dom.push_to_hub("me/sketch", token="t") == "https://huggingface.co/me/sketch"
+    assert calls == {"token": "t", "repo": "me/sketch", "files": ["config.json", "diffusion_pytorch_model.safetensors"]}
+    with pytest.raises(HubError, match="user/name"):
+        dom.push_to_hub("not a repo")
