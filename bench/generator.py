@@ -51,7 +51,10 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[4, 16])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "out" / "generator.png"))
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     rows = []
     print(f"device: {args.device}, torch threads: {torch.get_num_threads()}, repeats: {args.repeats} (median)\n")

@@ -186,3 +186,12 @@ def test_bad_inputs_name_the_problem():
             StyleGAN2Generator(**tiny_config(bad_res))
     with pytest.raises(ValueError, match="channels must list 3"):
         StyleGAN2Generator(**tiny_config(16, channels=[8, 8]))
+
+
+def test_path_choice_depends_on_shapes_only():
+    from refinestyle.models.refinement import choose_path
+
+    assert choose_path(8, in_channels=16, out_channels=16, kernel_size=3, height=64, width=64) == "lowrank"
+    # One image: a 512x512x3x3 kernel is larger than 4x4 activations, a 128-channel one smaller than 256x256 ones.
+    assert choose_path(1, in_channels=512, out_channels=512, kernel_size=3, height=4, width=4) == "lowrank"
+    assert choose_path(1, in_channels=128, out_channels=128, kernel_size=3, height=256, width=256) == "materialized"

@@ -10,15 +10,15 @@ Two computations give the same result:
 
 * ``"materialized"``: build ``Wd`` per sample and run a grouped convolution (StyleGAN2's fused
   modconv). With ``N == 1`` the grouped convolution is an ordinary one, so folding the residual
-  into the kernel costs only ``O·I·k²·(R+1)`` multiply-adds per layer, whatever the resolution.
+  into the kernel costs ``O·I·k²·(R+1)`` multiply-adds per layer, whatever the resolution.
 * ``"lowrank"``: the unchanged batched convolution of ``x ⊙ s`` with ``W0`` plus a side branch
   ``conv(x, Q)`` (R channels) mixed by ``Pᵀ`` (a 1×1 conv), and the demodulation factor of ``Wd``
   in closed form. It keeps one batched convolution for the whole batch, which beats ``N`` distinct
   kernels once ``N > 1``.
 
-``choose_path`` picks one per call from the batch size only, so the plain generator and a refined
-one with an all-zero residual take the same path and agree bit for bit (the residual terms then add
-exact zeros).
+``choose_path`` picks one per call and layer from the shapes only (batch size, channels, resolution,
+never the rank), so the plain generator and a refined one with an all-zero residual take the same path
+and agree bit for bit (the residual terms then add exact zeros).
 
 Token sets (``TokenSet``) hold ``P``, ``Q`` and a gain per layer, either per image (leading batch
 dimension) or shared (a domain). ``combine_residuals`` stacks several weighted sources along the
@@ -39,9 +39,20 @@ Path = Literal["auto", "materialized", "lowrank"]
 PATHS = ("auto", "materialized", "lowrank")
 
 
-def choose_path(batch_size: int) -> str:
-    """Cheaper computation for a batch: one folded kernel for a single image, else the side branch."""
-    return "materialized" if batch_size == 1 else "lowrank"
+def choose_path(batch_size: int, *, in_channels: int, out_channels: int, kernel_size: int, height: int, width: int) -> str:
+    """The cheaper computation for a layer call, from shapes only (never from the residual's rank).
+
+    Batches take the low-rank path: one batched convolution beats ``N`` per-sample kernels. A single image
+    takes the materialised path when building its kernel (``O·I·k²`` values) costs less than modulating the
+    activations instead (``(I + O)·H·W``), i.e. at high resolution with few channels; at low resolution
+    with many channels the kernel is the larger tensor. Because the choice ignores the rank, the plain
+    generator and a refined one with an all-zero residual always take the same path (bit-identical output).
+    """
+    if batch_size != 1:
+        return "lowrank"
+    kernel_cost = out_channels * in_channels * kernel_size * kernel_size
+    activation_cost = (in_channels + out_channels) * height * width
+    return "materialized" if kernel_cost <= activation_cost else "lowrank"
 
 
 def upfirdn_up2(x: torch.Tensor, filter_2d: torch.Tensor, *, pad: tuple[int, int]) -> torch.Tensor:
@@ -110,7 +121,7 @@ def modulated_conv2d(
     n, i, h, w = x.shape
     o, _, k, _ = weight.shape
     if path == "auto":
-        path = choose_path(n)
+        path = choose_path(n, in_channels=i, out_channels=o, kernel_size=k, height=h, width=w)
     if path not in ("materialized", "lowrank"):
         raise ValueError(f"path must be one of {PATHS}, got {path!r}")
     if up and resample_filter is None:
