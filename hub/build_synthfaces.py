@@ -91,13 +91,16 @@ def write_index() -> None:
     (HUB / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
 
 
-def card() -> None:
+def card(*, recompute: bool = False) -> None:
     write_index()
     sys.path.insert(0, str(ROOT / "bench"))
     import synthfaces as bench_synthfaces
 
-    metrics = bench_synthfaces.run(n=1000, quiet=False)
     info = json.loads((HUB / "build_info.json").read_text())
+    if recompute or not (HUB / "metrics.json").exists():
+        metrics = bench_synthfaces.run(n=1000, quiet=False)
+    else:  # written by `python bench/synthfaces.py --json hub/refinestyle-synthfaces/metrics.json`
+        metrics = json.loads((HUB / "metrics.json").read_text())
     metrics["build"] = info
     (HUB / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     from refinestyle import RefineStyleModel
@@ -184,9 +187,13 @@ Licence: Apache-2.0 (the data is synthetic, made by the project's renderer).
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=["assemble", "card", "index"])
+    parser.add_argument("--recompute", action="store_true", help="card: re-run the evaluation even if metrics.json exists")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    {"assemble": assemble, "card": card, "index": write_index}[args.step]()
+    if args.step == "card":
+        card(recompute=args.recompute)
+    else:
+        {"assemble": assemble, "index": write_index}[args.step]()
 
 
 if __name__ == "__main__":
