@@ -110,7 +110,9 @@ def card(*, recompute: bool = False) -> None:
     domain_rows = []
     for name, dom in sorted(model.domains.items()):
         kb = (HUB / "domains" / name / "diffusion_pytorch_model.safetensors").stat().st_size / 1024
-        domain_rows.append(f"| {name} | {dom.config.source} → {dom.config.target} | {dom.num_parameters():,} | {kb:.0f} KB |")
+        m = json.loads((HUB / "domains" / name / "metrics.json").read_text())
+        domain_rows.append(f"| {name} | {dom.config.source} → {dom.config.target} | {dom.num_parameters():,} | {kb:.0f} KB | "
+                           f"{m['clip_target_similarity_before']:.3f} → {m['clip_target_similarity_after']:.3f} |")
     g, c = metrics["generator"], metrics.get("clip", {})
     size_mb = sum(f.stat().st_size for f in HUB.rglob("*") if f.is_file()) / 2**20
     text = f"""---
@@ -167,7 +169,7 @@ glasses yes/no {c['glasses']:.3f}, smile yes/no {c['smile']:.3f} (targets ≥ 0.
 """
     if domain_rows:
         text += "\n## Domains\n\nEach made from a text prompt only, by the command in its own `domains/<name>/README.md` " \
-                "(all listed in `hub/make_domains.sh`).\n\n| name | prompts | parameters | file |\n|---|---|---|---|\n" + "\n".join(domain_rows) + "\n"
+                "(all listed in `hub/make_domains.sh`).\n\n| name | prompts | parameters | file | CLIP similarity to the target (16 seeds), before → after |\n|---|---|---|---|---|\n" + "\n".join(domain_rows) + "\n"
     text += """
 ## Usage
 
