@@ -146,8 +146,9 @@ class App:
             metrics = (f"| | PSNR (dB) | SSIM |\n|---|---|---|\n| W+ only | {w_psnr:.2f} | {w_ssim:.3f} |\n"
                        f"| RefineStyle | {r_psnr:.2f} | {r_ssim:.3f} |\n\n{out.method}: {out.seconds * 1000:.0f} ms")
             files = self._inversion_files(out, edited)
+            # No domain: no fourth image (an identical one would share Gradio's content-addressed cache file).
             return (upscale(to_pil(out.targets[0])), upscale(to_pil(out.w_images[0])), upscale(to_pil(out.images[0])),
-                    upscale(to_pil(edited[0])), metrics, files)
+                    upscale(to_pil(edited[0])) if dom is not None else None, metrics, files)
         except USER_ERRORS as err:
             raise gr.Error(_message(err)) from None
 

@@ -1,5 +1,6 @@
 """App latency through gradio_client: /invert and /generate round trips (medians), and throughput with
-8 concurrent clients. Starts the app in process on 127.0.0.1 with the default model.
+8 concurrent clients. Starts the app in process on 127.0.0.1 with the default model. Result files are not
+downloaded (``download_files=False``): the round trip ends when the server has answered with their URLs.
 
     python bench/app.py [--model hub/refinestyle-synthfaces] [--repeats 10] [--clients 8]
 """
@@ -44,7 +45,7 @@ def main() -> None:
     print(f"model {args.model} (inversion: {method})\n")
     print(f"| endpoint | median latency (s) | min (s) | throughput with {args.clients} clients (req/s) |")
     print("|---|---|---|---|")
-    client = Client(demo.local_url, verbose=False)
+    client = Client(demo.local_url, verbose=False, download_files=False)
     for name, call in calls.items():
         call(client)  # warm-up
         times = []
@@ -52,7 +53,7 @@ def main() -> None:
             t0 = time.perf_counter()
             call(client)
             times.append(time.perf_counter() - t0)
-        clients = [Client(demo.local_url, verbose=False) for _ in range(args.clients)]
+        clients = [Client(demo.local_url, verbose=False, download_files=False) for _ in range(args.clients)]
         t0 = time.perf_counter()
         with ThreadPoolExecutor(args.clients) as pool:
             list(pool.map(call, clients * 2))

@@ -167,6 +167,29 @@ contrastively on renders in all 6 styles with `caption()` texts ({info['clip']['
 Zero-shot on {c['n']} held-out renders per style: style (with `style_prompt`) {c['style']:.3f} (target ≥ 0.95),
 glasses yes/no {c['glasses']:.3f}, smile yes/no {c['smile']:.3f} (targets ≥ 0.90).
 """
+    encoders = info.get("encoders", {})
+    inversion_json = ROOT / "bench" / "out" / "inversion.json"
+    if encoders:
+        text += """
+## Encoders
+
+`encoder/` (one-stage: W+ heads and token branch trained together) and `encoder-two-stage/` (a W+ encoder
+trained first, then frozen while a token branch learns from the image and its stage-one reconstruction):
+`RefineStyleEncoder` with a small CNN backbone and grouped transformer blocks (coarse/medium/fine), K = 8
+tokens per layer, trained on renderer `photo` images and generator samples only (never other styles).
+
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage --mode one-stage --steps 4000 --minutes 34 --threads 1 --export runs/synthfaces-encoder-one-stage/export
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-stage-one --mode stage-one --steps 2000 --minutes 16 --threads 1 --export runs/synthfaces-encoder-stage-one/export
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --steps 1500 --minutes 15 --threads 1 --export runs/synthfaces-encoder-two-stage/export
+"""
+        if inversion_json.exists():
+            inv = json.loads(inversion_json.read_text())
+            metrics["inversion"] = inv
+            text += "\nMedian PSNR (dB) on held-out renders (`python bench/inversion.py`):\n\n| image set | " + \
+                " | ".join(next(iter(inv.values())).keys()) + " |\n|---|" + "---|" * len(next(iter(inv.values()))) + "\n"
+            for set_name, rows in inv.items():
+                text += f"| {set_name} | " + " | ".join(f"{r['psnr']:.2f}" for r in rows.values()) + " |\n"
+            (HUB / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if domain_rows:
         text += "\n## Domains\n\nEach made from a text prompt only, by the command in its own `domains/<name>/README.md` " \
                 "(all listed in `hub/make_domains.sh`).\n\n| name | prompts | parameters | file | CLIP similarity to the target (16 seeds), before → after |\n|---|---|---|---|---|\n" + "\n".join(domain_rows) + "\n"
