@@ -427,8 +427,7 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
             if t.per_image and batch_size is not None and t.p.shape[0] != batch_size:
                 raise ValueError(f"per-image tokens for {name!r} have batch {t.p.shape[0]} but ws has batch {batch_size}")
             kk = t.p.shape[-2]
-            _check_tensor(f"tokens[{name!r}].p", t.p, dims=lead + [kk, o], like=ref) if t.per_image else \
-                _check_tensor(f"tokens[{name!r}].p", t.p, dims=[kk, o], like=ref)
+            _check_tensor(f"tokens[{name!r}].p", t.p, dims=lead + [kk, o], like=ref)
             q_dims = ([t.p.shape[0]] if t.per_image else []) + [kk, i * k * k]
             _check_tensor(f"tokens[{name!r}].q", t.q, dims=q_dims, like=ref)
             if t.gain.dim() > 1 or (t.gain.dim() == 1 and (not t.per_image or t.gain.shape[0] != t.p.shape[0])):
