@@ -23,6 +23,8 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
 from refinestyle import DomainTokens, RefineStyleModel  # noqa: E402
+from refinestyle.cli import make_grid, parse_seeds, to_uint8  # noqa: E402
+from refinestyle.evaluation import psnr, ssim  # noqa: E402
 from refinestyle.images import ImageError, images_to_tensor  # noqa: E402
 
 try:  # Hugging Face Spaces with ZeroGPU provide this; elsewhere the decorator is a no-op.
@@ -41,22 +43,16 @@ USER_ERRORS = (ValueError, TypeError, KeyError, ImageError)
 
 
 def to_pil(image: torch.Tensor):
+    """``[3, H, W]`` in [-1, 1] → PIL image."""
     from PIL import Image
 
-    arr = ((image.detach().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
-    return Image.fromarray(arr)
+    return Image.fromarray(to_uint8(image[None])[0].cpu().numpy())
 
 
 def grid(images: torch.Tensor, columns: int = 4):
-    n = images.shape[0]
-    cols = min(columns, n)
-    rows = (n + cols - 1) // cols
-    _, c, h, w = images.shape
-    canvas = torch.ones(c, rows * h, cols * w)
-    for i, img in enumerate(images):
-        r, col = divmod(i, cols)
-        canvas[:, r * h:(r + 1) * h, col * w:(col + 1) * w] = img
-    return to_pil(canvas)
+    from PIL import Image
+
+    return Image.fromarray(make_grid(images, columns=columns).numpy())
 
 
 def upscale(pil, size: int = 256):
@@ -66,27 +62,7 @@ def upscale(pil, size: int = 256):
 
 
 def psnr_ssim(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
-    from pytorch_msssim import ssim
-
-    mse = (a.clamp(-1, 1) - b).square().mean().item()
-    s = ssim((a.clamp(-1, 1)[None] + 1) / 2, (b[None] + 1) / 2, data_range=1.0, win_size=7).item()
-    return 10 * torch.log10(torch.tensor(4.0 / max(mse, 1e-10))).item(), s
-
-
-def parse_seeds(text: str) -> list[int]:
-    seeds = []
-    for part in str(text).split(","):
-        part = part.strip()
-        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", part)
-        if not m:
-            raise ValueError(f"seeds must look like '0-7' or '1, 5, 9'; could not read {part!r}")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi < lo:
-            raise ValueError(f"seed range {part!r} runs backwards")
-        seeds.extend(range(lo, hi + 1))
-        if len(seeds) > MAX_SEEDS:
-            raise ValueError(f"at most {MAX_SEEDS} seeds per request")
-    return seeds
+    return psnr(a[None], b[None]).item(), ssim(a[None], b[None]).item()
 
 
 def parse_mix(text: str) -> dict[str, float]:
@@ -259,7 +235,7 @@ class App:
     def generate(self, seeds: str = "0-7", truncation: float = 0.7, mix: str = "", strength: float = 1.0, session: dict | None = None):
         """Seeds → an image grid, with an optional domain mix such as 'sketch: 0.6, zombie: 0.4'."""
         try:
-            seed_list = parse_seeds(seeds)
+            seed_list = parse_seeds(seeds, max_count=MAX_SEEDS)
             psi = _number(truncation, "truncation", 0.0, 1.5)
             strength = _number(strength, "strength", -2.0, 2.0)
             weights = {}

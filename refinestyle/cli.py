@@ -11,29 +11,37 @@ from pathlib import Path
 import torch
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"0-7"``, ``"1,5,9"`` or ``"0-3,10"`` → a list of seeds."""
+def parse_seeds(text: str, *, max_count: int = 1024) -> list[int]:
+    """``"0-7"``, ``"1,5,9"`` or ``"0-3,10"`` → a list of at most ``max_count`` seeds (ValueError otherwise)."""
     seeds: list[int] = []
-    for part in text.split(","):
+    for part in str(text).split(","):
         m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if m is None or (m.group(2) is not None and int(m.group(2)) < int(m.group(1))):
-            raise argparse.ArgumentTypeError(f"seeds must look like '0-7' or '1,5,9', got {text!r}")
-        lo = int(m.group(1))
-        seeds.extend(range(lo, int(m.group(2) or lo) + 1))
-    if not seeds or len(seeds) > 1024 or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(f"give between 1 and 1024 non-negative seeds, got {text!r}")
+        if m is None:
+            raise ValueError(f"seeds must look like '0-7' or '1, 5, 9'; could not read {part.strip()!r}")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise ValueError(f"seeds must look like '0-7' or '1, 5, 9': the range {part.strip()!r} runs backwards")
+        if len(seeds) + hi - lo + 1 > max_count:  # checked before expanding: '0-999999999' allocates nothing
+            raise ValueError(f"at most {max_count} seeds per request")
+        seeds.extend(range(lo, hi + 1))
     return seeds
+
+
+def seed_list(text: str) -> list[int]:
+    """argparse type for ``--seeds``."""
+    try:
+        return parse_seeds(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """``[N, 3, H, W]`` in [-1, 1] → uint8 ``[N, H, W, 3]``."""
-    return ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+    return ((images.detach().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
 
 
-def save_grid(images: torch.Tensor, path: str | Path, *, columns: int = 8):
-    """Save ``[N, 3, H, W]`` images in [-1, 1] as one PNG grid."""
-    from PIL import Image
-
+def make_grid(images: torch.Tensor, *, columns: int = 8) -> torch.Tensor:
+    """``[N, 3, H, W]`` images in [-1, 1] → one uint8 ``[rows·H, cols·W, 3]`` grid on white."""
     n, _, h, w = images.shape
     cols = min(columns, n)
     rows = (n + cols - 1) // cols
@@ -41,8 +49,15 @@ def save_grid(images: torch.Tensor, path: str | Path, *, columns: int = 8):
     for idx, img in enumerate(to_uint8(images.cpu())):
         r, c = divmod(idx, cols)
         grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = img
+    return grid
+
+
+def save_grid(images: torch.Tensor, path: str | Path, *, columns: int = 8):
+    """Save ``[N, 3, H, W]`` images in [-1, 1] as one PNG grid."""
+    from PIL import Image
+
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(grid.numpy()).save(path)
+    Image.fromarray(make_grid(images, columns=columns).numpy()).save(path)
     return path
 
 
@@ -203,7 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     gen = sub.add_parser("generate", help="generate an image grid")
     gen.add_argument("--model", required=True, help="Hub-layout folder, repo id, or checkpoint file")
-    gen.add_argument("--seeds", type=parse_seeds, default=parse_seeds("0-7"), help="e.g. 0-7 or 1,5,9")
+    gen.add_argument("--seeds", type=seed_list, default=parse_seeds("0-7"), help="e.g. 0-7 or 1,5,9")
     gen.add_argument("--truncation", type=float, default=1.0, help="truncation psi")
     gen.add_argument("--domain", default=None, help="a domain folder to apply")
     gen.add_argument("--strength", type=float, default=1.0, help="domain strength")

@@ -6,7 +6,6 @@ from given ``ws``/``tokens`` (e.g. an encoder's output, to refine it further).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -105,8 +104,3 @@ def invert_optimize(
     final = TokenSet({k: LayerTokens(p.detach(), q.detach(), g) for k, (p, q, g) in leaves.items()})
     return ws, final
 
-
-def timed(fn):
-    t0 = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t0
