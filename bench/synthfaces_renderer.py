@@ -26,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from refinestyle.cli import to_uint8  # noqa: E402
 from refinestyle.data.synthfaces import MASK_NAMES, STYLES, render, sample_params  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -42,20 +43,11 @@ def throughput(style: str, resolution: int, batch: int, repeats: int) -> float:
     return batch / statistics.median(times)
 
 
-def to_uint8(grid: torch.Tensor) -> torch.Tensor:
-    return ((grid.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
 def save(grid: torch.Tensor, path: Path) -> None:
-    """Saves a [3, H, W] image in [-1, 1] (PIL if available, else torchvision)."""
-    try:
-        from PIL import Image
+    """Saves a [3, H, W] image in [-1, 1]."""
+    from PIL import Image
 
-        Image.fromarray(to_uint8(grid).permute(1, 2, 0).numpy()).save(path)
-    except ImportError:  # pragma: no cover
-        from torchvision.utils import save_image
-
-        save_image((grid + 1) / 2, str(path))
+    Image.fromarray(to_uint8(grid[None])[0].numpy()).save(path)
 
 
 def style_grid(params, resolution: int) -> torch.Tensor:
