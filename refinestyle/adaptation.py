@@ -8,6 +8,10 @@ Losses (StyleGAN-NADA's formulation for the direction):
 * content: L2 between heavily downsampled refined and frozen images (keeps layout, not colours);
 * regularisation: mean squared token values (``P`` relative to its scale).
 
+A small CLIP is easy to fool: gradients through one fixed view find pixel patterns that move the
+embedding without changing the style. ``augment_views`` adds random affine views (scale, shift, flip),
+the same view for the refined and the frozen image, so only changes that survive them are rewarded.
+
 ``target_images`` replace the target text by their mean CLIP embedding.
 
 The same loop trains the two baselines used by ``bench/adaptation.py``: full fine-tuning of the
@@ -27,6 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .clip import CLIPGuide, check_prompts
+from .images import random_affine
 from .models.domain import DomainTokens
 from .models.stylegan2 import StyleGAN2Generator
 
@@ -49,6 +54,7 @@ class AdaptConfig:
     content_weight: float = 1.0
     content_size: int = 8
     reg_weight: float = 1e-3
+    augment_views: int = 0
 
     def validate(self) -> None:
         if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
@@ -57,6 +63,8 @@ class AdaptConfig:
             raise ValueError(f"batch must be an integer from 1 to 64, got {self.batch!r}")
         if not isinstance(self.lr, (int, float)) or not (0 < self.lr <= 1) or not math.isfinite(self.lr):
             raise ValueError(f"lr must be in (0, 1], got {self.lr!r}")
+        if not isinstance(self.augment_views, int) or not 0 <= self.augment_views <= 16:
+            raise ValueError(f"augment_views must be an integer from 0 to 16, got {self.augment_views!r}")
         if isinstance(self.layers, str) and self.layers not in LAYER_MODES:
             raise ValueError(f"layers must be one of {LAYER_MODES} or a list of layer names, got {self.layers!r}")
         for name in ("direction_weight", "global_weight", "content_weight", "reg_weight", "truncation_psi"):
@@ -112,6 +120,18 @@ def clip_losses(clips: Sequence[CLIPGuide], directions, refined: torch.Tensor, f
         d_loss = d_loss + (1 - delta @ direction).mean()
         g_loss = g_loss + (1 - emb @ tgt).mean()
     return d_loss / len(clips), g_loss / len(clips)
+
+
+def paired_views(refined: torch.Tensor, frozen: torch.Tensor, views: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The originals plus ``views`` random affine views of each image, the same view for both tensors."""
+    if views == 0:
+        return refined, frozen
+
+    def with_views(x: torch.Tensor) -> torch.Tensor:
+        tiled = x.repeat(views, 1, 1, 1)  # [V·N, 3, H, W]
+        return torch.cat([x, random_affine(tiled, generator=torch.Generator().manual_seed(seed))])
+
+    return with_views(refined), with_views(frozen)
 
 
 def content_loss(refined: torch.Tensor, frozen: torch.Tensor, size: int) -> torch.Tensor:
@@ -176,9 +196,11 @@ def optimise(
         ws = _latents(G, step, batch=config.batch, seed=config.seed, psi=config.truncation_psi)
         with torch.no_grad():
             frozen = G.synthesis(ws)
-            base = [c.encode_image(frozen) for c in clips]
         refined = synth(ws)
-        d_loss, g_loss = clip_losses(clips, directions, refined, base)
+        refined_views, frozen_views = paired_views(refined, frozen, config.augment_views, config.seed * 7919 + step)
+        with torch.no_grad():
+            base = [c.encode_image(frozen_views) for c in clips]
+        d_loss, g_loss = clip_losses(clips, directions, refined_views, base)
         c_loss = content_loss(refined, frozen, config.content_size)
         loss = config.direction_weight * d_loss + config.global_weight * g_loss + config.content_weight * c_loss \
             + config.reg_weight * regulariser()

@@ -113,3 +113,22 @@ def images_to_tensor(images, resolution: int) -> torch.Tensor:
     if not images:
         raise ImageError("no images given")
     return torch.stack([center_square(to_rgb(open_image(x)), resolution) for x in images])
+
+
+def random_affine(images: torch.Tensor, *, generator: torch.Generator, scale: tuple[float, float] = (0.8, 1.0),
+                  shift: float = 0.1, flip: bool = True) -> torch.Tensor:
+    """One random zoom/shift/flip per image of ``[N, C, H, W]`` (differentiable; borders repeat).
+
+    ``scale`` < 1 zooms in; ``shift`` is in units of half the image side. Draws come from ``generator`` only,
+    so equal generators give equal views (``paired`` use: warp two batches with one seed).
+    """
+    n = images.shape[0]
+    zoom = torch.empty(n).uniform_(*scale, generator=generator)  # [N]
+    offset = torch.empty(n, 2).uniform_(-shift, shift, generator=generator)  # [N, 2]
+    mirror = torch.where(torch.rand(n, generator=generator) < 0.5, -1.0, 1.0) if flip else torch.ones(n)  # [N]
+    theta = torch.zeros(n, 2, 3)  # [N, 2, 3] output → input sampling coordinates
+    theta[:, 0, 0] = zoom * mirror
+    theta[:, 1, 1] = zoom
+    theta[:, :, 2] = offset
+    grid = torch.nn.functional.affine_grid(theta.to(images), list(images.shape), align_corners=False)  # [N, H, W, 2]
+    return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)

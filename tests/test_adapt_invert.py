@@ -189,3 +189,25 @@ def test_bad_images_are_explained(tmp_path):
         images_to_tensor(torch.full((1, 3, 16, 16), math.nan), 16)
     with pytest.raises(ImageError, match="no images"):
         images_to_tensor([], 16)
+
+
+def test_random_affine_identity_flip_and_pairing():
+    from refinestyle.adaptation import paired_views
+    from refinestyle.images import random_affine
+
+    x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    same = random_affine(x, generator=torch.Generator().manual_seed(1), scale=(1.0, 1.0), shift=0.0, flip=False)
+    assert torch.allclose(same, x, atol=1e-5)
+    mirrored = random_affine(x, generator=torch.Generator().manual_seed(1), scale=(1.0, 1.0), shift=0.0, flip=True)
+    for a, b in zip(mirrored, x):  # each image is itself or its mirror image
+        assert torch.allclose(a, b, atol=1e-5) or torch.allclose(a, b.flip(-1), atol=1e-5)
+    assert not torch.allclose(mirrored, x, atol=1e-5)
+    # paired views: originals first, then the same view of both batches
+    y = x * 0.5
+    xv, yv = paired_views(x, y, 3, seed=4)
+    assert xv.shape == (24, 3, 16, 16) and torch.equal(xv[:6], x)
+    assert torch.allclose(yv, xv * 0.5, atol=1e-6)  # warping is linear: same view ⇔ same scaling
+    xs, ys = paired_views(x, y, 0, seed=4)
+    assert xs is x and ys is y
+    with pytest.raises(ValueError, match="augment_views"):
+        AdaptConfig(augment_views=40).validate()

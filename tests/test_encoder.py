@@ -307,6 +307,40 @@ def test_two_stage_training_keeps_the_stage_one_w_plus_part(G, generator_dir, tm
     assert torch.equal(out.ws, stage_one(images(2)).ws) and out.reconstruction.shape == (2, 3, 16, 16)
     log = [json.loads(line) for line in (tmp_path / "s2" / "log.jsonl").read_text().splitlines()]
     assert log[0]["trainable_parameters"] < log[0]["encoder_parameters"]
+    # --init-from a two-stage encoder keeps the W+ part of the new --stage-one (another seed here).
+    train_encoder.main(base + ["--out", str(tmp_path / "s1b"), "--mode", "stage-one", "--seed", "1", "--export",
+                               str(tmp_path / "s1b" / "export"), "--export-dtype", "float32"])
+    train_encoder.main(base + ["--out", str(tmp_path / "s2b"), "--mode", "two-stage", "--stage-one", str(tmp_path / "s1b" / "export"),
+                               "--init-from", str(tmp_path / "s2" / "export"), "--stop-after", "0",
+                               "--export", str(tmp_path / "s2b" / "export"), "--export-dtype", "float32"])
+    restarted = RefineStyleEncoder.from_pretrained(tmp_path / "s2b" / "export").state_dict()
+    new_w_plus = RefineStyleEncoder.from_pretrained(tmp_path / "s1b" / "export").w_plus_state_dict()
+    assert all(torch.equal(restarted[k], v) for k, v in new_w_plus.items())
+    old = two.state_dict()
+    assert all(torch.equal(restarted[k], old[k]) for k in old if k not in new_w_plus)
+
+
+def test_init_from_an_encoder_of_an_earlier_generator(generator_dir, tmp_path):
+    base = ["--steps", "2", *TINY_ARGS, "--export-dtype", "float32"]
+    train_encoder.main(["--generator", str(generator_dir), "--out", str(tmp_path / "old"), *base,
+                        "--export", str(tmp_path / "old" / "export")])
+    old = RefineStyleEncoder.from_pretrained(tmp_path / "old" / "export")
+    # The same architecture with other weights (as a generator trained further would be).
+    new_G = tiny_generator(seed=7)
+    new_dir = new_G.save_pretrained(tmp_path / "new-generator")
+    with pytest.raises(ValueError, match="another generator"):
+        old.check_generator(new_G)
+    train_encoder.main(["--generator", str(new_dir), "--out", str(tmp_path / "new"), *base, "--stop-after", "0",
+                        "--init-from", str(tmp_path / "old" / "export"), "--export", str(tmp_path / "new" / "export")])
+    started = RefineStyleEncoder.from_pretrained(tmp_path / "new" / "export")
+    started.check_generator(new_G)  # w_avg and w_mean are the new generator's ...
+    fresh = RefineStyleEncoder.from_generator(new_G, token_branch=True, token_input="image", **TINY_ENCODER)
+    assert torch.equal(started.w_mean, fresh.w_mean)
+    old_state, new_state = old.state_dict(), started.state_dict()
+    assert all(torch.equal(old_state[k], v) for k, v in new_state.items() if k not in ("w_avg", "w_mean"))  # ... the rest is old
+    with pytest.raises(ValueError, match="architecture differs in .*d_model"):
+        train_encoder.main(["--generator", str(new_dir), "--out", str(tmp_path / "bad"), *base, "--d-model", "32",
+                            "--init-from", str(tmp_path / "old" / "export")])
 
 
 def test_image_folder_training(generator_dir, tmp_path):

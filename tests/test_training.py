@@ -51,3 +51,24 @@ def test_clip_training_resumes_exactly(tmp_path):
     b = clip_train.train(out=tmp_path / "b", resume=True, **kwargs)
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_clip_batches_pair_faces_with_flipped_twins():
+    from refinestyle.data.synthfaces import ATTRIBUTES, attribute_labels, sample_params
+
+    params = sample_params(64, seed=3)
+    twins = clip_train.flipped_twins(params)
+    a, b = attribute_labels(params), attribute_labels(twins)
+    even = torch.arange(64) % 2 == 0
+    assert torch.all(a["smile"][even] != b["smile"][even]) and torch.equal(a["glasses"][even], b["glasses"][even])
+    assert torch.all(a["glasses"][~even] != b["glasses"][~even]) and torch.equal(a["smile"][~even], b["smile"][~even])
+    others = [i for i, name in enumerate(ATTRIBUTES) if name not in ("smile", "glasses")]
+    assert torch.equal(params.u[:, others], twins.u[:, others])
+    # In a batch, row i and row i + batch/2 are twins in the same style; attribute captions name the flip.
+    _, texts, labels = clip_train.make_batch(5, batch=16, seed=0, resolution=32)
+    assert torch.equal(labels["styles"][:8], labels["styles"][8:])
+    for i in range(8):
+        flipped = "smile" if i % 2 == 0 else "glasses"
+        assert labels[flipped][i] != labels[flipped][i + 8]
+        if texts[i].endswith(("glasses", "expression", "person")) and texts[i + 8].endswith(("glasses", "expression", "person")):
+            assert texts[i] != texts[i + 8]

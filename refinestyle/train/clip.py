@@ -1,7 +1,8 @@
 """Train the SynthFaces CLIP contrastively on renderer images in every style with their captions.
 
-Each batch draws faces, a style per face and a caption per face (from ``caption``); half the captions
-are replaced by attribute-focused ones so that glasses and smiles are named often. Zero-shot
+Each batch draws faces, a style per face and a caption per face (from ``caption``); half the faces come
+with a twin whose smile or glasses are flipped (hard negatives), and half the pairs get attribute-focused
+captions, so that the small mouth and the glasses must be seen. Zero-shot
 accuracy (style, glasses, smile) on held-out renders is logged.
 
     python -m refinestyle.train.clip --out runs/synthfaces-clip --minutes 30
@@ -20,7 +21,8 @@ import torch
 import torch.nn.functional as F
 
 from ..clip import CLIPGuide, WordTokenizer
-from ..data.synthfaces import STYLES, attribute_labels, caption, render, sample_params, style_prompt
+from ..images import random_affine
+from ..data.synthfaces import GLASSES_THRESHOLD, STYLES, FaceParams, attribute_labels, caption, render, sample_params, style_prompt
 
 
 def build_vocabulary(*, samples: int = 4000, seed: int = 0) -> list[str]:
@@ -38,30 +40,63 @@ def zero_shot_prompts(style: str) -> list[str]:
     return [f"{base} with glasses", f"{base} without glasses", f"{base} of a smiling person", f"{base} with a neutral expression"]
 
 
-def attribute_caption(labels: dict[str, torch.Tensor], idx: int, style: str) -> str:
+def attribute_caption(labels: dict[str, torch.Tensor], idx: int, pair: int, style: str) -> str:
+    """The style prompt plus the attribute that ``flipped_twins`` flips for pair ``pair``."""
     base = style_prompt(style)
     glasses = "with glasses" if labels["glasses"][idx] else "without glasses"
     smile = "of a smiling person" if labels["smile"][idx] else "with a neutral expression"
-    return f"{base} {glasses}" if idx % 2 else f"{base} {smile}"
+    return f"{base} {glasses}" if pair % 2 else f"{base} {smile}"
+
+
+def flipped_twins(params: FaceParams) -> FaceParams:
+    """The same faces with one label flipped: the smile on even rows, the glasses on odd rows."""
+    smile, glasses = params.get("smile"), params.get("glasses")
+    even = torch.arange(params.n) % 2 == 0
+    # Half a turn of the smile CDF value always crosses its 0.5 threshold.
+    new_smile = torch.where(even, (smile + 0.5) % 1.0, smile)
+    # Glasses on (u > 0.6) → u - 0.5 (off); off → a value above the threshold.
+    flipped_glasses = torch.where(glasses > GLASSES_THRESHOLD, glasses - 0.5, 0.61 + 0.39 * glasses / GLASSES_THRESHOLD)
+    new_glasses = torch.where(even, glasses, flipped_glasses)
+    return params.replace(smile=new_smile, glasses=new_glasses)
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Small zoom/shift/flip, a random amount of blur and pixel noise: the CLIP must then read the same
+    caption from generator outputs (softer than renders) and its gradients reward visible changes more
+    than pixel patterns (it guides domain adaptation)."""
+    x = random_affine(images, generator=generator, scale=(0.9, 1.05), shift=0.06)
+    blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)  # [N, 3, H, W] box blur
+    amount = torch.rand(x.shape[0], 1, 1, 1, generator=generator) * (torch.rand(x.shape[0], 1, 1, 1, generator=generator) < 0.5)
+    x = x + amount * (blurred - x)  # half the images get a random fraction of the blur
+    noise = torch.randn(x.shape, generator=generator) * torch.rand(x.shape[0], 1, 1, 1, generator=generator) * 0.06
+    return (x + noise).clamp(-1, 1)
 
 
 def make_batch(step: int, *, batch: int, seed: int, resolution: int) -> tuple[torch.Tensor, list[str], dict]:
+    """Half the batch are faces, half their twins with the smile or the glasses flipped (same style, same
+    wording where possible): hard negatives, so that the small mouth and glasses must be seen to tell the
+    captions apart. Each pair uses attribute-focused captions (naming the flipped attribute) or free ones."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    params = sample_params(batch, seed=g, out_of_domain=step % 4 == 0)
-    styles = torch.randint(len(STYLES), (batch,), generator=g)
+    half = batch // 2
+    base = sample_params(batch - half, seed=g, out_of_domain=step % 4 == 0)
+    params = FaceParams.cat([base, flipped_twins(base)[:half]])
+    pair_styles = torch.randint(len(STYLES), (base.n,), generator=g)
+    styles = torch.cat([pair_styles, pair_styles[:half]])
+    pair = torch.cat([torch.arange(base.n), torch.arange(half)])  # index of each row's pair
     images = torch.empty(batch, 3, resolution, resolution)
     texts = [""] * batch
     labels = attribute_labels(params)
-    use_attr = torch.rand(batch, generator=g) < 0.5
+    use_attr = (torch.rand(base.n, generator=g) < 0.5)[pair]
     for s_idx, style in enumerate(STYLES):
         rows = (styles == s_idx).nonzero().flatten()
         if rows.numel() == 0:
             continue
         images[rows] = render(params[rows], style=style, resolution=resolution)
-        caps = caption(params[rows], style, seed=seed + step)
-        for j, r in enumerate(rows.tolist()):
-            texts[r] = attribute_caption(labels, r, style) if use_attr[r] else caps[j]
-    return images, texts, {"styles": styles, **labels}
+        for part in (rows[rows < base.n], rows[rows >= base.n]):  # faces, then twins, with the same caption seed
+            caps = caption(params[part], style, seed=seed + step) if part.numel() else []
+            for j, r in enumerate(part.tolist()):
+                texts[r] = attribute_caption(labels, r, int(pair[r]), style) if use_attr[r] else caps[j]
+    return augment(images, g), texts, {"styles": styles, **labels}
 
 
 @torch.no_grad()

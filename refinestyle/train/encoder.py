@@ -65,6 +65,7 @@ class EncoderTrainConfig:
     out: str
     mode: str = "one-stage"
     stage_one: Optional[str] = None
+    init_from: Optional[str] = None
     images: Optional[str] = None
     steps: int = 20000
     minutes: float = 140.0
@@ -233,6 +234,24 @@ def make_encoder(cfg: EncoderTrainConfig, G: StyleGAN2Generator) -> RefineStyleE
     encoder = RefineStyleEncoder.from_generator(G, token_branch=True, token_input="image+reconstruction", **arch)
     encoder.load_w_plus(stage_one)
     return encoder
+
+
+def init_weights(encoder: RefineStyleEncoder, folder: str, *, mode: str) -> None:
+    """Start from an exported encoder of the same architecture, e.g. one trained for an earlier checkpoint of
+    the generator. What is measured on the generator stays the new one's: ``w_avg``, ``w_mean`` and the
+    token gains (from its kernel scales); the description is the new run's. A two-stage encoder keeps the
+    W+ part it got from ``--stage-one``."""
+    source = RefineStyleEncoder.from_pretrained(folder)
+    theirs, mine = dict(source.config), dict(encoder.config)
+    measured = ("description", "layer_gains")
+    diff = sorted(k for k in set(theirs) | set(mine) if not k.startswith("_") and k not in measured and theirs.get(k) != mine.get(k))
+    if diff:
+        raise ValueError(f"--init-from {folder}: its architecture differs in {diff}; start from scratch or match the flags")
+    kept = {"w_avg", "w_mean"} | (set(encoder.w_plus_state_dict()) if mode == "two-stage" else set())
+    state = {k: v for k, v in source.state_dict().items() if k not in kept}
+    missing, unexpected = encoder.load_state_dict(state, strict=False)
+    if set(missing) != kept or unexpected:
+        raise ValueError(f"--init-from {folder}: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
 
 
 def freeze_for_mode(encoder: RefineStyleEncoder, mode: str) -> None:
@@ -422,6 +441,10 @@ def _train(cfg: EncoderTrainConfig, dist_info: Distributed, callback) -> RefineS
             print(f"resumed from step {start} ({elapsed / 60:.1f} min)")
     elif cfg.resume and dist_info.is_main:
         print(f"no checkpoint at {ckpt_path}; starting from step 0")
+    if cfg.init_from and start == 0:
+        init_weights(encoder, cfg.init_from, mode=cfg.mode)
+        if dist_info.is_main:
+            print(f"initialised from {cfg.init_from}")
 
     model = encoder
     if world > 1:
@@ -527,6 +550,7 @@ def parse_args(argv: Optional[list[str]] = None) -> EncoderTrainConfig:
     parser.add_argument("--out", required=True, help="run folder (checkpoint.pt, log.jsonl)")
     parser.add_argument("--mode", choices=MODES, default=defaults.mode)
     parser.add_argument("--stage-one", default=None, help="two-stage: folder of an exported stage-one encoder")
+    parser.add_argument("--init-from", default=None, help="start from this exported encoder's weights (same architecture)")
     parser.add_argument("--images", default=None, help="train on this image folder instead of SynthFaces renders")
     parser.add_argument("--steps", type=int, default=defaults.steps, help="planned steps (sets the learning-rate schedule)")
     parser.add_argument("--minutes", type=float, default=defaults.minutes, help="stop (with a checkpoint) after this wall time")
