@@ -5,7 +5,7 @@ Losses (StyleGAN-NADA's formulation for the direction):
 * directional: ``1 - cos(E_I(G_d(w)) - E_I(G(w)), E_T(target) - E_T(source))`` averaged over the
   batch (and over CLIP models when several are given);
 * global (optional): ``1 - cos(E_I(G_d(w)), E_T(target))``;
-* content: L2 between heavily downsampled refined and frozen images (keeps layout, not colours);
+* content (optional, off by default): L2 between heavily downsampled refined and frozen luminance;
 * regularisation: mean squared token values (``P`` relative to its scale).
 
 A small CLIP is easy to fool: gradients through one fixed view find pixel patterns that move the
@@ -36,7 +36,7 @@ from .models.domain import DomainTokens
 from .models.stylegan2 import StyleGAN2Generator
 
 MAX_STEPS = 5000
-LAYER_MODES = ("all", "adaptive")
+LAYER_MODES = ("all", "convs", "adaptive")
 
 
 @dataclass
@@ -51,10 +51,12 @@ class AdaptConfig:
     truncation_psi: float = 0.7
     direction_weight: float = 1.0
     global_weight: float = 0.0
-    content_weight: float = 1.0
+    # The luminance-layout term fights styles that re-light the whole face (a sketch's white paper): off by
+    # default (SynthFaces sketch: style accuracy 0.45 with weight 0.1, 0.81 without); the direction keeps content.
+    content_weight: float = 0.0
     content_size: int = 8
     reg_weight: float = 1e-3
-    augment_views: int = 0
+    augment_views: int = 4
 
     def validate(self) -> None:
         if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
@@ -161,8 +163,8 @@ def adaptive_layers(G: StyleGAN2Generator, clips, directions, *, k: int, seed: i
         opt.step()
     moved = (ws.detach() - ws0).norm(dim=-1).mean(0)  # [num_ws]
     top = set(moved.topk(min(k, moved.numel())).indices.tolist())
-    layers = [name for name in G.refinable_layers() if G.layer_w_index(name) in top]
-    return layers or list(G.refinable_layers())
+    layers = [name for name in G.refinable_layers(include_torgb=True) if G.layer_w_index(name) in top]
+    return layers or list(G.refinable_layers(include_torgb=True))
 
 
 def optimise(
@@ -252,7 +254,8 @@ def adapt_tokens(
         layers = adaptive_layers(G, clips, text_directions(clips, source, target, target_images), k=config.adaptive_k,
                                  seed=config.seed, psi=config.truncation_psi)
     elif isinstance(config.layers, str):
-        layers = None
+        # toRGB tokens re-colour cheaply (3 outputs per layer): what styles change most.
+        layers = list(G.refinable_layers(include_torgb=config.layers == "all"))
     else:
         layers = list(config.layers)
     domain = DomainTokens.from_generator(G, num_tokens=config.num_tokens, layers=layers, seed=config.seed,

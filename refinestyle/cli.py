@@ -161,7 +161,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     model = load_model_any(args.model)
     dom = model.adapt(args.source, args.target, target_images=args.target_image or None, steps=args.steps, lr=args.lr,
-                      batch=args.batch, seed=args.seed, num_tokens=args.num_tokens, layers=args.layers, progress=not args.quiet)
+                      batch=args.batch, seed=args.seed, num_tokens=args.num_tokens, layers=args.layers,
+                      augment_views=args.augment_views, content_weight=args.content_weight, progress=not args.quiet)
     out = Path(args.out)
     hist = dom.history
     dom.save_pretrained(out, dtype=torch.float16 if args.dtype == "float16" else torch.float32)
@@ -210,7 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--batch", type=int, default=8)
     ad.add_argument("--seed", type=int, default=0)
     ad.add_argument("--num-tokens", type=int, default=None)
-    ad.add_argument("--layers", default="all", choices=["all", "adaptive"])
+    ad.add_argument("--layers", default="all", choices=["all", "convs", "adaptive"],
+                    help="all: every convolution and toRGB layer; convs: convolutions only; adaptive: NADA's choice")
+    ad.add_argument("--augment-views", type=int, default=4, help="random affine views per image in the CLIP losses (0 = off)")
+    ad.add_argument("--content-weight", type=float, default=0.0, help="weight of the low-pass luminance content term")
     ad.add_argument("--out", required=True, help="output folder of the domain")
     ad.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage precision of the tokens")
     ad.add_argument("--quiet", action="store_true")

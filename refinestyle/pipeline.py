@@ -254,8 +254,9 @@ class RefineStyleModel:
         seed: int = 0,
         num_tokens: Optional[int] = None,
         layers="all",
-        content_weight: float = 1.0,
+        content_weight: float = 0.0,
         global_weight: float = 0.0,
+        augment_views: int = 4,
         callback=None,
         preview_every: int = 0,
         progress: bool = False,
@@ -273,6 +274,6 @@ class RefineStyleModel:
         if target_images is not None and not isinstance(target_images, torch.Tensor):
             target_images = images_to_tensor(target_images, self.generator.config.resolution).to(self.device)
         config = AdaptConfig(steps=steps, lr=lr, batch=batch, seed=seed, num_tokens=num_tokens, layers=layers,
-                             content_weight=content_weight, global_weight=global_weight)
+                             content_weight=content_weight, global_weight=global_weight, augment_views=augment_views)
         return adapt_tokens(self.generator, clips, source=source, target=target, target_images=target_images, config=config,
                             callback=callback, preview_every=preview_every, progress=progress)

@@ -40,7 +40,7 @@ def test_adaptation_moves_along_the_text_direction(tiny_model):
     plain = tiny_model.generate(z=z)
     assert (tiny_model.generate(z=z, domain="sketch") - plain).abs().max() > 1e-3
     assert torch.equal(tiny_model.generate(z=z, domain="sketch", strength=0.0), plain)
-    shapes = tiny_model.generator.refinable_layers()
+    shapes = tiny_model.generator.refinable_layers(include_torgb=True)  # layers="all": convolutions and toRGB
     assert dom.num_parameters() == sum(4 * (o + i * k * k) + 1 for o, i, k in shapes.values())
     # Deterministic given the seed.
     again = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=5, batch=4, lr=0.05, seed=1)
@@ -52,7 +52,7 @@ def test_image_guided_and_adaptive_layers(tiny_model):
     refs = torch.rand(2, 3, 16, 16) * 2 - 1
     dom = tiny_model.adapt("a photo of a face", target_images=refs, steps=3, batch=2, layers="adaptive")
     assert dom.config.target == "<reference images>"
-    assert 0 < len(dom.config.layers) <= len(tiny_model.generator.refinable_layers())
+    assert 0 < len(dom.config.layers) <= len(tiny_model.generator.refinable_layers(include_torgb=True))
 
 
 def test_nan_stops_and_keeps_last_good_tokens(tiny_model, monkeypatch):
