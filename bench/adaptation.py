@@ -8,7 +8,7 @@ independent style classifier (a CNN trained here on renders, not CLIP), and cont
 (glasses / smile / eye colour read by the same classifier agree with the face's parameters).
 Curves of quality against wall time are saved to bench/out/adaptation.png.
 
-    python bench/adaptation.py [--steps 150] [--styles sketch popart zombie watercolor pixelart]
+    python bench/adaptation.py [--steps 200] [--styles sketch popart zombie watercolor pixelart]
 """
 
 from __future__ import annotations
@@ -26,23 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from refinestyle import RefineStyleModel  # noqa: E402
 from refinestyle.adaptation import AdaptConfig, adapt_channel_scale, adapt_finetune, adapt_tokens  # noqa: E402
-from refinestyle.data.synthfaces import STYLES, attribute_labels, render, style_prompt, z_to_params  # noqa: E402
-from refinestyle.evaluation import psnr, ssim, train_attribute_classifier  # noqa: E402
+from refinestyle.data.synthfaces import style_prompt  # noqa: E402
+from refinestyle.evaluation import domain_quality, train_attribute_classifier  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
-
-
-@torch.no_grad()
-def quality(synth, G, classifier, style: str, *, n: int = 64, seed: int = 4242) -> dict[str, float]:
-    z = torch.randn(n, G.config.z_dim, generator=torch.Generator().manual_seed(seed))
-    params = z_to_params(z)
-    truth = render(params, style=style, resolution=G.config.resolution)
-    fake = synth(G.mapping(z)).clamp(-1, 1)
-    pred = classifier.predict(fake)
-    labels = attribute_labels(params)
-    content = torch.stack([(pred[k] == labels[k]).float() for k in ("glasses", "smile", "eye_color")]).mean().item()
-    return {"psnr": psnr(fake, truth).mean().item(), "ssim": ssim(fake, truth).mean().item(),
-            "style_acc": (pred["style"] == STYLES.index(style)).float().mean().item(), "content": content}
 
 
 def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int, seed: int, num_tokens: int) -> dict:
@@ -54,7 +41,7 @@ def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int
         if step % eval_every == 0 or step == total:
             training_seconds = state.seconds - eval_seconds[0]  # earlier evaluations are not training time
             t0 = time.perf_counter()
-            q = quality(state.synthesize, G, classifier, style)
+            q = domain_quality(state.synthesize, G, classifier, style)
             eval_seconds[0] += time.perf_counter() - t0
             curve.append({"step": step, "seconds": training_seconds, **q})
 
@@ -86,7 +73,7 @@ def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "hub" / "refinestyle-synthfaces"))
-    parser.add_argument("--steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--styles", nargs="+", default=["sketch", "popart", "zombie", "watercolor", "pixelart"])
     parser.add_argument("--methods", nargs="+", default=["refinestyle", "finetune", "channel_scale"])
@@ -104,7 +91,7 @@ def main() -> None:
     print("| style | method | trainable params | file | s/step | wall s | GT PSNR | GT SSIM | style acc | content |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for style in args.styles:
-        base = quality(lambda ws: G.synthesis(ws), G, classifier, style)
+        base = domain_quality(lambda ws: G.synthesis(ws), G, classifier, style)
         print(f"| {style} | (unadapted) | 0 | - | - | - | {base['psnr']:.2f} | {base['ssim']:.3f} | {base['style_acc']:.2f} | {base['content']:.2f} |")
         for method in args.methods:
             r = run_method(method, G, clips, style, classifier, steps=args.steps, eval_every=args.eval_every, seed=args.seed, num_tokens=args.num_tokens)

@@ -21,8 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from refinestyle import RefineStyleModel  # noqa: E402
-from refinestyle.data.synthfaces import render, sample_params  # noqa: E402
-from refinestyle.evaluation import evaluate_generator, train_attribute_classifier, validity_scores  # noqa: E402
+from refinestyle.data.synthfaces import STYLES, render, sample_params  # noqa: E402
+from refinestyle.evaluation import domain_quality, evaluate_generator, train_attribute_classifier, validity_scores  # noqa: E402
 from refinestyle.train.clip import zero_shot_eval  # noqa: E402
 
 
@@ -52,6 +52,12 @@ def run(*, model_path: str | Path = ROOT / "hub" / "refinestyle-synthfaces", n: 
            "speed": {"generator_img_s": 64 / statistics.median(times[1:]), "renderer_img_s": 64 / statistics.median(r_times[1:])}}
     if model.clip is not None:
         out["clip"] = {**zero_shot_eval(model.clip, n_per_style=200), "n": 200}
+    # Shipped domains named after a renderer style, against that style's ground truth (before → after).
+    out["domains"] = {}
+    for name in sorted(model.domains):
+        if name in STYLES:
+            out["domains"][name] = {"unadapted": domain_quality(G.synthesis, G, classifier, name),
+                                    "adapted": domain_quality(lambda ws, d=name: model.generate(ws=ws, domain=d), G, classifier, name)}
     if not quiet:
         g = gen
         print(f"\n## Generator vs renderer ({g.n} held-out z)\n")
@@ -65,6 +71,13 @@ def run(*, model_path: str | Path = ROOT / "hub" / "refinestyle-synthfaces", n: 
             print(f"| {k} | {v:.3f} |")
         print(f"\n## Speed (64 px, batch 64, median)\n\n| | images/s |\n|---|---|\n| generator | {out['speed']['generator_img_s']:.0f} |"
               f"\n| renderer (photo) | {out['speed']['renderer_img_s']:.0f} |")
+        if out["domains"]:
+            print("\n## Domains vs the renderer's style (64 held-out z), unadapted → adapted\n")
+            print("| domain | GT PSNR (dB) | GT SSIM | style accuracy | content |\n|---|---|---|---|---|")
+            for name, d in out["domains"].items():
+                u, a = d["unadapted"], d["adapted"]
+                print(f"| {name} | {u['psnr']:.2f} → {a['psnr']:.2f} | {u['ssim']:.3f} → {a['ssim']:.3f} | "
+                      f"{u['style_acc']:.2f} → {a['style_acc']:.2f} | {u['content']:.2f} → {a['content']:.2f} |")
         if "clip" in out:
             c = out["clip"]
             print(f"\n## CLIP zero-shot (200 renders per style)\n\n| task | accuracy | target |\n|---|---|---|\n"

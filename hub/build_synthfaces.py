@@ -6,7 +6,8 @@
 
 Training runs (each resumable; see README):
     python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 26000 --minutes 62 --threads 1
-    python -m refinestyle.train.clip --out runs/synthfaces-clip --steps 3000 --minutes 45 --threads 1
+    python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 50000 --minutes 116 --threads 1 --resume
+    python -m refinestyle.train.clip --out runs/synthfaces-clip --steps 4000 --minutes 45 --threads 1
     python -m refinestyle.train.encoder ...   (see refinestyle/train/encoder.py)
 """
 
@@ -111,8 +112,11 @@ def card(*, recompute: bool = False) -> None:
     for name, dom in sorted(model.domains.items()):
         kb = (HUB / "domains" / name / "diffusion_pytorch_model.safetensors").stat().st_size / 1024
         m = json.loads((HUB / "domains" / name / "metrics.json").read_text())
+        gt = metrics.get("domains", {}).get(name)
+        gt_cells = (f"{gt['unadapted']['psnr']:.2f} → {gt['adapted']['psnr']:.2f} | {gt['unadapted']['style_acc']:.2f} → "
+                    f"{gt['adapted']['style_acc']:.2f} | {gt['adapted']['content']:.2f}") if gt else "- | - | -"
         domain_rows.append(f"| {name} | {dom.config.source} → {dom.config.target} | {dom.num_parameters():,} | {kb:.0f} KB | "
-                           f"{m['clip_target_similarity_before']:.3f} → {m['clip_target_similarity_after']:.3f} |")
+                           f"{m['clip_target_similarity_before']:.3f} → {m['clip_target_similarity_after']:.3f} | {gt_cells} |")
     g, c = metrics["generator"], metrics.get("clip", {})
     size_mb = sum(f.stat().st_size for f in HUB.rglob("*") if f.is_file()) / 2**20
     text = f"""---
@@ -139,6 +143,8 @@ loss weighted ×5 on eyes, brows, mouth and glasses (renderer part masks). Weigh
 {info['generator']['dtype'].replace('torch.', '')} (worst-case PSNR of fp16 vs fp32 images {info['generator']['fp16_worst_psnr_vs_fp32']:.1f} dB).
 
     python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 26000 --minutes 62 --threads 1
+    # second session: the same run continued with a longer cosine schedule (a warm restart of the learning rate)
+    python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 50000 --minutes 116 --threads 1 --resume
 
 On {g['n']} held-out z (seed 12345) against `render(z_to_params(z), "photo")`:
 
@@ -158,11 +164,13 @@ Validity (classifier confidence, renders = reference): {', '.join(f"{k} {v:.3f}"
         text += f"""
 ## CLIP
 
-`clip/`: open_clip `CLIP` with our registered config `RefineStyle-SynthFaces-CLIP` (ViT 64 px, patch 8, width 128,
-4 layers; text transformer width 128, 3 layers; word tokenizer over the caption vocabulary, `vocab.json`), trained
-contrastively on renders in all 6 styles with `caption()` texts ({info['clip']['steps']:,} steps, {info['clip']['minutes']:.0f} min, batch 128).
+`clip/`: open_clip `CLIP` with our registered config `RefineStyle-SynthFaces-CLIP` (image tower: open_clip's
+ModifiedResNet at 64 px, blocks 1/2/2/1, width 16, attention pooling; text transformer width 128, 3 layers; word
+tokenizer over the caption vocabulary, `vocab.json`), trained contrastively on renders in all 6 styles with
+`caption()` texts, half of each batch being twins of the other half with the smile or the glasses flipped (hard
+negatives), with zoom/shift/flip, blur and noise augmentation ({info['clip']['steps']:,} steps, {info['clip']['minutes']:.0f} min, batch 128).
 
-    python -m refinestyle.train.clip --out runs/synthfaces-clip --steps 3000 --minutes 45 --threads 1
+    python -m refinestyle.train.clip --out runs/synthfaces-clip --steps 4000 --minutes 45 --threads 1
 
 Zero-shot on {c['n']} held-out renders per style: style (with `style_prompt`) {c['style']:.3f} (target ≥ 0.95),
 glasses yes/no {c['glasses']:.3f}, smile yes/no {c['smile']:.3f} (targets ≥ 0.90).
@@ -178,9 +186,17 @@ trained first, then frozen while a token branch learns from the image and its st
 `RefineStyleEncoder` with a small CNN backbone and grouped transformer blocks (coarse/medium/fine), K = 8
 tokens per layer, trained on renderer `photo` images and generator samples only (never other styles).
 
-    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage --mode one-stage --steps 4000 --minutes 34 --threads 1 --export runs/synthfaces-encoder-one-stage/export
-    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-stage-one --mode stage-one --steps 2000 --minutes 16 --threads 1 --export runs/synthfaces-encoder-stage-one/export
-    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --steps 1500 --minutes 15 --threads 1 --export runs/synthfaces-encoder-two-stage/export
+Trained in two rounds: round one against the generator of the first session (26,000 steps), round two
+started from round one's weights (`--init-from`) against the final generator:
+
+    # round one
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage-v1 --mode one-stage --steps 4000 --minutes 34 --threads 1 --export runs/synthfaces-encoder-one-stage-v1/export
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-stage-one-v1 --mode stage-one --steps 2000 --minutes 16 --threads 1 --export runs/synthfaces-encoder-stage-one-v1/export
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-v1 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one-v1/export --steps 1500 --minutes 15 --threads 1 --export runs/synthfaces-encoder-two-stage-v1/export
+    # round two
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage --mode one-stage --init-from runs/synthfaces-encoder-one-stage-v1/export --steps 2400 --minutes 22 --threads 1 --export runs/synthfaces-encoder-one-stage/export
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-stage-one --mode stage-one --init-from runs/synthfaces-encoder-stage-one-v1/export --steps 1200 --minutes 11 --threads 1 --export runs/synthfaces-encoder-stage-one/export
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-v1/export --steps 1200 --minutes 12 --threads 1 --export runs/synthfaces-encoder-two-stage/export
 """
         if inversion_json.exists():
             inv = json.loads(inversion_json.read_text())
@@ -192,7 +208,11 @@ tokens per layer, trained on renderer `photo` images and generator samples only 
             (HUB / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if domain_rows:
         text += "\n## Domains\n\nEach made from a text prompt only, by the command in its own `domains/<name>/README.md` " \
-                "(all listed in `hub/make_domains.sh`).\n\n| name | prompts | parameters | file | CLIP similarity to the target (16 seeds), before → after |\n|---|---|---|---|---|\n" + "\n".join(domain_rows) + "\n"
+                "(all listed in `hub/make_domains.sh`). Ground truth: `render(z_to_params(z), name)` on 64 held-out z; style " \
+                "accuracy and content (glasses/smile/eye colour) from a CNN trained on renders (`bench/synthfaces.py`).\n\n" \
+                "| name | prompts | parameters | file | CLIP similarity to the target (16 seeds), before → after | " \
+                "GT PSNR (dB), before → after | style accuracy, before → after | content |\n|---|---|---|---|---|---|---|---|\n" + \
+                "\n".join(domain_rows) + "\n"
     text += """
 ## Usage
 

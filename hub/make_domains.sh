@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 R=.venv/bin/refinestyle
 M=hub/refinestyle-synthfaces
-STEPS=${STEPS:-150}
+STEPS=${STEPS:-200}
 $R adapt --model $M --source "a photo of a face" --target "a pencil sketch of a face" --steps $STEPS --num-tokens 2 --seed 0 --out $M/domains/sketch
 $R adapt --model $M --source "a photo of a face" --target "a pop art painting of a face" --steps $STEPS --num-tokens 2 --seed 0 --out $M/domains/popart
 $R adapt --model $M --source "a photo of a face" --target "a zombie face" --steps $STEPS --num-tokens 2 --seed 0 --out $M/domains/zombie

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -61,7 +62,7 @@ def save_grid(images: torch.Tensor, path: str | Path, *, columns: int = 8):
     return path
 
 
-def write_model_card(out: Path, *, title: str, body: str) -> None:
+def write_model_card(out: Path, *, title: str, body: str, usage: str) -> None:
     card = f"""---
 library_name: refinestyle
 license: other
@@ -80,8 +81,7 @@ tags:
 ```python
 from refinestyle import RefineStyleModel
 
-model = RefineStyleModel.from_pretrained("{out.name}")   # a local folder or a Hub repo id
-images = model.generate(seeds=range(8), truncation_psi=0.7)  # [8, 3, R, R] in [-1, 1]
+{usage}
 ```
 """
     (out / "README.md").write_text(card)
@@ -112,7 +112,9 @@ def cmd_convert(args: argparse.Namespace) -> int:
         f"- resolution {cfg.resolution}, z_dim {cfg.z_dim}, w_dim {cfg.w_dim}, channels {list(G.channels)}\n"
         f"- parameters: {sum(p.numel() for p in G.parameters()):,}; weights stored as {str(dtype).replace('torch.', '')}\n"
         f"- parity check after saving: max abs difference {err:.2e} on 4 images (truncation 0.7)\n\n"
-        "The licence is that of the source checkpoint."))
+        "The licence is that of the source checkpoint."),
+        usage=f'model = RefineStyleModel.from_pretrained("{out}")   # this folder, or its Hub repo id once pushed\n'
+              'images = model.generate(seeds=range(8), truncation_psi=0.7)  # [8, 3, R, R] in [-1, 1]')
     print(f"converted {args.src} -> {out} (max abs diff after reload {err:.2e})")
     return 0
 
@@ -174,7 +176,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     metrics = domain_metrics(model, dom, target=args.target)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     size_kb = sum(f.stat().st_size for f in out.glob("*.safetensors")) / 1024
-    command = "refinestyle adapt " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["adapt"] else "model.adapt(...)"
+    command = "refinestyle adapt " + shlex.join(sys.argv[2:]) if sys.argv[1:2] == ["adapt"] else "model.adapt(...)"
     write_model_card(out, title=f"RefineStyle domain: {args.target or 'reference images'}", body=(
         f"A shared token set (RefineStyle domain) adapted from **{args.source}** to **{args.target}** with the generator frozen.\n\n"
         f"Made with `{command}`.\n\n"
@@ -184,7 +186,10 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         + (f"- stopped early: {hist.stopped_early}\n" if hist.stopped_early else "")
         + (f"- CLIP similarity to the target prompt on 16 fixed seeds (1234): {metrics['clip_target_similarity_before']:.4f} "
            f"before, {metrics['clip_target_similarity_after']:.4f} after (`metrics.json`)\n" if metrics else "")
-        + "\n![before (top) and after (bottom)](preview.png)\n\nLoad it with `model.load_domain(path, name=...)`."))
+        + "\n![before (top) and after (bottom)](preview.png)"),
+        usage=f'model = RefineStyleModel.from_pretrained("{args.model}")  # the generator it was made for\n'
+              f'model.load_domain("{out}", name="{out.name}")  # this folder (or its Hub repo id)\n'
+              f'images = model.generate(seeds=range(8), truncation_psi=0.7, domain="{out.name}")  # [8, 3, R, R] in [-1, 1]')
     print(f"saved domain to {out} ({size_kb:.1f} KB); preview: {out / 'preview.png'}")
     return 0
 

@@ -154,3 +154,19 @@ def validity_scores(G, classifier: AttributeClassifier, *, n: int = 200, seed: i
     logits = classifier(renders)
     out["renders (reference)"] = torch.stack([logits[k].softmax(1).max(1).values for k in ("glasses", "smile", "eye_color")]).mean().item()
     return out
+
+
+@torch.no_grad()
+def domain_quality(synthesize, G, classifier: AttributeClassifier, style: str, *, n: int = 64, seed: int = 4242) -> dict[str, float]:
+    """A domain against the renderer's exact ground truth: ``synthesize(ws)`` (the adapted generator) on
+    held-out z vs ``render(z_to_params(z), style)``: PSNR, SSIM, the classifier's style accuracy, and content
+    (glasses / smile / eye colour read by the classifier agree with the face's parameters)."""
+    z = torch.randn(n, G.config.z_dim, generator=torch.Generator().manual_seed(seed))
+    params = z_to_params(z)
+    truth = render(params, style=style, resolution=G.config.resolution)
+    fake = synthesize(G.mapping(z)).clamp(-1, 1)
+    pred = classifier.predict(fake)
+    labels = attribute_labels(params)
+    content = torch.stack([(pred[k] == labels[k]).float() for k in ("glasses", "smile", "eye_color")]).mean().item()
+    return {"psnr": psnr(fake, truth).mean().item(), "ssim": ssim(fake, truth).mean().item(),
+            "style_acc": (pred["style"] == STYLES.index(style)).float().mean().item(), "content": content}

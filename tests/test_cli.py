@@ -47,6 +47,11 @@ def test_adapt_command_writes_a_domain_with_card_and_metrics(tmp_path, capsys):
     assert main(["adapt", "--model", str(tmp_path / "m"), "--target", "a sketch of a face", "--steps", "4", "--batch", "2",
                  "--out", str(out), "--quiet"]) == 0
     assert (out / "preview.png").exists() and "a sketch of a face" in (out / "README.md").read_text()
+    # The card's usage snippet runs as written (our own generated card, in a test).
+    snippet = (out / "README.md").read_text().split("```python\n")[1].split("```")[0]
+    scope = {}
+    exec(snippet, scope)
+    assert scope["images"].shape == (8, 3, 16, 16) and "dom" in scope["model"].domains
     recorded = json.loads((out / "metrics.json").read_text())
     model = RefineStyleModel.from_pretrained(tmp_path / "m")
     dom = model.load_domain(out, name="s")
