@@ -27,14 +27,14 @@ sys.path.insert(0, str(ROOT))
 from refinestyle import RefineStyleModel  # noqa: E402
 from refinestyle.adaptation import AdaptConfig, adapt_channel_scale, adapt_finetune, adapt_tokens  # noqa: E402
 from refinestyle.data.synthfaces import style_prompt  # noqa: E402
-from refinestyle.evaluation import domain_quality, train_attribute_classifier  # noqa: E402
+from refinestyle.evaluation import cached_attribute_classifier, domain_quality  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int, seed: int, num_tokens: int) -> dict:
+def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int, seed: int, num_tokens: int, lr: float) -> dict:
     """Adapt photo → ``style`` with one method; evaluate along the way (evaluation time excluded from wall time)."""
-    cfg = AdaptConfig(steps=steps, seed=seed, num_tokens=num_tokens)
+    cfg = AdaptConfig(steps=steps, seed=seed, num_tokens=num_tokens, lr=lr)
     curve, eval_seconds = [], [0.0]
 
     def callback(step, total, state):
@@ -79,22 +79,27 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["refinestyle", "finetune", "channel_scale"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-tokens", type=int, default=2, help="K of the RefineStyle domains (as shipped)")
+    parser.add_argument("--lr-tokens", type=float, default=0.02, help="RefineStyle tokens (our default)")
+    parser.add_argument("--lr-finetune", type=float, default=0.002, help="full fine-tuning (StyleGAN-NADA's default)")
+    parser.add_argument("--lr-channel-scale", type=float, default=0.02, help="per-channel kernel scales")
     args = parser.parse_args()
+    lrs = {"refinestyle": args.lr_tokens, "finetune": args.lr_finetune, "channel_scale": args.lr_channel_scale}
     model = RefineStyleModel.from_pretrained(args.model)
     G = model.generator
     clips = [model.clip]
     print("training the independent style/attribute classifier on renders ...", flush=True)
-    classifier = train_attribute_classifier(steps=600)
+    classifier = cached_attribute_classifier(OUT, steps=600)
     gen_bytes = sum(p.numel() for p in G.parameters()) * 2
     results = []
-    print(f"\nsteps {args.steps}, batch 8, generator {sum(p.numel() for p in G.parameters()):,} parameters\n")
+    print(f"\nsteps {args.steps}, batch 8, learning rates {lrs}, generator {sum(p.numel() for p in G.parameters()):,} parameters\n")
     print("| style | method | trainable params | file | s/step | wall s | GT PSNR | GT SSIM | style acc | content |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for style in args.styles:
         base = domain_quality(lambda ws: G.synthesis(ws), G, classifier, style)
         print(f"| {style} | (unadapted) | 0 | - | - | - | {base['psnr']:.2f} | {base['ssim']:.3f} | {base['style_acc']:.2f} | {base['content']:.2f} |")
         for method in args.methods:
-            r = run_method(method, G, clips, style, classifier, steps=args.steps, eval_every=args.eval_every, seed=args.seed, num_tokens=args.num_tokens)
+            r = run_method(method, G, clips, style, classifier, steps=args.steps, eval_every=args.eval_every, seed=args.seed, num_tokens=args.num_tokens,
+                           lr=lrs[method])
             r["unadapted"] = base
             results.append(r)
             f = r["final"]

@@ -92,6 +92,24 @@ def train_attribute_classifier(*, steps: int = 600, batch: int = 64, seed: int =
     return model.eval()
 
 
+def cached_attribute_classifier(cache_dir, *, steps: int = 600, seed: int = 0, resolution: int = 64) -> AttributeClassifier:
+    """``train_attribute_classifier`` once per (steps, seed, resolution); later calls load its weights
+    (safetensors) from ``cache_dir``, so benchmarks that share the classifier do not train it twice."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file, save_file
+
+    path = Path(cache_dir) / f"attribute-classifier-{resolution}px-{steps}steps-seed{seed}.safetensors"
+    if path.exists():
+        model = AttributeClassifier(resolution)
+        model.load_state_dict(load_file(str(path)))
+        return model.eval()
+    model = train_attribute_classifier(steps=steps, seed=seed, resolution=resolution)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return model
+
+
 @dataclass
 class GeneratorMetrics:
     psnr: float
