@@ -51,8 +51,8 @@ class AdaptConfig:
     truncation_psi: float = 0.7
     direction_weight: float = 1.0
     global_weight: float = 0.0
-    # The luminance-layout term fights styles that re-light the whole face (a sketch's white paper): off by
-    # default (SynthFaces sketch: style accuracy 0.45 with weight 0.1, 0.81 without); the direction keeps content.
+    # The luminance-layout term fights styles that re-light the whole face (a sketch's white paper), so it
+    # is off by default; the directional loss and the low rank keep the content.
     content_weight: float = 0.0
     content_size: int = 8
     reg_weight: float = 1e-3
