@@ -87,7 +87,7 @@ def main() -> None:
     model = RefineStyleModel.from_pretrained(args.model)
     G = model.generator
     clips = [model.clip]
-    print("training the independent style/attribute classifier on renders ...", flush=True)
+    print("the independent style/attribute classifier (trained on renders once, cached in bench/out) ...", flush=True)
     classifier = cached_attribute_classifier(OUT, steps=600)
     gen_bytes = sum(p.numel() for p in G.parameters()) * 2
     results = []

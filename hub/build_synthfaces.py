@@ -103,7 +103,6 @@ def card(*, recompute: bool = False) -> None:
     else:  # written by `python bench/synthfaces.py --json hub/refinestyle-synthfaces/metrics.json`
         metrics = json.loads((HUB / "metrics.json").read_text())
     metrics["build"] = info
-    (HUB / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     from refinestyle import RefineStyleModel
 
     model = RefineStyleModel.from_pretrained(HUB)
@@ -205,7 +204,6 @@ started from round one's weights (`--init-from`) against the final generator:
                 " | ".join(next(iter(inv.values())).keys()) + " |\n|---|" + "---|" * len(next(iter(inv.values()))) + "\n"
             for set_name, rows in inv.items():
                 text += f"| {set_name} | " + " | ".join(f"{r['psnr']:.2f}" for r in rows.values()) + " |\n"
-            (HUB / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     if domain_rows:
         text += "\n## Domains\n\nEach made from a text prompt only, by the command in its own `domains/<name>/README.md` " \
                 "(all listed in `hub/make_domains.sh`). Ground truth: `render(z_to_params(z), name)` on 64 held-out z; style " \
@@ -226,7 +224,8 @@ images = model.generate(seeds=range(8), truncation_psi=0.7, domain="sketch")
 Licence: Apache-2.0 (the data is synthetic, made by the project's renderer).
 """
     (HUB / "README.md").write_text(text)
-    print(f"wrote {HUB / 'README.md'}")
+    (HUB / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(f"wrote {HUB / 'README.md'} and metrics.json")
 
 
 def main() -> None:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -95,8 +96,6 @@ def train_attribute_classifier(*, steps: int = 600, batch: int = 64, seed: int =
 def cached_attribute_classifier(cache_dir, *, steps: int = 600, seed: int = 0, resolution: int = 64) -> AttributeClassifier:
     """``train_attribute_classifier`` once per (steps, seed, resolution); later calls load its weights
     (safetensors) from ``cache_dir``, so benchmarks that share the classifier do not train it twice."""
-    from pathlib import Path
-
     from safetensors.torch import load_file, save_file
 
     path = Path(cache_dir) / f"attribute-classifier-{resolution}px-{steps}steps-seed{seed}.safetensors"
