@@ -140,7 +140,7 @@ class App:
 
     # --------------------------------------------------------------------------------------------
     @gpu
-    def adapt(self, source: str, target: str, reference=None, steps: float = 60, lr: float = 0.02, seed: float = 0,
+    def adapt(self, source: str, target: str, reference=None, steps: float = 60, lr: float = 0.01, seed: float = 0,
               name: str = "", session: dict | None = None, progress=gr.Progress()):
         """Optimise a new domain; yields previews while it runs. Final output adds the domain to this session."""
         import pandas as pd
@@ -311,7 +311,7 @@ def build_demo(model: RefineStyleModel, *, invert_steps: int = 150) -> gr.Blocks
                     ref = UploadImage(type="filepath", label="or a reference image (replaces the target prompt)", height=160)
                     with gr.Row():
                         steps_ad = gr.Slider(5, 300, value=60, step=5, label="steps")
-                        lr_ad = gr.Number(0.02, label="learning rate")
+                        lr_ad = gr.Number(0.01, label="learning rate")
                         seed_ad = gr.Number(0, label="seed", precision=0)
                     name_ad = gr.Textbox("", label="domain name (optional)")
                     with gr.Row():

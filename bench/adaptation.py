@@ -79,7 +79,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["refinestyle", "finetune", "channel_scale"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-tokens", type=int, default=2, help="K of the RefineStyle domains (as shipped)")
-    parser.add_argument("--lr-tokens", type=float, default=0.02, help="RefineStyle tokens (our default)")
+    parser.add_argument("--lr-tokens", type=float, default=0.01, help="RefineStyle tokens (our default)")
     parser.add_argument("--lr-finetune", type=float, default=0.002, help="full fine-tuning (StyleGAN-NADA's default)")
     parser.add_argument("--lr-channel-scale", type=float, default=0.02, help="per-channel kernel scales")
     args = parser.parse_args()

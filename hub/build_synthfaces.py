@@ -43,6 +43,10 @@ def _fp16_is_lossless(G: StyleGAN2Generator) -> float:
         return psnr(half(z), G(z)).min().item()
 
 
+# Hub folder → (run folder, architecture). The ResNet is model.clip; the others become model.extra_clips.
+CLIP_RUNS = {"clip": ("synthfaces-clip", "resnet"), "clip-vit": ("synthfaces-clip-vit", "vit")}
+
+
 def assemble() -> None:
     ckpt = torch.load(RUNS / "synthfaces-generator" / "checkpoint.pt", weights_only=True)
     G = StyleGAN2Generator(**ckpt["config"])
@@ -57,14 +61,15 @@ def assemble() -> None:
     G.save_pretrained(HUB / "generator", dtype=dtype)
     info = {"generator": {"steps": int(ckpt["step"]), "minutes": float(ckpt["elapsed"]) / 60, "dtype": str(dtype),
                           "fp16_worst_psnr_vs_fp32": worst}}
-    clip_ckpt = RUNS / "synthfaces-clip" / "checkpoint.pt"
-    if clip_ckpt.exists():
-        vocab = json.loads((RUNS / "synthfaces-clip" / "vocab.json").read_text())
-        clip = CLIPGuide.create_synthfaces(vocabulary=vocab)
-        state = torch.load(clip_ckpt, weights_only=True)
-        clip.model.load_state_dict(state["model"])
-        clip.save_pretrained(HUB / "clip", dtype=torch.float16)
-        info["clip"] = {"steps": int(state["step"]), "minutes": float(state["elapsed"]) / 60}
+    for folder, (run, arch) in CLIP_RUNS.items():
+        clip_ckpt = RUNS / run / "checkpoint.pt"
+        if clip_ckpt.exists():
+            vocab = json.loads((RUNS / run / "vocab.json").read_text())
+            clip = CLIPGuide.create_synthfaces(vocabulary=vocab, arch=arch)
+            state = torch.load(clip_ckpt, weights_only=True)
+            clip.model.load_state_dict(state["model"])
+            clip.save_pretrained(HUB / folder, dtype=torch.float16)
+            info[folder] = {"steps": int(state["step"]), "minutes": float(state["elapsed"]) / 60}
     encoders = {}
     for variant in ("one-stage", "two-stage"):
         src = RUNS / f"synthfaces-encoder-{variant}" / "export"
@@ -87,6 +92,9 @@ def write_index() -> None:
              "domains": domains}
     if (HUB / "clip" / "open_clip_config.json").exists():
         index["clip"] = ["refinestyle", "CLIPGuide"]
+    extra = [folder for folder in CLIP_RUNS if folder != "clip" and (HUB / folder / "open_clip_config.json").exists()]
+    if extra:
+        index["extra_clips"] = extra
     if (HUB / "encoder" / "config.json").exists():
         index["encoder"] = ["refinestyle", "RefineStyleEncoder"]
     (HUB / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
@@ -173,6 +181,22 @@ negatives), with zoom/shift/flip, blur and noise augmentation ({info['clip']['st
 
 Zero-shot on {c['n']} held-out renders per style: style (with `style_prompt`) {c['style']:.3f} (target ≥ 0.95),
 glasses yes/no {c['glasses']:.3f}, smile yes/no {c['smile']:.3f} (targets ≥ 0.90).
+"""
+    vit = metrics.get("extra_clips", {}).get("RefineStyle-SynthFaces-CLIP-ViT")
+    if vit and "clip-vit" in info:
+        text += f"""
+`clip-vit/` (`model.extra_clips`): a second CLIP with our registered config `RefineStyle-SynthFaces-CLIP-ViT` (ViT
+64 px, patch 8, width 128, 4 layers; the same text tower and vocabulary), the previous release's CLIP, trained
+without twins or augmentation ({info['clip-vit']['steps']:,} steps, {info['clip-vit']['minutes']:.0f} min, batch 128) by the
+training script as of commit f19ce06:
+
+    git checkout f19ce06 && python -m refinestyle.train.clip --out runs/synthfaces-clip --steps 3000 --minutes 45 --threads 1
+    # today's script trains the same architecture (with the newer recipe) with --arch vit
+
+Zero-shot: style {vit['style']:.3f}, glasses {vit['glasses']:.3f}, smile {vit['smile']:.3f}. Domain adaptation averages the
+directional loss over both CLIPs, as StyleGAN-NADA does over its CLIP models: a pixel pattern that fools one
+small CLIP rarely fools the other (with the ResNet alone, "zombie" reached a CLIP loss as low as the true
+zombie renders while the images stayed un-zombie-like: ground-truth PSNR 8.6 dB, style accuracy 0.02).
 """
     encoders = info.get("encoders", {})
     inversion_json = ROOT / "bench" / "out" / "inversion.json"

@@ -37,12 +37,14 @@ from .models.stylegan2 import StyleGAN2Generator
 
 MAX_STEPS = 5000
 LAYER_MODES = ("all", "convs", "adaptive")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
 class AdaptConfig:
     steps: int = 300
-    lr: float = 0.02
+    lr: float = 0.01
+    lr_schedule: str = "cosine"
     batch: int = 8
     seed: int = 0
     num_tokens: Optional[int] = None
@@ -67,6 +69,8 @@ class AdaptConfig:
             raise ValueError(f"lr must be in (0, 1], got {self.lr!r}")
         if not isinstance(self.augment_views, int) or not 0 <= self.augment_views <= 16:
             raise ValueError(f"augment_views must be an integer from 0 to 16, got {self.augment_views!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if isinstance(self.layers, str) and self.layers not in LAYER_MODES:
             raise ValueError(f"layers must be one of {LAYER_MODES} or a list of layer names, got {self.layers!r}")
         for name in ("direction_weight", "global_weight", "content_weight", "reg_weight", "truncation_psi"):
@@ -167,6 +171,24 @@ def adaptive_layers(G: StyleGAN2Generator, clips, directions, *, k: int, seed: i
     return layers or list(G.refinable_layers(include_torgb=True))
 
 
+def normalise_gradient(params: Sequence[torch.nn.Parameter]) -> float:
+    """Scale the gradients of ``params`` to unit global norm (in place); returns the norm before.
+
+    The directional loss is scale-free in the embedding change, so its gradient grows as ``1/|Δ|``: at the
+    zero-residual start ``Δ = 0`` and the gradient is ~1e12. Adam would remember that magnitude in its second
+    moment for hundreds of steps and scale every later update down to nothing (the run "stalls", moving only
+    along the first step's sign). Adam on the unit-norm gradient keeps the first direction and drops the scale.
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    norm = torch.sqrt(sum(g.square().sum() for g in grads))
+    if torch.isfinite(norm) and norm > 0:
+        for g in grads:
+            g.div_(norm)
+    return float(norm)
+
+
 def optimise(
     *,
     G: StyleGAN2Generator,
@@ -187,6 +209,9 @@ def optimise(
     """The shared loop: ``synth(ws)`` renders with the trainable ``params``; the frozen ``G`` is the reference."""
     directions = text_directions(clips, source, target, target_images)
     opt = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.99))
+    # Cosine decay settles the tokens at the end instead of letting them wander along the flat directional loss.
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
+                if config.lr_schedule == "cosine" else None)
     history = AdaptHistory()
     preview_ws = _latents(G, -1, batch=4, seed=config.seed, psi=config.truncation_psi)
     last_good = snapshot()
@@ -213,7 +238,10 @@ def optimise(
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        normalise_gradient(params)
         opt.step()
+        if schedule is not None:
+            schedule.step()
         if not all(torch.isfinite(p).all() for p in params):
             restore(last_good)
             history.stopped_early = f"parameters became non-finite at step {step + 1}; kept the tokens of step {step}"

@@ -163,8 +163,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
 
     model = load_model_any(args.model)
     dom = model.adapt(args.source, args.target, target_images=args.target_image or None, steps=args.steps, lr=args.lr,
-                      batch=args.batch, seed=args.seed, num_tokens=args.num_tokens, layers=args.layers,
-                      augment_views=args.augment_views, content_weight=args.content_weight, progress=not args.quiet)
+                      lr_schedule=args.lr_schedule, batch=args.batch, seed=args.seed, num_tokens=args.num_tokens,
+                      layers=args.layers, augment_views=args.augment_views, content_weight=args.content_weight, progress=not args.quiet)
     out = Path(args.out)
     hist = dom.history
     dom.save_pretrained(out, dtype=torch.float16 if args.dtype == "float16" else torch.float32)
@@ -181,7 +181,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         f"A shared token set (RefineStyle domain) adapted from **{args.source}** to **{args.target}** with the generator frozen.\n\n"
         f"Made with `{command}`.\n\n"
         f"- tokens per layer: {dom.config.num_tokens}; layers: {len(dom.config.layers)}; parameters: {dom.num_parameters():,}; "
-        f"file: {size_kb:.1f} KB\n- steps: {len(hist.states)}; final loss {hist.states[-1]['loss']:.4f} "
+        f"file: {size_kb:.1f} KB\n- CLIP guides (directional loss averaged over them): "
+        f"{', '.join(c.name for c in [model.clip, *model.extra_clips] if c is not None)}\n- steps: {len(hist.states)}; final loss {hist.states[-1]['loss']:.4f} "
         f"(directional {hist.states[-1]['direction_loss']:.4f}); {hist.states[-1]['seconds']:.1f} s\n"
         + (f"- stopped early: {hist.stopped_early}\n" if hist.stopped_early else "")
         + (f"- CLIP similarity to the target prompt on 16 fixed seeds (1234): {metrics['clip_target_similarity_before']:.4f} "
@@ -212,7 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--target", default=None, help="target prompt, e.g. 'a pencil sketch of a face'")
     ad.add_argument("--target-image", action="append", default=[], help="reference image(s) instead of a target prompt")
     ad.add_argument("--steps", type=int, default=300)
-    ad.add_argument("--lr", type=float, default=0.02)
+    ad.add_argument("--lr", type=float, default=0.01)
+    ad.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine", help="cosine decay to 0 over the steps, or constant")
     ad.add_argument("--batch", type=int, default=8)
     ad.add_argument("--seed", type=int, default=0)
     ad.add_argument("--num-tokens", type=int, default=None)

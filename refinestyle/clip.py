@@ -23,6 +23,10 @@ from .hub import HubError, load_safetensors, read_json, resolve_repo, strict_loa
 
 CONFIG_DIR = Path(__file__).resolve().parent / "clip_configs"
 SYNTHFACES_CLIP = "RefineStyle-SynthFaces-CLIP"
+SYNTHFACES_CLIP_VIT = "RefineStyle-SynthFaces-CLIP-ViT"
+# Registered configs by architecture (``refinestyle.train.clip --arch``): the ResNet is the main guide,
+# the ViT a second opinion (adversarial pixel patterns rarely fool both).
+SYNTHFACES_CLIP_CONFIGS = {"resnet": SYNTHFACES_CLIP, "vit": SYNTHFACES_CLIP_VIT}
 CLIP_CONFIG = "open_clip_config.json"
 CLIP_WEIGHTS = "open_clip_model.safetensors"
 VOCAB = "vocab.json"
@@ -34,7 +38,7 @@ def register_configs() -> None:
     """Make our model configs known to open_clip (idempotent)."""
     import open_clip
 
-    if SYNTHFACES_CLIP not in open_clip.list_models():
+    if not set(SYNTHFACES_CLIP_CONFIGS.values()) <= set(open_clip.list_models()):
         open_clip.add_model_config(CONFIG_DIR)
 
 
@@ -101,8 +105,9 @@ class CLIPGuide:
     """
 
     def __init__(self, *, model: torch.nn.Module, tokenizer: Callable[[Sequence[str]], torch.Tensor], image_size: int,
-                 mean: Sequence[float], std: Sequence[float], name: str):
+                 mean: Sequence[float], std: Sequence[float], name: str, model_cfg: Optional[dict] = None):
         self.model = model.eval().requires_grad_(False)
+        self.model_cfg = model_cfg  # the open_clip config it was built from (saved with it); None for Hub models
         self.tokenizer = tokenizer
         self.image_size = int(image_size)
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -136,28 +141,30 @@ class CLIPGuide:
     # ----------------------------------------------------------------------------------------------
 
     @classmethod
-    def create_synthfaces(cls, *, vocabulary: Sequence[str], context_length: int = 32) -> "CLIPGuide":
-        """A fresh (untrained) SynthFaces CLIP with our registered config and a word vocabulary."""
+    def create_synthfaces(cls, *, vocabulary: Sequence[str], context_length: int = 32, arch: str = "resnet") -> "CLIPGuide":
+        """A fresh (untrained) SynthFaces CLIP with one of our registered configs and a word vocabulary."""
         import open_clip
 
+        if arch not in SYNTHFACES_CLIP_CONFIGS:
+            raise ValueError(f"arch must be one of {sorted(SYNTHFACES_CLIP_CONFIGS)}, got {arch!r}")
         register_configs()
+        name = SYNTHFACES_CLIP_CONFIGS[arch]
+        assert name in open_clip.list_models()
         tokenizer = WordTokenizer(vocabulary, context_length=context_length)
         # The registered config fixes the towers; the vocabulary size comes from our tokenizer.
-        model = _create_from_cfg(_synthfaces_cfg(tokenizer))
-        assert SYNTHFACES_CLIP in open_clip.list_models()
-        return cls(model=model, tokenizer=tokenizer, image_size=_synthfaces_cfg(tokenizer)["vision_cfg"]["image_size"],
-                   mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), name=SYNTHFACES_CLIP)
+        cfg = _synthfaces_cfg(tokenizer, name)
+        return cls(model=_create_from_cfg(cfg), tokenizer=tokenizer, image_size=cfg["vision_cfg"]["image_size"],
+                   mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), name=name, model_cfg=cfg)
 
     def save_pretrained(self, save_directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
-        if not isinstance(self.tokenizer, WordTokenizer):
+        if not isinstance(self.tokenizer, WordTokenizer) or self.model_cfg is None:
             raise TypeError("only CLIPs with our word tokenizer are saved this way; real open_clip models stay on the Hub")
         from safetensors.torch import save_file
 
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
-        cfg = _synthfaces_cfg(self.tokenizer)
         (out / CLIP_CONFIG).write_text(json.dumps({
-            "model_cfg": cfg,
+            "model_cfg": self.model_cfg,
             "preprocess_cfg": {"mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist(), "image_size": self.image_size},
             "refinestyle": {"name": self.name, "tokenizer": "word"},
         }, indent=2) + "\n")
@@ -182,7 +189,7 @@ class CLIPGuide:
         pre = config.get("preprocess_cfg", {})
         guide = cls(model=model, tokenizer=tokenizer, image_size=int(pre.get("image_size", config["model_cfg"]["vision_cfg"]["image_size"])),
                     mean=pre.get("mean", (0.5, 0.5, 0.5)), std=pre.get("std", (0.5, 0.5, 0.5)),
-                    name=config.get("refinestyle", {}).get("name", SYNTHFACES_CLIP))
+                    name=config.get("refinestyle", {}).get("name", SYNTHFACES_CLIP), model_cfg=config["model_cfg"])
         return guide.to(device)
 
     @classmethod
@@ -202,8 +209,8 @@ class CLIPGuide:
                    name=f"{model_name}/{pretrained}")
 
 
-def _synthfaces_cfg(tokenizer: WordTokenizer) -> dict:
-    cfg = json.loads((CONFIG_DIR / f"{SYNTHFACES_CLIP}.json").read_text())
+def _synthfaces_cfg(tokenizer: WordTokenizer, name: str) -> dict:
+    cfg = json.loads((CONFIG_DIR / f"{name}.json").read_text())
     cfg["text_cfg"]["vocab_size"] = tokenizer.vocab_size
     cfg["text_cfg"]["context_length"] = tokenizer.context_length
     return cfg

@@ -28,12 +28,15 @@ KNOWN_CLASSES: dict[str, type] = {
     "CLIPGuide": CLIPGuide,
 }
 
+# model_index.json keys that hold lists of folder names (domains/<name>/, extra CLIP folders).
+NAME_LIST_KEYS = ("domains", "extra_clips")
+
 DomainSpec = Union[None, str, DomainTokens, Mapping[str, float]]
 
 
-def _check_name(name: str) -> str:
+def _check_name(name: str, what: str = "domain names") -> str:
     if not isinstance(name, str) or not name or len(name) > 64 or not all(c.isalnum() or c in "-_" for c in name):
-        raise ValueError(f"domain names must be 1-64 letters, digits, '-' or '_', got {name!r}")
+        raise ValueError(f"{what} must be 1-64 letters, digits, '-' or '_', got {name!r}")
     return name
 
 
@@ -82,6 +85,8 @@ class RefineStyleModel:
         if not (isinstance(gen, list) and len(gen) == 2 and gen[1] == "StyleGAN2Generator"):
             raise HubError(f"{root / MODEL_INDEX} must name the generator as ['refinestyle', 'StyleGAN2Generator'], got {gen!r}")
         for key, value in index.items():
+            if key in NAME_LIST_KEYS:
+                continue  # lists of folder names, not [library, class] pairs
             if isinstance(value, list) and len(value) == 2 and isinstance(value[1], str) and value[1] not in KNOWN_CLASSES:
                 raise HubError(f"{root / MODEL_INDEX} names an unknown class {value[1]!r} for {key!r}; "
                                f"known classes: {sorted(KNOWN_CLASSES)} (nothing is imported from files)")
@@ -90,6 +95,9 @@ class RefineStyleModel:
         if index.get("clip"):
             clip = CLIPGuide.from_pretrained(str(root), subfolder="clip", device=device)
         model = cls(generator=generator, clip=clip)
+        for folder in index.get("extra_clips", []) or []:
+            model.extra_clips.append(CLIPGuide.from_pretrained(str(root), subfolder=_check_name(folder, "extra_clips folder names"),
+                                                         device=device))
         if index.get("encoder"):
             encoder = RefineStyleEncoder.from_pretrained(str(root), subfolder="encoder", device=device)
             encoder.check_generator(generator)
@@ -113,6 +121,10 @@ class RefineStyleModel:
         if self.clip is not None:
             self.clip.save_pretrained(out / "clip", dtype=dtype)
             index["clip"] = ["refinestyle", "CLIPGuide"]
+        if self.extra_clips:
+            index["extra_clips"] = [f"clip-extra-{i}" for i in range(1, len(self.extra_clips) + 1)]
+            for folder, extra in zip(index["extra_clips"], self.extra_clips):
+                extra.save_pretrained(out / folder, dtype=dtype)
         (out / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
         return out
 
@@ -249,7 +261,8 @@ class RefineStyleModel:
         *,
         target_images=None,
         steps: int = 300,
-        lr: float = 0.02,
+        lr: float = 0.01,
+        lr_schedule: str = "cosine",
         batch: int = 8,
         seed: int = 0,
         num_tokens: Optional[int] = None,
@@ -273,7 +286,7 @@ class RefineStyleModel:
                              "model.clip = CLIPGuide.from_open_clip('ViT-B-32', 'openai') where it can be downloaded")
         if target_images is not None and not isinstance(target_images, torch.Tensor):
             target_images = images_to_tensor(target_images, self.generator.config.resolution).to(self.device)
-        config = AdaptConfig(steps=steps, lr=lr, batch=batch, seed=seed, num_tokens=num_tokens, layers=layers,
+        config = AdaptConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, batch=batch, seed=seed, num_tokens=num_tokens, layers=layers,
                              content_weight=content_weight, global_weight=global_weight, augment_views=augment_views)
         return adapt_tokens(self.generator, clips, source=source, target=target, target_images=target_images, config=config,
                             callback=callback, preview_every=preview_every, progress=progress)

@@ -48,6 +48,20 @@ def test_adaptation_moves_along_the_text_direction(tiny_model):
     assert all(torch.equal(a, b) for a, b in zip(again.parameters(), first5.parameters()))
 
 
+def test_gradient_is_normalised_so_the_zero_start_does_not_freeze_adam(tiny_model):
+    """At the zero-residual start the directional loss gradient is ~1/|Δ| = huge; unnormalised, Adam's memory of it
+    would freeze every later step and move each token entry by the same amount (the sign of step 1)."""
+    from refinestyle.adaptation import normalise_gradient
+
+    a, b = torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(2))
+    a.grad, b.grad = torch.tensor([3.0, 0.0, 0.0]), torch.tensor([0.0, 4.0])
+    assert normalise_gradient([a, b]) == pytest.approx(5.0)
+    assert torch.allclose(torch.cat([a.grad, b.grad]), torch.tensor([0.6, 0, 0, 0, 0.8]))
+    dom = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=30, batch=4, lr=0.05, seed=2, augment_views=0)
+    moved = torch.cat([p.abs().flatten() for p in dom.p.values()])  # P started at exactly zero
+    assert moved.max() > 0.1 and moved.std() / moved.mean() > 0.2, (moved.mean(), moved.std())
+
+
 def test_image_guided_and_adaptive_layers(tiny_model):
     refs = torch.rand(2, 3, 16, 16) * 2 - 1
     dom = tiny_model.adapt("a photo of a face", target_images=refs, steps=3, batch=2, layers="adaptive")

@@ -41,6 +41,21 @@ def test_clip_round_trip_and_normalised(tmp_path):
     assert "RefineStyle-SynthFaces-CLIP" in open_clip.list_models()
 
 
+def test_vit_clip_saves_its_own_architecture(tmp_path):
+    """A CLIP saves the config it was built from: the ViT folder reloads as a ViT, not as the default ResNet."""
+    torch.manual_seed(0)
+    vit = CLIPGuide.create_synthfaces(vocabulary="a photo sketch of face".split(), arch="vit")
+    assert type(vit.model.visual).__name__ == "VisionTransformer"
+    vit.save_pretrained(tmp_path / "vit")
+    again = CLIPGuide.from_pretrained(tmp_path / "vit")
+    assert type(again.model.visual).__name__ == "VisionTransformer" and again.name == "RefineStyle-SynthFaces-CLIP-ViT"
+    images = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert torch.allclose(again.encode_image(images), vit.encode_image(images), atol=1e-6)
+    assert type(CLIPGuide.create_synthfaces(vocabulary=["a"]).model.visual).__name__ == "ModifiedResNet"
+    with pytest.raises(ValueError, match="arch must be one of"):
+        CLIPGuide.create_synthfaces(vocabulary=["a"], arch="convnext")
+
+
 def test_clip_bad_inputs(tmp_path):
     clip = CLIPGuide.create_synthfaces(vocabulary=["a"])
     with pytest.raises(TypeError, match="list of strings"):

@@ -84,6 +84,28 @@ def test_model_with_domains_round_trip(G16, tmp_path):
         again.generate(z=z, seeds=[1])
 
 
+def test_two_domains_and_extra_clips_round_trip(G16, tmp_path):
+    """Lists of folder names in model_index.json (two domains, extra CLIPs) are not mistaken for [library, class]."""
+    from refinestyle.clip import CLIPGuide
+
+    torch.manual_seed(0)
+    model = RefineStyleModel(generator=G16, clip=CLIPGuide.create_synthfaces(vocabulary="a photo sketch of face".split()))
+    model.extra_clips.append(CLIPGuide.create_synthfaces(vocabulary="a photo sketch of face".split(), arch="vit"))
+    for name in ("sketch", "zombie"):
+        model.add_domain(DomainTokens.from_generator(G16, num_tokens=2, seed=0), name=name)
+    model.save_pretrained(tmp_path / "m")
+    index = json.loads((tmp_path / "m" / "model_index.json").read_text())
+    assert index["domains"] == ["sketch", "zombie"] and index["extra_clips"] == ["clip-extra-1"]
+    again = RefineStyleModel.from_pretrained(tmp_path / "m")
+    assert sorted(again.domains) == ["sketch", "zombie"] and len(again.extra_clips) == 1
+    images = torch.rand(2, 3, 16, 16) * 2 - 1
+    assert torch.allclose(again.extra_clips[0].encode_image(images), model.extra_clips[0].encode_image(images), atol=1e-6)
+    index["extra_clips"] = ["../clip"]
+    (tmp_path / "m" / "model_index.json").write_text(json.dumps(index))
+    with pytest.raises(ValueError, match="extra_clips folder names must be"):
+        RefineStyleModel.from_pretrained(tmp_path / "m")
+
+
 def test_domain_for_another_generator_is_refused(G16, fixtures_dir, tmp_path):
     G32 = load_stylegan2(fixtures_dir / "rosinality-tiny-32.pt")
     DomainTokens.from_generator(G32, num_tokens=4).save_pretrained(tmp_path / "d32")

@@ -20,7 +20,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from ..clip import CLIPGuide, WordTokenizer
+from ..clip import SYNTHFACES_CLIP_CONFIGS, CLIPGuide, WordTokenizer
 from ..images import random_affine
 from ..data.synthfaces import GLASSES_THRESHOLD, STYLES, FaceParams, attribute_labels, caption, render, sample_params, style_prompt
 
@@ -119,7 +119,7 @@ def zero_shot_eval(clip: CLIPGuide, *, n_per_style: int = 100, seed: int = 999, 
 
 
 def train(*, out: Path, steps: int, minutes: float, batch: int = 128, lr: float = 1e-3, seed: int = 0, resolution: int = 64,
-          resume: bool = False, checkpoint_every: int = 100, eval_every: int = 200,
+          arch: str = "resnet", resume: bool = False, checkpoint_every: int = 100, eval_every: int = 200,
           callback: Optional[Callable[[int, int, dict], None]] = None, progress: bool = True) -> CLIPGuide:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
@@ -129,7 +129,7 @@ def train(*, out: Path, steps: int, minutes: float, batch: int = 128, lr: float 
     else:
         vocab = build_vocabulary(seed=seed)
         vocab_path.write_text(json.dumps(vocab))
-    clip = CLIPGuide.create_synthfaces(vocabulary=vocab)
+    clip = CLIPGuide.create_synthfaces(vocabulary=vocab, arch=arch)
     model = clip.model.train().requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.05)
     start, elapsed = 0, 0.0
@@ -198,13 +198,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--arch", choices=sorted(SYNTHFACES_CLIP_CONFIGS), default="resnet",
+                        help="image tower: open_clip ModifiedResNet (the main guide) or ViT (the second opinion)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--export", type=Path, default=None, help="save the CLIP here (fp16 safetensors)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    clip = train(out=args.out, steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, seed=args.seed, resume=args.resume)
+    clip = train(out=args.out, steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, seed=args.seed, arch=args.arch,
+                 resume=args.resume)
     print(json.dumps(zero_shot_eval(clip, n_per_style=200)))
     if args.export is not None:
         clip.save_pretrained(args.export, dtype=torch.float16)
