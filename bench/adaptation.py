@@ -8,13 +8,17 @@ independent style classifier (a CNN trained here on renders, not CLIP), and cont
 (glasses / smile / eye colour read by the same classifier agree with the face's parameters).
 Curves of quality against wall time are saved to bench/out/adaptation.png.
 
-    python bench/adaptation.py [--steps 200] [--styles sketch popart zombie watercolor pixelart]
+RefineStyle also runs with the extra seeds of ``--seeds`` (the medians over seeds are printed as a second
+table); the baselines run with the first seed only (their wall time is the same per step).
+
+    python bench/adaptation.py [--steps 200] [--styles sketch popart zombie watercolor pixelart] [--seeds 0 1 2]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -51,7 +55,7 @@ def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int
         dom = adapt_tokens(G, clips, source=source, target=target, config=cfg, callback=callback)
         params = dom.num_parameters()
         with tempfile.TemporaryDirectory() as tmp:
-            dom.save_pretrained(tmp)
+            dom.save_pretrained(tmp, dtype=torch.float16)  # as shipped
             size = sum(f.stat().st_size for f in Path(tmp).glob("*.safetensors"))
         history = dom.history
     elif name == "finetune":
@@ -61,13 +65,17 @@ def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int
     elif name == "channel_scale":
         G_trained, history = adapt_channel_scale(G, clips, source=source, target=target, config=cfg, callback=callback)
         params = sum(d.numel() for d in G_trained.channel_scales)
-        size = params * 4
+        size = params * 2  # fp16, as the others
     else:
         raise ValueError(f"unknown method {name!r}")
     wall = time.perf_counter() - t0 - eval_seconds[0]
     n_steps = len(history.states)
     return {"method": name, "style": style, "params": params, "file_bytes": size, "s_per_step": wall / max(1, n_steps),
             "wall_s": wall, "final": curve[-1] if curve else {}, "curve": curve}
+
+
+def per_seed(runs: list[dict], key: str) -> str:
+    return " / ".join(f"{r['final'][key]:.2f}" for r in runs)
 
 
 def main() -> None:
@@ -77,8 +85,8 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--styles", nargs="+", default=["sketch", "popart", "zombie", "watercolor", "pixelart"])
     parser.add_argument("--methods", nargs="+", default=["refinestyle", "finetune", "channel_scale"])
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-tokens", type=int, default=2, help="K of the RefineStyle domains (as shipped)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="RefineStyle seeds; baselines use the first")
+    parser.add_argument("--num-tokens", type=int, default=1, help="K of the RefineStyle domains (as shipped)")
     parser.add_argument("--lr-tokens", type=float, default=0.01, help="RefineStyle tokens (our default)")
     parser.add_argument("--lr-finetune", type=float, default=0.002, help="full fine-tuning (StyleGAN-NADA's default)")
     parser.add_argument("--lr-channel-scale", type=float, default=0.02, help="per-channel kernel scales")
@@ -86,27 +94,41 @@ def main() -> None:
     lrs = {"refinestyle": args.lr_tokens, "finetune": args.lr_finetune, "channel_scale": args.lr_channel_scale}
     model = RefineStyleModel.from_pretrained(args.model)
     G = model.generator
-    clips = [model.clip]
+    clips = [model.clip, *model.extra_clips]  # the directional loss is averaged over them (model.adapt does the same)
     print("the independent style/attribute classifier (trained on renders once, cached in bench/out) ...", flush=True)
     classifier = cached_attribute_classifier(OUT, steps=600)
     gen_bytes = sum(p.numel() for p in G.parameters()) * 2
     results = []
-    print(f"\nsteps {args.steps}, batch 8, learning rates {lrs}, generator {sum(p.numel() for p in G.parameters()):,} parameters\n")
+    print(f"\nsteps {args.steps}, batch 8, learning rates {lrs} (cosine decay), CLIPs {[c.name for c in clips]}, "
+          f"generator {sum(p.numel() for p in G.parameters()):,} parameters; seed {args.seeds[0]}\n")
     print("| style | method | trainable params | file | s/step | wall s | GT PSNR | GT SSIM | style acc | content |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for style in args.styles:
         base = domain_quality(lambda ws: G.synthesis(ws), G, classifier, style)
         print(f"| {style} | (unadapted) | 0 | - | - | - | {base['psnr']:.2f} | {base['ssim']:.3f} | {base['style_acc']:.2f} | {base['content']:.2f} |")
         for method in args.methods:
-            r = run_method(method, G, clips, style, classifier, steps=args.steps, eval_every=args.eval_every, seed=args.seed, num_tokens=args.num_tokens,
-                           lr=lrs[method])
-            r["unadapted"] = base
-            results.append(r)
-            f = r["final"]
-            print(f"| {style} | {method} | {r['params']:,} | {r['file_bytes'] / 1024:.0f} KB ({100 * r['file_bytes'] / gen_bytes:.1f}%) | "
-                  f"{r['s_per_step']:.3f} | {r['wall_s']:.0f} | {f['psnr']:.2f} | {f['ssim']:.3f} | {f['style_acc']:.2f} | {f['content']:.2f} |", flush=True)
+            seeds = args.seeds if method == "refinestyle" else args.seeds[:1]
+            for seed in seeds:
+                r = run_method(method, G, clips, style, classifier, steps=args.steps, eval_every=args.eval_every, seed=seed,
+                               num_tokens=args.num_tokens, lr=lrs[method])
+                r["unadapted"], r["seed"] = base, seed
+                results.append(r)
+                if seed != args.seeds[0]:
+                    continue  # the first table is seed 0 for every method; the seed table follows
+                f = r["final"]
+                print(f"| {style} | {method} | {r['params']:,} | {r['file_bytes'] / 1024:.0f} KB ({100 * r['file_bytes'] / gen_bytes:.1f}%) | "
+                      f"{r['s_per_step']:.3f} | {r['wall_s']:.0f} | {f['psnr']:.2f} | {f['ssim']:.3f} | {f['style_acc']:.2f} | {f['content']:.2f} |",
+                      flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "adaptation.json").write_text(json.dumps(results, indent=2))
+    print(f"\nRefineStyle over seeds {args.seeds} (final step; median, then each seed)\n")
+    print("| style | GT PSNR unadapted | GT PSNR median | style acc median | content median | wall s median | GT PSNR per seed | style acc per seed |")
+    print("|---|---|---|---|---|---|---|---|")
+    for style in args.styles:
+        runs = [r for r in results if r["style"] == style and r["method"] == "refinestyle"]
+        med = {k: statistics.median(r["final"][k] for r in runs) for k in ("psnr", "style_acc", "content")}
+        print(f"| {style} | {runs[0]['unadapted']['psnr']:.2f} | {med['psnr']:.2f} | {med['style_acc']:.2f} | {med['content']:.2f} | "
+              f"{statistics.median(r['wall_s'] for r in runs):.0f} | {per_seed(runs, 'psnr')} | {per_seed(runs, 'style_acc')} |")
     try:
         import matplotlib
 
@@ -115,7 +137,7 @@ def main() -> None:
 
         fig, axes = plt.subplots(2, len(args.styles), figsize=(3.2 * len(args.styles), 6), squeeze=False)
         for col, style in enumerate(args.styles):
-            for r in (r for r in results if r["style"] == style):
+            for r in (r for r in results if r["style"] == style and r["seed"] == args.seeds[0]):
                 xs = [c["seconds"] for c in r["curve"]]
                 axes[0, col].plot(xs, [c["psnr"] for c in r["curve"]], marker="o", label=r["method"])
                 axes[1, col].plot(xs, [c["style_acc"] for c in r["curve"]], marker="o", label=r["method"])

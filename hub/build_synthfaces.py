@@ -47,6 +47,10 @@ def _fp16_is_lossless(G: StyleGAN2Generator) -> float:
 CLIP_RUNS = {"clip": ("synthfaces-clip", "resnet"), "clip-vit": ("synthfaces-clip-vit", "vit")}
 
 
+# The latest training round of each shipped encoder variant (the card lists every round's command).
+ENCODER_RUNS = {"one-stage": "synthfaces-encoder-one-stage-r3", "two-stage": "synthfaces-encoder-two-stage"}
+
+
 def assemble() -> None:
     ckpt = torch.load(RUNS / "synthfaces-generator" / "checkpoint.pt", weights_only=True)
     G = StyleGAN2Generator(**ckpt["config"])
@@ -72,7 +76,7 @@ def assemble() -> None:
             info[folder] = {"steps": int(state["step"]), "minutes": float(state["elapsed"]) / 60}
     encoders = {}
     for variant in ("one-stage", "two-stage"):
-        src = RUNS / f"synthfaces-encoder-{variant}" / "export"
+        src = RUNS / ENCODER_RUNS[variant] / "export"
         if (src / "config.json").exists():
             from refinestyle.models.encoder import RefineStyleEncoder
 
@@ -209,8 +213,9 @@ trained first, then frozen while a token branch learns from the image and its st
 `RefineStyleEncoder` with a small CNN backbone and grouped transformer blocks (coarse/medium/fine), K = 8
 tokens per layer, trained on renderer `photo` images and generator samples only (never other styles).
 
-Trained in two rounds: round one against the generator of the first session (26,000 steps), round two
-started from round one's weights (`--init-from`) against the final generator:
+Trained in rounds: round one against the generator of the first session (26,000 steps), round two
+started from round one's weights (`--init-from`) against the final generator, round three (one-stage only)
+from round two's weights:
 
     # round one
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage-v1 --mode one-stage --steps 4000 --minutes 34 --threads 1 --export runs/synthfaces-encoder-one-stage-v1/export
@@ -220,6 +225,8 @@ started from round one's weights (`--init-from`) against the final generator:
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage --mode one-stage --init-from runs/synthfaces-encoder-one-stage-v1/export --steps 2400 --minutes 22 --threads 1 --export runs/synthfaces-encoder-one-stage/export
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-stage-one --mode stage-one --init-from runs/synthfaces-encoder-stage-one-v1/export --steps 1200 --minutes 11 --threads 1 --export runs/synthfaces-encoder-stage-one/export
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-v1/export --steps 1200 --minutes 12 --threads 1 --export runs/synthfaces-encoder-two-stage/export
+    # round three
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage-r3 --mode one-stage --init-from runs/synthfaces-encoder-one-stage/export --steps 6000 --minutes 85 --threads 1 --export runs/synthfaces-encoder-one-stage-r3/export
 """
         if inversion_json.exists():
             inv = json.loads(inversion_json.read_text())

@@ -12,6 +12,11 @@ A small CLIP is easy to fool: gradients through one fixed view find pixel patter
 embedding without changing the style. ``augment_views`` adds random affine views (scale, shift, flip),
 the same view for the refined and the frozen image, so only changes that survive them are rewarded.
 
+Several CLIPs (``clips``; ``model.clip`` plus ``model.extra_clips``) average their losses, as StyleGAN-NADA does:
+a pattern that fools one small CLIP rarely fools another.
+
+The optimiser is Adam on the unit-norm gradient (see ``normalise_gradient``) with a cosine learning-rate decay.
+
 ``target_images`` replace the target text by their mean CLIP embedding.
 
 The same loop trains the two baselines used by ``bench/adaptation.py``: full fine-tuning of the
