@@ -190,11 +190,12 @@ glasses yes/no {c['glasses']:.3f}, smile yes/no {c['smile']:.3f} (targets ≥ 0.
     if vit and "clip-vit" in info:
         text += f"""
 `clip-vit/` (`model.extra_clips`): a second CLIP with our registered config `RefineStyle-SynthFaces-CLIP-ViT` (ViT
-64 px, patch 8, width 128, 4 layers; the same text tower and vocabulary), the previous release's CLIP, trained
+64 px, patch 8, width 128, 4 layers; a text tower of the same shape, the same vocabulary), the previous release's CLIP, trained
 without twins or augmentation ({info['clip-vit']['steps']:,} steps, {info['clip-vit']['minutes']:.0f} min, batch 128) by the
 training script as of commit f19ce06:
 
     git checkout f19ce06 && python -m refinestyle.train.clip --out runs/synthfaces-clip --steps 3000 --minutes 45 --threads 1
+    # (that run folder was then renamed runs/synthfaces-clip-vit, where `assemble` reads it)
     # today's script trains the same architecture (with the newer recipe) with --arch vit
 
 Zero-shot: style {vit['style']:.3f}, glasses {vit['glasses']:.3f}, smile {vit['smile']:.3f}. Domain adaptation averages the
