@@ -12,6 +12,7 @@ RefineStyle also runs with the extra seeds of ``--seeds`` (the medians over seed
 table); the baselines run with the first seed only (their wall time is the same per step).
 
     python bench/adaptation.py [--steps 200] [--styles sketch popart zombie watercolor pixelart] [--seeds 0 1 2]
+    python bench/adaptation.py --methods refinestyle --num-tokens 8 --seeds 0 --tag k8   # the K trade-off
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--lr-tokens", type=float, default=0.01, help="RefineStyle tokens (our default)")
     parser.add_argument("--lr-finetune", type=float, default=0.002, help="full fine-tuning (StyleGAN-NADA's default)")
     parser.add_argument("--lr-channel-scale", type=float, default=0.02, help="per-channel kernel scales")
+    parser.add_argument("--tag", default="", help="suffix of the output files (bench/out/adaptation-<tag>.json/.png)")
     args = parser.parse_args()
     lrs = {"refinestyle": args.lr_tokens, "finetune": args.lr_finetune, "channel_scale": args.lr_channel_scale}
     model = RefineStyleModel.from_pretrained(args.model)
@@ -120,7 +122,8 @@ def main() -> None:
                       f"{r['s_per_step']:.3f} | {r['wall_s']:.0f} | {f['psnr']:.2f} | {f['ssim']:.3f} | {f['style_acc']:.2f} | {f['content']:.2f} |",
                       flush=True)
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "adaptation.json").write_text(json.dumps(results, indent=2))
+    stem = f"adaptation-{args.tag}" if args.tag else "adaptation"
+    (OUT / f"{stem}.json").write_text(json.dumps(results, indent=2))
     print(f"\nRefineStyle over seeds {args.seeds} (final step; median, then each seed)\n")
     print("| style | GT PSNR unadapted | GT PSNR median | style acc median | content median | wall s median | GT PSNR per seed | style acc per seed |")
     print("|---|---|---|---|---|---|---|---|")
@@ -147,8 +150,8 @@ def main() -> None:
             axes[1, col].set_xlabel("wall time (s)")
         axes[0, 0].legend(fontsize=7)
         fig.tight_layout()
-        fig.savefig(OUT / "adaptation.png", dpi=100)
-        print(f"\nplot: {OUT / 'adaptation.png'}")
+        fig.savefig(OUT / f"{stem}.png", dpi=100)
+        print(f"\nplot: {OUT / f'{stem}.png'}")
     except ImportError:
         print("(matplotlib missing: no plot)")
 
