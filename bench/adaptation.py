@@ -96,7 +96,7 @@ def main() -> None:
     lrs = {"refinestyle": args.lr_tokens, "finetune": args.lr_finetune, "channel_scale": args.lr_channel_scale}
     model = RefineStyleModel.from_pretrained(args.model)
     G = model.generator
-    clips = [model.clip, *model.extra_clips]  # the directional loss is averaged over them (model.adapt does the same)
+    clips = model.clips  # the directional loss is averaged over them, as in model.adapt
     print("the independent style/attribute classifier (trained on renders once, cached in bench/out) ...", flush=True)
     classifier = cached_attribute_classifier(OUT, steps=600)
     gen_bytes = sum(p.numel() for p in G.parameters()) * 2

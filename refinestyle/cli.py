@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from .adaptation import LAYER_MODES, LR_SCHEDULES
+
 
 def parse_seeds(text: str, *, max_count: int = 1024) -> list[int]:
     """``"0-7"``, ``"1,5,9"`` or ``"0-3,10"`` → a list of at most ``max_count`` seeds (ValueError otherwise)."""
@@ -182,7 +184,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         f"Made with `{command}`.\n\n"
         f"- tokens per layer: {dom.config.num_tokens}; layers: {len(dom.config.layers)}; parameters: {dom.num_parameters():,}; "
         f"file: {size_kb:.1f} KB\n- CLIP guides (directional loss averaged over them): "
-        f"{', '.join(c.name for c in [model.clip, *model.extra_clips] if c is not None)}\n- steps: {len(hist.states)}; final loss {hist.states[-1]['loss']:.4f} "
+        f"{', '.join(c.name for c in model.clips)}\n- steps: {len(hist.states)}; final loss {hist.states[-1]['loss']:.4f} "
         f"(directional {hist.states[-1]['direction_loss']:.4f}); {hist.states[-1]['seconds']:.1f} s\n"
         + (f"- stopped early: {hist.stopped_early}\n" if hist.stopped_early else "")
         + (f"- CLIP similarity to the target prompt on 16 fixed seeds (1234): {metrics['clip_target_similarity_before']:.4f} "
@@ -214,11 +216,11 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--target-image", action="append", default=[], help="reference image(s) instead of a target prompt")
     ad.add_argument("--steps", type=int, default=300)
     ad.add_argument("--lr", type=float, default=0.01)
-    ad.add_argument("--lr-schedule", choices=["cosine", "constant"], default="cosine", help="cosine decay to 0 over the steps, or constant")
+    ad.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine", help="cosine decay to 0 over the steps, or constant")
     ad.add_argument("--batch", type=int, default=8)
     ad.add_argument("--seed", type=int, default=0)
     ad.add_argument("--num-tokens", type=int, default=None)
-    ad.add_argument("--layers", default="all", choices=["all", "convs", "adaptive"],
+    ad.add_argument("--layers", default="all", choices=LAYER_MODES,
                     help="all: every convolution and toRGB layer; convs: convolutions only; adaptive: NADA's choice")
     ad.add_argument("--augment-views", type=int, default=4, help="random affine views per image in the CLIP losses (0 = off)")
     ad.add_argument("--content-weight", type=float, default=0.0, help="weight of the low-pass luminance content term")

@@ -149,6 +149,11 @@ class RefineStyleModel:
     def device(self) -> torch.device:
         return self.generator.mapping_module.w_avg.device
 
+    @property
+    def clips(self) -> list[CLIPGuide]:
+        """Every CLIP that guides adaptation: ``clip`` then ``extra_clips`` (their losses are averaged)."""
+        return [c for c in [self.clip, *self.extra_clips] if c is not None]
+
     def domain_sources(self, domain: DomainSpec, strength: float) -> list[tuple[TokenSet, float]]:
         """Weighted residual sources for ``domain``: a name, a ``DomainTokens``, or ``{name: weight}``."""
         if not isinstance(strength, (int, float)) or not torch.isfinite(torch.tensor(float(strength))):
@@ -280,7 +285,7 @@ class RefineStyleModel:
         """
         from .adaptation import AdaptConfig, adapt_tokens
 
-        clips = [c for c in [self.clip, *self.extra_clips] if c is not None]
+        clips = self.clips
         if not clips:
             raise ValueError("this model has no CLIP (model.clip is None): load a repo with a clip/ folder, or set "
                              "model.clip = CLIPGuide.from_open_clip('ViT-B-32', 'openai') where it can be downloaded")
