@@ -72,3 +72,49 @@ def test_clip_batches_pair_faces_with_flipped_twins():
         assert labels[flipped][i] != labels[flipped][i + 8]
         if texts[i].endswith(("glasses", "expression", "person")) and texts[i + 8].endswith(("glasses", "expression", "person")):
             assert texts[i] != texts[i + 8]
+
+
+def test_partial_style_negatives_sit_between_photo_and_style():
+    from refinestyle.data.synthfaces import STYLES, render, sample_params
+
+    params = sample_params(4, seed=2)
+    photo = render(params, style="photo", resolution=32)
+    sketch = render(params, style="sketch", resolution=32)
+    partial = clip_train.partial_styles(sketch, photo, torch.Generator().manual_seed(0))
+    # Even rows: a blend photo + a (sketch - photo) with one a in [0.3, 0.7] per image (least squares recovers it).
+    for i in (0, 2):
+        d = (sketch[i] - photo[i]).flatten()
+        a = float(((partial[i] - photo[i]).flatten() @ d) / (d @ d))
+        assert 0.3 <= a <= 0.7
+        assert torch.allclose(partial[i], (photo[i] + a * (sketch[i] - photo[i])).clamp(-1, 1), atol=1e-5)
+    # Odd rows: the sketch's luminance with the photo's colour (chroma) where nothing clips.
+    lum = clip_train.luminance
+    for i in (1, 3):
+        inside = (partial[i].abs() < 0.999).all(0)
+        assert torch.allclose(lum(partial[i : i + 1])[0, 0][inside], lum(sketch[i : i + 1])[0, 0][inside], atol=1e-5)
+        chroma = partial[i] - lum(partial[i : i + 1])[0]
+        assert torch.allclose(chroma[:, inside], (photo[i] - lum(photo[i : i + 1])[0])[:, inside], atol=1e-5)
+    # A batch with negatives names, for each out-of-domain face of its first half, its partial-style image.
+    _, _, labels = clip_train.make_batch(1, batch=16, seed=0, resolution=32, style_negatives=True)
+    rows = labels["negative_rows"]
+    assert labels["negatives"].shape == (rows.numel(), 3, 32, 32)
+    assert torch.all(rows < 8) and torch.all(labels["styles"][rows] != STYLES.index("photo"))
+    # Without the option the batch is the old recipe's, bit for bit.
+    a, ta, _ = clip_train.make_batch(1, batch=16, seed=0, resolution=32)
+    b, tb, _ = clip_train.make_batch(1, batch=16, seed=0, resolution=32, style_negatives=False)
+    assert torch.equal(a, b) and ta == tb
+
+
+def test_clip_fine_tuning_starts_from_the_exported_weights(tmp_path):
+    base = clip_train.train(out=tmp_path / "base", steps=1, minutes=10, batch=6, progress=False, eval_every=1000)
+    base.save_pretrained(tmp_path / "export")
+    # Zero steps: the fine-tuning run returns exactly what it started from.
+    same = clip_train.train(out=tmp_path / "ft0", steps=0, minutes=10, batch=6, progress=False,
+                            init_from=tmp_path / "export", style_negatives=True)
+    sa, sb = base.model.state_dict(), same.model.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # Training with the hard negatives moves the weights and keeps the vocabulary.
+    tuned = clip_train.train(out=tmp_path / "ft", steps=2, minutes=10, batch=6, progress=False, eval_every=1000,
+                             init_from=tmp_path / "export", style_negatives=True)
+    assert tuned.tokenizer.words == base.tokenizer.words
+    assert any(not torch.equal(sa[k], v) for k, v in tuned.model.state_dict().items())

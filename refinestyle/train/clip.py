@@ -2,10 +2,14 @@
 
 Each batch draws faces, a style per face and a caption per face (from ``caption``); half the faces come
 with a twin whose smile or glasses are flipped (hard negatives), and half the pairs get attribute-focused
-captions, so that the small mouth and the glasses must be seen. Zero-shot
-accuracy (style, glasses, smile) on held-out renders is logged.
+captions, so that the small mouth and the glasses must be seen. With ``--style-negatives`` every
+out-of-domain face also brings a partial-style image of itself (half-way to the photo, or the style's
+luminance with the photo's colours) that its caption must rank below the real render: a CLIP that guides
+domain adaptation must not call a coloured, half-done sketch a sketch. Zero-shot accuracy (style,
+glasses, smile) on held-out renders is logged.
 
     python -m refinestyle.train.clip --out runs/synthfaces-clip --minutes 30
+    python -m refinestyle.train.clip --out runs/clip-ft --init-from hub/refinestyle-synthfaces/clip --style-negatives
 """
 
 from __future__ import annotations
@@ -72,10 +76,32 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (x + noise).clamp(-1, 1)
 
 
-def make_batch(step: int, *, batch: int, seed: int, resolution: int) -> tuple[torch.Tensor, list[str], dict]:
+def luminance(images: torch.Tensor) -> torch.Tensor:
+    return images[:, 0:1] * 0.299 + images[:, 1:2] * 0.587 + images[:, 2:3] * 0.114  # [N, 1, H, W] Rec. 601 luma
+
+
+def partial_styles(styled: torch.Tensor, photo: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Images part-way between a face's photo and its render in another style (hard negatives for the style).
+
+    Even rows: a blend ``photo + a · (styled - photo)`` with ``a ~ U(0.3, 0.7)``, the washed-out look of a
+    half-adapted generator. Odd rows: the style's luminance with the photo's colours
+    (``lum(styled) + photo - lum(photo)``), e.g. a sketch that kept the skin and hair colours.
+    """
+    a = 0.3 + 0.4 * torch.rand(styled.shape[0], 1, 1, 1, generator=generator)
+    blend = photo + a * (styled - photo)  # [N, 3, H, W]
+    recoloured = luminance(styled) + photo - luminance(photo)  # [N, 3, H, W]
+    odd = (torch.arange(styled.shape[0]) % 2 == 1).view(-1, 1, 1, 1)
+    return torch.where(odd, recoloured, blend).clamp(-1, 1)
+
+
+def make_batch(step: int, *, batch: int, seed: int, resolution: int,
+               style_negatives: bool = False) -> tuple[torch.Tensor, list[str], dict]:
     """Half the batch are faces, half their twins with the smile or the glasses flipped (same style, same
     wording where possible): hard negatives, so that the small mouth and glasses must be seen to tell the
-    captions apart. Each pair uses attribute-focused captions (naming the flipped attribute) or free ones."""
+    captions apart. Each pair uses attribute-focused captions (naming the flipped attribute) or free ones.
+
+    With ``style_negatives`` the labels also hold ``"negatives"``: ``partial_styles`` of the faces (first
+    half) whose style is not ``photo``, and ``"negative_rows"``: the batch row each one belongs to."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + step)
     half = batch // 2
     base = sample_params(batch - half, seed=g, out_of_domain=step % 4 == 0)
@@ -96,7 +122,12 @@ def make_batch(step: int, *, batch: int, seed: int, resolution: int) -> tuple[to
             caps = caption(params[part], style, seed=seed + step) if part.numel() else []
             for j, r in enumerate(part.tolist()):
                 texts[r] = attribute_caption(labels, r, int(pair[r]), style) if use_attr[r] else caps[j]
-    return augment(images, g), texts, {"styles": styles, **labels}
+    extra: dict[str, torch.Tensor] = {}
+    if style_negatives:
+        rows = ((styles[: base.n] != STYLES.index("photo")).nonzero().flatten())
+        photo = render(params[rows], style="photo", resolution=resolution) if rows.numel() else images[:0]
+        extra = {"negatives": augment(partial_styles(images[rows], photo, g), g), "negative_rows": rows}
+    return augment(images, g), texts, {"styles": styles, **labels, **extra}
 
 
 @torch.no_grad()
@@ -119,17 +150,23 @@ def zero_shot_eval(clip: CLIPGuide, *, n_per_style: int = 100, seed: int = 999, 
 
 
 def train(*, out: Path, steps: int, minutes: float, batch: int = 128, lr: float = 1e-3, seed: int = 0, resolution: int = 64,
-          arch: str = "resnet", resume: bool = False, checkpoint_every: int = 100, eval_every: int = 200,
+          arch: str = "resnet", init_from: Optional[Path] = None, style_negatives: bool = False,
+          resume: bool = False, checkpoint_every: int = 100, eval_every: int = 200,
           callback: Optional[Callable[[int, int, dict], None]] = None, progress: bool = True) -> CLIPGuide:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     vocab_path = out / "vocab.json"
-    if resume and vocab_path.exists():
-        vocab = json.loads(vocab_path.read_text())
+    if init_from is not None:
+        # Fine-tune an exported CLIP: its towers, its vocabulary (the arch argument is not used).
+        clip = CLIPGuide.from_pretrained(init_from)
+        vocab_path.write_text(json.dumps(list(clip.tokenizer.words)))
     else:
-        vocab = build_vocabulary(seed=seed)
-        vocab_path.write_text(json.dumps(vocab))
-    clip = CLIPGuide.create_synthfaces(vocabulary=vocab, arch=arch)
+        if resume and vocab_path.exists():
+            vocab = json.loads(vocab_path.read_text())
+        else:
+            vocab = build_vocabulary(seed=seed)
+            vocab_path.write_text(json.dumps(vocab))
+        clip = CLIPGuide.create_synthfaces(vocabulary=vocab, arch=arch)
     model = clip.model.train().requires_grad_(True)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.05)
     start, elapsed = 0, 0.0
@@ -153,7 +190,7 @@ def train(*, out: Path, steps: int, minutes: float, batch: int = 128, lr: float 
     t0 = time.perf_counter() - elapsed
     step = start
     while step < steps and time.perf_counter() - t0 < minutes * 60:
-        images, texts, _ = make_batch(step, batch=batch, seed=seed, resolution=resolution)
+        images, texts, extra = make_batch(step, batch=batch, seed=seed, resolution=resolution, style_negatives=style_negatives)
         cur_lr = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps)))
         for group in opt.param_groups:
             group["lr"] = cur_lr
@@ -163,7 +200,15 @@ def train(*, out: Path, steps: int, minutes: float, batch: int = 128, lr: float 
         # Identical captions are true positives too: use soft targets over equal texts.
         same = torch.tensor([[a == b for b in texts] for a in texts], dtype=torch.float32)
         target = same / same.sum(1, keepdim=True)
-        loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean() + torch.sum(-target * logits.t().log_softmax(1), 1).mean())
+        text_to_image = logits.t()  # [B texts, B images]
+        if style_negatives and len(extra["negative_rows"]):
+            neg_emb = F.normalize(model.encode_image(clip.preprocess(extra["negatives"])), dim=-1)  # [M, D]
+            # Extra image columns with no caption of their own: every text must rank them below its image.
+            neg_logits = model.logit_scale.exp().clamp(max=100) * txt_emb @ neg_emb.t()  # [B, M]
+            text_to_image = torch.cat([text_to_image, neg_logits], dim=1)  # [B, B + M]
+        t2i_target = F.pad(target, (0, text_to_image.shape[1] - target.shape[1]))  # [B, B + M], zero on negatives
+        loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean()
+                      + torch.sum(-t2i_target * text_to_image.log_softmax(1), 1).mean())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -200,6 +245,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--arch", choices=sorted(SYNTHFACES_CLIP_CONFIGS), default="resnet",
                         help="image tower: open_clip ModifiedResNet (the main guide) or ViT (the second opinion)")
+    parser.add_argument("--init-from", type=Path, default=None,
+                        help="fine-tune an exported CLIP folder (its towers and vocabulary) instead of starting from scratch")
+    parser.add_argument("--style-negatives", action="store_true",
+                        help="add partial-style renders of each out-of-domain face as hard negatives for its caption")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--export", type=Path, default=None, help="save the CLIP here (fp16 safetensors)")
@@ -207,7 +256,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     clip = train(out=args.out, steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, seed=args.seed, arch=args.arch,
-                 resume=args.resume)
+                 init_from=args.init_from, style_negatives=args.style_negatives, resume=args.resume)
     print(json.dumps(zero_shot_eval(clip, n_per_style=200)))
     if args.export is not None:
         clip.save_pretrained(args.export, dtype=torch.float16)
