@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -267,6 +268,31 @@ def test_batches_depend_only_on_seed_and_step(G):
     assert torch.allclose(torch.cat([halves[0].true_ws[1:], halves[1].true_ws[1:]]), full.true_ws[2:])
 
 
+def test_photometric_augment_is_a_colour_transform_of_the_renders(G):
+    one = train_encoder.Distributed(rank=0, world_size=1, device=torch.device("cpu"))
+    plain_cfg = train_encoder.EncoderTrainConfig(generator="", out="", batch=8)
+    cfg = train_encoder.EncoderTrainConfig(generator="", out="", batch=8, photometric_augment=1.0)
+    rows = train_encoder.step_rows(8, one)
+    plain = train_encoder.step_batch(3, cfg=plain_cfg, G=G, rows=rows, image_files=None, device=one.device)
+    jittered = train_encoder.step_batch(3, cfg=cfg, G=G, rows=rows, image_files=None, device=one.device)
+    # Generator samples untouched; every render changed, within range.
+    assert torch.allclose(jittered.images[4:], plain.images[4:], atol=1e-6)
+    assert all(not torch.equal(jittered.images[i], plain.images[i]) for i in range(4))
+    assert jittered.images.abs().max() <= 1
+    # The same rows in a two-process split get the same transforms.
+    halves = [train_encoder.step_batch(3, cfg=cfg, G=G, image_files=None, device=one.device,
+                                       rows=train_encoder.step_rows(8, train_encoder.Distributed(r, 2, one.device)))
+              for r in range(2)]
+    assert torch.equal(halves[0].images[1], jittered.images[2]) and torch.equal(halves[1].images[0], jittered.images[1])
+    # Closed form: saturation 0, contrast 1, no brightness and no tint give the Rec. 601 grey image.
+    x = plain.images[:2]
+    grey = (x[:, 0:1] * 0.299 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114).expand(-1, 3, -1, -1)
+    draws = iter([torch.zeros(2, 1, 1, 1), torch.full((2, 1, 1, 1), 0.5), torch.full((2, 1, 1, 1), 0.5)])  # sat, contrast, brightness
+    with mock.patch.object(torch, "rand", side_effect=lambda *a, **k: next(draws)), \
+            mock.patch.object(torch, "randn", side_effect=lambda *a, **k: torch.zeros(2, 3, 1, 1)):  # log tint
+        assert torch.allclose(train_encoder.photometric_jitter(x, torch.Generator()), grey, atol=1e-6)
+
+
 def _state(run: Path) -> dict:
     return torch.load(run / "checkpoint.pt", weights_only=True)
 
@@ -284,6 +310,11 @@ def test_resume_equals_uninterrupted_run(generator_dir, tmp_path):
     assert all(torch.equal(x["exp_avg"], y["exp_avg"]) for x, y in zip(a["opt"]["state"].values(), b["opt"]["state"].values()))
     log = [json.loads(line) for line in (tmp_path / "split" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r] == [1, 2, 3, 4, 5, 6]
+    # A checkpoint written before a config field existed resumes as if it had the field's default.
+    ckpt = _state(tmp_path / "split")
+    del ckpt["run_config"]["photometric_augment"]
+    torch.save(ckpt, tmp_path / "split" / "checkpoint.pt")
+    train_encoder.main(base + ["--out", str(tmp_path / "split"), "--resume"])  # no "settings differ" error
     # Changing what the run is made of refuses to resume.
     with pytest.raises(ValueError, match="settings differ"):
         train_encoder.main(base + ["--out", str(tmp_path / "split"), "--resume", "--lr", "0.1"])

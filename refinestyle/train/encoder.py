@@ -9,7 +9,10 @@ Modes (DESIGN.md section 1, Inversion):
   token branch with its own backbone learns from the image and its stage-one reconstruction.
 
 Data per step: half the batch renderer ``photo`` images (or ``--images DIR`` files), half generator
-samples ``G(z)`` (``z ~ N(0, 1)``, truncation 1), never out-of-domain styles. Losses: L2 + (1 - SSIM)
+samples ``G(z)`` (``z ~ N(0, 1)``, truncation 1), never out-of-domain styles. With ``--photometric-augment P``
+a share ``P`` of the renders gets a random colour transform (saturation down to grey, contrast, brightness,
+a tint) as input and target alike: images the generator cannot make, which the token branch must then
+reach (the out-of-domain case the refinement is for), without showing it any renderer style. Losses: L2 + (1 - SSIM)
 (pytorch-msssim), LPIPS (AlexNet) when its weights can be loaded, an L2 on ``ws`` against the true
 ``ws`` of generator samples, a small pull of ``ws`` toward the mean ``w``, and a token-norm penalty on P.
 
@@ -38,7 +41,7 @@ import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -76,6 +79,7 @@ class EncoderTrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     generated_fraction: float = 0.5
+    photometric_augment: float = 0.0  # share of the real images given a random colour transform
     # Encoder architecture (from_generator arguments).
     num_tokens: Optional[int] = None
     backbone: str = "cnn"
@@ -117,6 +121,8 @@ class EncoderTrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0.0 <= self.generated_fraction <= 1.0:
             raise ValueError(f"generated_fraction must be in [0, 1], got {self.generated_fraction}")
+        if not 0.0 <= self.photometric_augment <= 1.0:
+            raise ValueError(f"photometric_augment must be in [0, 1], got {self.photometric_augment}")
         if self.export_dtype not in ("float16", "float32"):
             raise ValueError(f"export_dtype must be float16 or float32, got {self.export_dtype!r}")
 
@@ -269,6 +275,21 @@ def step_rows(batch: int, dist_info: Distributed) -> torch.Tensor:
     return torch.arange(dist_info.rank, batch, dist_info.world_size)
 
 
+def photometric_jitter(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A random colour transform per image: saturation in [0, 1.5] (0 = grey), contrast in [0.6, 1.4],
+    brightness in [-0.2, 0.2] and a per-channel tint gain ``exp(N(0, 0.15))``; ``[-1, 1]`` in and out."""
+    n = images.shape[0]
+    saturation = 1.5 * torch.rand(n, 1, 1, 1, generator=generator)
+    contrast = 0.6 + 0.8 * torch.rand(n, 1, 1, 1, generator=generator)
+    brightness = 0.4 * torch.rand(n, 1, 1, 1, generator=generator) - 0.2
+    tint = torch.exp(0.15 * torch.randn(n, 3, 1, 1, generator=generator))
+    luma = images[:, 0:1] * 0.299 + images[:, 1:2] * 0.587 + images[:, 2:3] * 0.114  # [n, 1, H, W]
+    x = luma + saturation * (images - luma)  # [n, 3, H, W]
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)  # [n, 1, 1, 1] contrast about each image's mean
+    x = mean + contrast * (x - mean) + brightness
+    return ((x + 1) * tint - 1).clamp(-1, 1)  # tint scales the [0, 2] intensities
+
+
 @torch.no_grad()
 def step_batch(step: int, *, cfg: EncoderTrainConfig, G: StyleGAN2Generator, rows: torch.Tensor,
                image_files: Optional[list[Path]], device: torch.device,
@@ -285,6 +306,10 @@ def step_batch(step: int, *, cfg: EncoderTrainConfig, G: StyleGAN2Generator, row
     else:
         picks = torch.randint(len(image_files), (n_real,), generator=rng)
     z = torch.randn(n_generated, G.config.z_dim, generator=rng)  # [B_gen, z_dim]
+    jitter = None
+    if cfg.photometric_augment > 0:  # drawn after everything else, so runs without it keep their batches
+        chosen = torch.rand(n_real, generator=rng) < cfg.photometric_augment
+        jitter = (chosen, torch.randint(2**62, (1,), generator=rng).item())
     real_rows = rows[rows < n_real]
     gen_rows = rows[rows >= n_real] - n_real
     parts, ws_parts, known = [], [], []
@@ -294,6 +319,12 @@ def step_batch(step: int, *, cfg: EncoderTrainConfig, G: StyleGAN2Generator, row
             real = render(params[real_rows], style="photo", resolution=resolution)  # [n_real, 3, R, R]
         else:
             real = load_image_files([image_files[int(i)] for i in picks[real_rows]], resolution, pool)  # [n_real, 3, R, R]
+        if jitter is not None:
+            chosen, jitter_seed = jitter
+            # The transform of a row depends on (seed, step, row) only, whichever process renders it.
+            jittered = torch.cat([photometric_jitter(real[j : j + 1], torch.Generator().manual_seed(jitter_seed + int(r)))
+                                  for j, r in enumerate(real_rows)])
+            real = torch.where(chosen[real_rows].view(-1, 1, 1, 1), jittered, real)
         parts.append(real.to(device))
         ws_parts.append(empty_ws.new_zeros(len(real_rows), G.num_ws, G.config.w_dim))
         known.append(torch.zeros(len(real_rows), dtype=torch.bool, device=device))
@@ -431,7 +462,9 @@ def _train(cfg: EncoderTrainConfig, dist_info: Distributed, callback) -> RefineS
     run_config = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
     if cfg.resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        changed = {k: (ckpt["run_config"].get(k), v) for k, v in run_config.items() if ckpt["run_config"].get(k) != v}
+        # Fields added after a checkpoint was written count as their defaults (the run did not use them).
+        saved = {**{f.name: f.default for f in fields(EncoderTrainConfig)}, **ckpt["run_config"]}
+        changed = {k: (saved.get(k), v) for k, v in run_config.items() if saved.get(k) != v}
         if changed:
             raise ValueError(f"cannot resume {ckpt_path}: settings differ from the checkpoint's (checkpoint, now): {changed}")
         encoder.load_state_dict(ckpt["encoder"])
@@ -540,7 +573,8 @@ def _train(cfg: EncoderTrainConfig, dist_info: Distributed, callback) -> RefineS
 def describe(cfg: EncoderTrainConfig, step: int) -> str:
     data = f"image folder {cfg.images}" if cfg.images else "SynthFaces photo renders"
     return (f"RefineStyle encoder, {cfg.mode}, trained {step} steps (batch {cfg.batch}, lr {cfg.lr}, seed {cfg.seed}) "
-            f"on {data} and generator samples ({cfg.generated_fraction:.0%})")
+            f"on {data} and generator samples ({cfg.generated_fraction:.0%})"
+            + (f", {cfg.photometric_augment:.0%} of the real images colour-jittered" if cfg.photometric_augment else ""))
 
 
 def parse_args(argv: Optional[list[str]] = None) -> EncoderTrainConfig:
@@ -561,6 +595,8 @@ def parse_args(argv: Optional[list[str]] = None) -> EncoderTrainConfig:
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--generated-fraction", type=float, default=defaults.generated_fraction,
                         help="share of each batch that is generator samples (the rest: renders or --images)")
+    parser.add_argument("--photometric-augment", type=float, default=defaults.photometric_augment,
+                        help="share of the real images given a random colour transform (input and target)")
     parser.add_argument("--num-tokens", type=int, default=None, help="K (default: the generator's num_tokens)")
     parser.add_argument("--backbone", choices=BACKBONES, default=defaults.backbone)
     parser.add_argument("--pretrained-backbone", action="store_true", help="ResNet from ImageNet weights (downloads them)")
