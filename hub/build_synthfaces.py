@@ -48,7 +48,7 @@ CLIP_RUNS = {"clip": ("synthfaces-clip", "resnet"), "clip-vit": ("synthfaces-cli
 
 
 # The latest training round of each shipped encoder variant (the card lists every round's command).
-ENCODER_RUNS = {"one-stage": "synthfaces-encoder-one-stage-r3", "two-stage": "synthfaces-encoder-two-stage"}
+ENCODER_RUNS = {"one-stage": "synthfaces-encoder-one-stage-r3", "two-stage": "synthfaces-encoder-two-stage-r3"}
 
 
 def assemble() -> None:
@@ -215,8 +215,10 @@ trained first, then frozen while a token branch learns from the image and its st
 tokens per layer, trained on renderer `photo` images and generator samples only (never other styles).
 
 Trained in rounds: round one against the generator of the first session (26,000 steps), round two
-started from round one's weights (`--init-from`) against the final generator, round three (one-stage only)
-from round two's weights:
+started from round one's weights (`--init-from`) against the final generator, round three from round
+two's weights (the two-stage run was interrupted twice and continued each time with `--resume` from its
+last checkpoint; the batch of each step depends only on the seed and the step, so the result is that
+of an uninterrupted run):
 
     # round one
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage-v1 --mode one-stage --steps 4000 --minutes 34 --threads 1 --export runs/synthfaces-encoder-one-stage-v1/export
@@ -228,6 +230,7 @@ from round two's weights:
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-v1/export --steps 1200 --minutes 12 --threads 1 --export runs/synthfaces-encoder-two-stage/export
     # round three
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage-r3 --mode one-stage --init-from runs/synthfaces-encoder-one-stage/export --steps 6000 --minutes 85 --threads 1 --export runs/synthfaces-encoder-one-stage-r3/export
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r3 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage/export --steps 3000 --minutes 55 --threads 1 --export runs/synthfaces-encoder-two-stage-r3/export
 """
         if inversion_json.exists():
             inv = json.loads(inversion_json.read_text())
