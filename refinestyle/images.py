@@ -115,6 +115,11 @@ def images_to_tensor(images, resolution: int) -> torch.Tensor:
     return torch.stack([center_square(to_rgb(open_image(x)), resolution) for x in images])
 
 
+def luminance(images: torch.Tensor) -> torch.Tensor:
+    """Rec. 601 luma of ``[N, 3, H, W]`` images, ``[N, 1, H, W]`` (in the images' own value range)."""
+    return images[:, 0:1] * 0.299 + images[:, 1:2] * 0.587 + images[:, 2:3] * 0.114  # [N, 1, H, W]
+
+
 def random_affine(images: torch.Tensor, *, generator: torch.Generator, scale: tuple[float, float] = (0.8, 1.0),
                   shift: float = 0.1, flip: bool = True) -> torch.Tensor:
     """One random zoom/shift/flip per image of ``[N, C, H, W]`` (differentiable; borders repeat).

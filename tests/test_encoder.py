@@ -286,7 +286,7 @@ def test_photometric_augment_is_a_colour_transform_of_the_renders(G):
     assert torch.equal(halves[0].images[1], jittered.images[2]) and torch.equal(halves[1].images[0], jittered.images[1])
     # Closed form: saturation 0, contrast 1, no brightness and no tint give the Rec. 601 grey image.
     x = plain.images[:2]
-    grey = (x[:, 0:1] * 0.299 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114).expand(-1, 3, -1, -1)
+    grey = (x[:, 0:1] * 0.299 + x[:, 1:2] * 0.587 + x[:, 2:3] * 0.114).expand(-1, 3, -1, -1)  # written out: the truth
     draws = iter([torch.zeros(2, 1, 1, 1), torch.full((2, 1, 1, 1), 0.5), torch.full((2, 1, 1, 1), 0.5)])  # sat, contrast, brightness
     with mock.patch.object(torch, "rand", side_effect=lambda *a, **k: next(draws)), \
             mock.patch.object(torch, "randn", side_effect=lambda *a, **k: torch.zeros(2, 3, 1, 1)):  # log tint

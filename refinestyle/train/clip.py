@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..clip import SYNTHFACES_CLIP_CONFIGS, CLIPGuide, WordTokenizer
-from ..images import random_affine
+from ..images import luminance, random_affine
 from ..data.synthfaces import GLASSES_THRESHOLD, STYLES, FaceParams, attribute_labels, caption, render, sample_params, style_prompt
 
 
@@ -74,10 +74,6 @@ def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     x = x + amount * (blurred - x)  # half the images get a random fraction of the blur
     noise = torch.randn(x.shape, generator=generator) * torch.rand(x.shape[0], 1, 1, 1, generator=generator) * 0.06
     return (x + noise).clamp(-1, 1)
-
-
-def luminance(images: torch.Tensor) -> torch.Tensor:
-    return images[:, 0:1] * 0.299 + images[:, 1:2] * 0.587 + images[:, 2:3] * 0.114  # [N, 1, H, W] Rec. 601 luma
 
 
 def partial_styles(styled: torch.Tensor, photo: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

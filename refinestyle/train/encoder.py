@@ -50,7 +50,7 @@ import torch.nn.functional as F
 
 from ..data.synthfaces import render, sample_params
 from ..evaluation import psnr
-from ..images import images_to_tensor
+from ..images import images_to_tensor, luminance
 from ..models.encoder import BACKBONES, RefineStyleEncoder
 from ..models.stylegan2 import StyleGAN2Generator
 
@@ -283,7 +283,7 @@ def photometric_jitter(images: torch.Tensor, generator: torch.Generator) -> torc
     contrast = 0.6 + 0.8 * torch.rand(n, 1, 1, 1, generator=generator)
     brightness = 0.4 * torch.rand(n, 1, 1, 1, generator=generator) - 0.2
     tint = torch.exp(0.15 * torch.randn(n, 3, 1, 1, generator=generator))
-    luma = images[:, 0:1] * 0.299 + images[:, 1:2] * 0.587 + images[:, 2:3] * 0.114  # [n, 1, H, W]
+    luma = luminance(images)  # [n, 1, H, W]
     x = luma + saturation * (images - luma)  # [n, 3, H, W]
     mean = x.mean(dim=(1, 2, 3), keepdim=True)  # [n, 1, 1, 1] contrast about each image's mean
     x = mean + contrast * (x - mean) + brightness
