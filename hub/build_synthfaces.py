@@ -48,7 +48,7 @@ CLIP_RUNS = {"clip": ("synthfaces-clip", "resnet"), "clip-vit": ("synthfaces-cli
 
 
 # The latest training round of each shipped encoder variant (the card lists every round's command).
-ENCODER_RUNS = {"one-stage": "synthfaces-encoder-one-stage-r3", "two-stage": "synthfaces-encoder-two-stage-r3"}
+ENCODER_RUNS = {"one-stage": "synthfaces-encoder-one-stage-r4", "two-stage": "synthfaces-encoder-two-stage-r4"}
 
 
 def assemble() -> None:
@@ -212,13 +212,16 @@ zombie renders while the images stayed un-zombie-like: ground-truth PSNR 8.6 dB,
 `encoder/` (one-stage: W+ heads and token branch trained together) and `encoder-two-stage/` (a W+ encoder
 trained first, then frozen while a token branch learns from the image and its stage-one reconstruction):
 `RefineStyleEncoder` with a small CNN backbone and grouped transformer blocks (coarse/medium/fine), K = 8
-tokens per layer, trained on renderer `photo` images and generator samples only (never other styles).
+tokens per layer, trained on renderer `photo` images and generator samples only (never other styles); in
+round four half of the renders are colour-jittered (`--photometric-augment 0.5`: saturation down to grey,
+contrast, brightness, a tint; the same transform on input and target), which the generator alone cannot
+reproduce, so the token branch learns to reach images outside its domain.
 
 Trained in rounds: round one against the generator of the first session (26,000 steps), round two
 started from round one's weights (`--init-from`) against the final generator, round three from round
 two's weights (the two-stage run was interrupted twice and continued each time with `--resume` from its
 last checkpoint; the batch of each step depends only on the seed and the step, so the result is that
-of an uninterrupted run):
+of an uninterrupted run), round four from round three's weights with the colour jitter:
 
     # round one
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage-v1 --mode one-stage --steps 4000 --minutes 34 --threads 1 --export runs/synthfaces-encoder-one-stage-v1/export
@@ -231,6 +234,9 @@ of an uninterrupted run):
     # round three
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage-r3 --mode one-stage --init-from runs/synthfaces-encoder-one-stage/export --steps 6000 --minutes 85 --threads 1 --export runs/synthfaces-encoder-one-stage-r3/export
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r3 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage/export --steps 3000 --minutes 55 --threads 1 --export runs/synthfaces-encoder-two-stage-r3/export
+    # round four
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage-r4 --mode one-stage --init-from runs/synthfaces-encoder-one-stage-r3/export --photometric-augment 0.5 --steps 3000 --minutes 50 --threads 1 --export runs/synthfaces-encoder-one-stage-r4/export
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r4 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-r3/export --photometric-augment 0.5 --steps 3000 --minutes 50 --threads 1 --export runs/synthfaces-encoder-two-stage-r4/export
 """
         if inversion_json.exists():
             inv = json.loads(inversion_json.read_text())
