@@ -120,7 +120,7 @@ def make_batch(step: int, *, batch: int, seed: int, resolution: int,
                 texts[r] = attribute_caption(labels, r, int(pair[r]), style) if use_attr[r] else caps[j]
     extra: dict[str, torch.Tensor] = {}
     if style_negatives:
-        rows = ((styles[: base.n] != STYLES.index("photo")).nonzero().flatten())
+        rows = (styles[: base.n] != STYLES.index("photo")).nonzero().flatten()
         photo = render(params[rows], style="photo", resolution=resolution) if rows.numel() else images[:0]
         extra = {"negatives": augment(partial_styles(images[rows], photo, g), g), "negative_rows": rows}
     return augment(images, g), texts, {"styles": styles, **labels, **extra}

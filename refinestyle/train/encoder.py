@@ -322,9 +322,9 @@ def step_batch(step: int, *, cfg: EncoderTrainConfig, G: StyleGAN2Generator, row
         if jitter is not None:
             chosen, jitter_seed = jitter
             # The transform of a row depends on (seed, step, row) only, whichever process renders it.
-            jittered = torch.cat([photometric_jitter(real[j : j + 1], torch.Generator().manual_seed(jitter_seed + int(r)))
-                                  for j, r in enumerate(real_rows)])
-            real = torch.where(chosen[real_rows].view(-1, 1, 1, 1), jittered, real)
+            for j, r in enumerate(real_rows.tolist()):
+                if chosen[r]:
+                    real[j] = photometric_jitter(real[j : j + 1], torch.Generator().manual_seed(jitter_seed + r))[0]
         parts.append(real.to(device))
         ws_parts.append(empty_ws.new_zeros(len(real_rows), G.num_ws, G.config.w_dim))
         known.append(torch.zeros(len(real_rows), dtype=torch.bool, device=device))
