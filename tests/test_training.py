@@ -43,14 +43,35 @@ def test_generator_training_reduces_the_loss(tmp_path):
     assert sum(seen[-5:]) / 5 < 0.8 * sum(seen[:5]) / 5
 
 
-def test_clip_training_resumes_exactly(tmp_path):
-    kwargs = dict(steps=3, minutes=10, batch=6, progress=False, eval_every=1000, checkpoint_every=1)
+@pytest.mark.parametrize("attribute_weight", [0.0, 1.0])
+def test_clip_training_resumes_exactly(tmp_path, attribute_weight):
+    kwargs = dict(steps=3, minutes=10, batch=6, progress=False, eval_every=1000, checkpoint_every=1,
+                  attribute_weight=attribute_weight)
     a = clip_train.train(out=tmp_path / "a", **kwargs)
     with pytest.raises(Interrupt):
         clip_train.train(out=tmp_path / "b", callback=_stop_at(2), **kwargs)
     b = clip_train.train(out=tmp_path / "b", resume=True, **kwargs)
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
+    # The attribute probe's weights travel in the checkpoint (else the resumed run would differ above).
+    assert ("probe" in torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)) == (attribute_weight > 0)
+
+
+def test_clip_attribute_probe_changes_training_and_needs_its_checkpoint(tmp_path):
+    kwargs = dict(steps=2, minutes=10, batch=6, progress=False, eval_every=1000)
+    plain = clip_train.train(out=tmp_path / "plain", **kwargs)
+    probed = clip_train.train(out=tmp_path / "probed", attribute_weight=1.0, **kwargs)
+    # The probe's loss reaches the image tower, not the text tower (it reads only the image embedding).
+    sp, sq = plain.model.state_dict(), probed.model.state_dict()
+    assert any(not torch.equal(sp[k], sq[k]) for k in sp if k.startswith("visual."))
+    text_keys = [k for k in sp if k.startswith(("token_embedding", "transformer.", "ln_final", "text_projection"))]
+    # Same text batches; the text tower differs only through the contrastive loss's image side, never by
+    # a direct gradient: at step one (same initial image tower) its update is identical.
+    first_plain = clip_train.train(out=tmp_path / "p1", **{**kwargs, "steps": 1}).model.state_dict()
+    first_probed = clip_train.train(out=tmp_path / "q1", attribute_weight=1.0, **{**kwargs, "steps": 1}).model.state_dict()
+    assert text_keys and all(torch.equal(first_plain[k], first_probed[k]) for k in text_keys)
+    with pytest.raises(ValueError, match="without --attribute-weight"):
+        clip_train.train(out=tmp_path / "plain", resume=True, attribute_weight=1.0, **{**kwargs, "steps": 3})
 
 
 def test_clip_batches_pair_faces_with_flipped_twins():
