@@ -7,7 +7,8 @@
 Training runs (each resumable; see README):
     python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 26000 --minutes 62 --threads 1
     python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 50000 --minutes 116 --threads 1 --resume
-    python -m refinestyle.train.clip --out runs/synthfaces-clip --steps 4000 --minutes 45 --threads 1
+    python -m refinestyle.train.clip --out runs/synthfaces-clip --steps 4000 --minutes 45 --threads 1 --export runs/synthfaces-clip/export
+    python -m refinestyle.train.clip --out runs/synthfaces-clip-smile --init-from runs/synthfaces-clip/export --attribute-weight 2 ...
     python -m refinestyle.train.encoder ...   (see refinestyle/train/encoder.py)
 """
 
@@ -44,11 +45,11 @@ def _fp16_is_lossless(G: StyleGAN2Generator) -> float:
 
 
 # Hub folder → (run folder, architecture). The ResNet is model.clip; the others become model.extra_clips.
-CLIP_RUNS = {"clip": ("synthfaces-clip", "resnet"), "clip-vit": ("synthfaces-clip-vit", "vit")}
+CLIP_RUNS = {"clip": ("synthfaces-clip-smile", "resnet"), "clip-vit": ("synthfaces-clip-vit", "vit")}
 
 
 # The latest training round of each shipped encoder variant (the card lists every round's command).
-ENCODER_RUNS = {"one-stage": "synthfaces-encoder-one-stage-r4", "two-stage": "synthfaces-encoder-two-stage-r4"}
+ENCODER_RUNS = {"one-stage": "synthfaces-encoder-one-stage-r4", "two-stage": "synthfaces-encoder-two-stage-r6"}
 
 
 def assemble() -> None:
@@ -179,9 +180,16 @@ Validity (classifier confidence, renders = reference): {', '.join(f"{k} {v:.3f}"
 ModifiedResNet at 64 px, blocks 1/2/2/1, width 16, attention pooling; text transformer width 128, 3 layers; word
 tokenizer over the caption vocabulary, `vocab.json`), trained contrastively on renders in all 6 styles with
 `caption()` texts, half of each batch being twins of the other half with the smile or the glasses flipped (hard
-negatives), with zoom/shift/flip, blur and noise augmentation ({info['clip']['steps']:,} steps, {info['clip']['minutes']:.0f} min, batch 128).
+negatives), with zoom/shift/flip, blur and noise augmentation (round one: 3,558 steps, 45 min, batch 128). That
+CLIP never told a smile from a neutral mouth (zero-shot smile 0.52, and a linear probe on its image embedding
+0.50): the twins' image and text embeddings agreed to a cosine of 0.997 or more, a symmetric point where neither
+tower's contrastive gradient separates them. Round two fine-tunes it with a logistic probe that reads
+glasses and smile from the image embedding (`--attribute-weight 2`; the probe is not shipped), which broke
+that symmetry: zero-shot smile rose to 0.95 within 800 steps and the text tower followed
+({info['clip']['steps']:,} steps, {info['clip']['minutes']:.0f} min):
 
-    python -m refinestyle.train.clip --out runs/synthfaces-clip --steps 4000 --minutes 45 --threads 1
+    python -m refinestyle.train.clip --out runs/synthfaces-clip --steps 4000 --minutes 45 --threads 1 --export runs/synthfaces-clip/export
+    python -m refinestyle.train.clip --out runs/synthfaces-clip-smile --init-from runs/synthfaces-clip/export --attribute-weight 2 --lr 1e-3 --steps 1500 --minutes 26 --threads 1
 
 Zero-shot on {c['n']} held-out renders per style: style (with `style_prompt`) {c['style']:.3f} (target ≥ 0.95),
 glasses yes/no {c['glasses']:.3f}, smile yes/no {c['smile']:.3f} (targets ≥ 0.90).
@@ -190,7 +198,7 @@ glasses yes/no {c['glasses']:.3f}, smile yes/no {c['smile']:.3f} (targets ≥ 0.
     if vit and "clip-vit" in info:
         text += f"""
 `clip-vit/` (`model.extra_clips`): a second CLIP with our registered config `RefineStyle-SynthFaces-CLIP-ViT` (ViT
-64 px, patch 8, width 128, 4 layers; a text tower of the same shape, the same vocabulary), the previous release's CLIP, trained
+64 px, patch 8, width 128, 4 layers; a text tower of the same shape, the same vocabulary), an earlier release's CLIP, trained
 without twins or augmentation ({info['clip-vit']['steps']:,} steps, {info['clip-vit']['minutes']:.0f} min, batch 128) by the
 training script as of commit f19ce06:
 
@@ -213,7 +221,7 @@ zombie renders while the images stayed un-zombie-like: ground-truth PSNR 8.6 dB,
 trained first, then frozen while a token branch learns from the image and its stage-one reconstruction):
 `RefineStyleEncoder` with a small CNN backbone and grouped transformer blocks (coarse/medium/fine), K = 8
 tokens per layer, trained on renderer `photo` images and generator samples only (never other styles); in
-round four half of the renders are colour-jittered (`--photometric-augment 0.5`: saturation down to grey,
+rounds four to six half of the renders are colour-jittered (`--photometric-augment 0.5`: saturation down to grey,
 contrast, brightness, a tint; the same transform on input and target), which the generator alone cannot
 reproduce, so the token branch learns to reach images outside its domain.
 
@@ -221,7 +229,8 @@ Trained in rounds: round one against the generator of the first session (26,000 
 started from round one's weights (`--init-from`) against the final generator, round three from round
 two's weights (the two-stage run was interrupted twice and continued each time with `--resume` from its
 last checkpoint; the batch of each step depends only on the seed and the step, so the result is that
-of an uninterrupted run), round four from round three's weights with the colour jitter:
+of an uninterrupted run), round four from round three's weights with the colour jitter, rounds five and six (two-stage only) each
+from the previous round's weights with fresh batches (`--seed 1`, `--seed 2`):
 
     # round one
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage-v1 --mode one-stage --steps 4000 --minutes 34 --threads 1 --export runs/synthfaces-encoder-one-stage-v1/export
@@ -237,6 +246,10 @@ of an uninterrupted run), round four from round three's weights with the colour 
     # round four
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage-r4 --mode one-stage --init-from runs/synthfaces-encoder-one-stage-r3/export --photometric-augment 0.5 --steps 3000 --minutes 50 --threads 1 --export runs/synthfaces-encoder-one-stage-r4/export
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r4 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-r3/export --photometric-augment 0.5 --steps 3000 --minutes 50 --threads 1 --export runs/synthfaces-encoder-two-stage-r4/export
+    # round five
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r5 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-r4/export --photometric-augment 0.5 --seed 1 --steps 3000 --minutes 45 --threads 1 --export runs/synthfaces-encoder-two-stage-r5/export
+    # round six
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r6 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-r5/export --photometric-augment 0.5 --seed 2 --steps 3000 --minutes 45 --threads 1 --export runs/synthfaces-encoder-two-stage-r6/export
 """
         if inversion_json.exists():
             inv = json.loads(inversion_json.read_text())
