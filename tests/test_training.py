@@ -65,11 +65,12 @@ def test_clip_attribute_probe_changes_training_and_needs_its_checkpoint(tmp_path
     sp, sq = plain.model.state_dict(), probed.model.state_dict()
     assert any(not torch.equal(sp[k], sq[k]) for k in sp if k.startswith("visual."))
     text_keys = [k for k in sp if k.startswith(("token_embedding", "transformer.", "ln_final", "text_projection"))]
-    # Same text batches; the text tower differs only through the contrastive loss's image side, never by
-    # a direct gradient: at step one (same initial image tower) its update is identical.
+    # The text tower gets no gradient from the probe: after one step (same start, same batch) it is identical.
     first_plain = clip_train.train(out=tmp_path / "p1", **{**kwargs, "steps": 1}).model.state_dict()
     first_probed = clip_train.train(out=tmp_path / "q1", attribute_weight=1.0, **{**kwargs, "steps": 1}).model.state_dict()
     assert text_keys and all(torch.equal(first_plain[k], first_probed[k]) for k in text_keys)
+    with pytest.raises(ValueError, match="must be 0 .off. or positive"):
+        clip_train.train(out=tmp_path / "neg", attribute_weight=-1.0, **kwargs)
     with pytest.raises(ValueError, match="without --attribute-weight"):
         clip_train.train(out=tmp_path / "plain", resume=True, attribute_weight=1.0, **{**kwargs, "steps": 3})
 

@@ -15,7 +15,7 @@ Zero-shot accuracy (style, glasses, smile) on held-out renders is logged.
 
     python -m refinestyle.train.clip --out runs/synthfaces-clip --minutes 30
     python -m refinestyle.train.clip --out runs/clip-ft --init-from hub/refinestyle-synthfaces/clip --style-negatives
-    python -m refinestyle.train.clip --out runs/clip-smile --init-from hub/refinestyle-synthfaces/clip --attribute-weight 1
+    python -m refinestyle.train.clip --out runs/clip-smile --init-from hub/refinestyle-synthfaces/clip --attribute-weight 2
 """
 
 from __future__ import annotations
@@ -158,6 +158,8 @@ def train(*, out: Path, steps: int, minutes: float, batch: int = 128, lr: float 
           arch: str = "resnet", init_from: Optional[Path] = None, style_negatives: bool = False, attribute_weight: float = 0.0,
           resume: bool = False, checkpoint_every: int = 100, eval_every: int = 200,
           callback: Optional[Callable[[int, int, dict], None]] = None, progress: bool = True) -> CLIPGuide:
+    if not attribute_weight >= 0:
+        raise ValueError(f"attribute_weight must be 0 (off) or positive, got {attribute_weight}")
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     vocab_path = out / "vocab.json"
