@@ -149,6 +149,20 @@ class RefineStyleModel:
     def device(self) -> torch.device:
         return self.generator.mapping_module.w_avg.device
 
+    def to(self, device: str | torch.device) -> "RefineStyleModel":
+        """Move every component (generator, encoder, CLIPs, domains) to ``device``; returns the model."""
+        device = torch.device(device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"cannot move the model to {device}: this torch build sees no CUDA device; keep device='cpu'")
+        self.generator.to(device)
+        if self.encoder is not None:
+            self.encoder.to(device)
+        for clip in self.clips:
+            clip.to(device)
+        for dom in self.domains.values():
+            dom.to(device)
+        return self
+
     @property
     def clips(self) -> list[CLIPGuide]:
         """Every CLIP that guides adaptation: ``clip`` then ``extra_clips`` (their losses are averaged)."""

@@ -36,6 +36,28 @@ def test_generator_training_resumes_exactly(tmp_path):
     assert w_avg.abs().sum() > 0 and torch.allclose(w_avg, estimate_w_avg(straight))
 
 
+def test_generator_prefetch_and_fine_tuning(tmp_path):
+    # The GPU path renders the next batch in a thread: same batches, so the same weights as without it.
+    kwargs = dict(steps=4, minutes=10, batch=2, resolution=16, progress=False, channels=(16, 16, 8))
+    plain = gen_train.train(out=tmp_path / "a", prefetch=False, **kwargs).state_dict()
+    threaded = gen_train.train(out=tmp_path / "b", prefetch=True, **kwargs).state_dict()
+    assert all(torch.equal(plain[k], threaded[k]) for k in plain)
+    # --init-from starts from a saved generator's weights: the first step's loss is that generator's own
+    # loss on the first batch. A generator of another width is refused.
+    saved = gen_train.train(out=tmp_path / "a", **kwargs)
+    saved.save_pretrained(tmp_path / "saved")
+    z = gen_train.batch_z(0, batch=2, seed=0, z_dim=saved.config.z_dim)
+    real, weight = gen_train.targets(z, resolution=16)
+    with torch.no_grad():
+        expected = gen_train.weighted_loss(saved.synthesis(saved.mapping(z)), real, weight).item()
+    first = []
+    gen_train.train(out=tmp_path / "c", init_from=tmp_path / "saved", callback=lambda step, total, state: first.append(state.loss),
+                    **{**kwargs, "steps": 1})
+    assert first[0] == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="pass matching --channels"):
+        gen_train.train(out=tmp_path / "e", init_from=tmp_path / "saved", **{**kwargs, "channels": (32, 16, 8)})
+
+
 def test_generator_training_reduces_the_loss(tmp_path):
     seen = []
     gen_train.train(out=tmp_path / "g", steps=30, minutes=10, batch=4, resolution=16, progress=False, eval_every=1000,

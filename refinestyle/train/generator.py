@@ -15,6 +15,7 @@ import copy
 import json
 import math
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
@@ -30,10 +31,17 @@ from ..models.stylegan2 import StyleGAN2Generator
 SMALL_PARTS = ("eyes", "brows", "mouth", "glasses")
 
 
-def synthfaces_generator_config(*, resolution: int = 64) -> dict:
-    """The narrow 64 px generator: channels 64/64/64/32/16, mapping lr multiplier 1, z not normalised
-    (z is the Gaussianised parameter vector: its norm carries information)."""
-    return dict(z_dim=len(ATTRIBUTES), w_dim=128, resolution=resolution, channels=[64, 64, 64, 32, 16][: int(math.log2(resolution)) - 1],
+SHIPPED_CHANNELS = (64, 64, 64, 32, 16)
+
+
+def synthfaces_generator_config(*, resolution: int = 64, channels: Optional[tuple[int, ...]] = None) -> dict:
+    """The narrow 64 px generator: channels 64/64/64/32/16 (one per resolution from 4 px), mapping lr
+    multiplier 1, z not normalised (z is the Gaussianised parameter vector: its norm carries information)."""
+    n_res = int(math.log2(resolution)) - 1
+    channels = list(channels) if channels is not None else list(SHIPPED_CHANNELS)
+    if len(channels) < n_res:
+        raise ValueError(f"channels: need one width per resolution from 4 to {resolution} px ({n_res}), got {len(channels)}")
+    return dict(z_dim=len(ATTRIBUTES), w_dim=128, resolution=resolution, channels=channels[:n_res],
                 mapping_layers=4, mapping_lr_multiplier=1.0, num_tokens=8, normalize_z=False)
 
 
@@ -41,11 +49,13 @@ def batch_z(step: int, *, batch: int, seed: int, z_dim: int) -> torch.Tensor:
     return torch.randn(batch, z_dim, generator=torch.Generator().manual_seed(seed * 1_000_003 + step))
 
 
-def targets(z: torch.Tensor, *, resolution: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Renderer images and the loss weight map (1 + 4 on small parts)."""
+def targets(z: torch.Tensor, *, resolution: int, device: torch.device = torch.device("cpu")) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renderer images and the loss weight map (1 + 4 on small parts), on ``device``.
+
+    The renderer runs on the CPU (its float64 geometry is cheap there); only the results move."""
     images, masks = render(z_to_params(z), style="photo", resolution=resolution, return_masks=True)
     small = torch.stack([masks[m] for m in SMALL_PARTS]).sum(0).clamp(0, 1)  # [N, 1, R, R]
-    return images, 1.0 + 4.0 * small
+    return images.to(device), (1.0 + 4.0 * small).to(device)
 
 
 def weighted_loss(fake: torch.Tensor, real: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -73,27 +83,41 @@ def train(
     seed: int = 0,
     resolution: int = 64,
     resume: bool = False,
+    channels: Optional[tuple[int, ...]] = None,
+    init_from: Optional[Path] = None,
+    device: str = "cpu",
+    prefetch: Optional[bool] = None,
     checkpoint_every: int = 200,
     eval_every: int = 250,
     callback: Optional[Callable[[int, int, TrainState], None]] = None,
     progress: bool = True,
 ) -> StyleGAN2Generator:
     out.mkdir(parents=True, exist_ok=True)
+    dev = resolve_device(device)
     torch.manual_seed(seed)
-    G = StyleGAN2Generator(**synthfaces_generator_config(resolution=resolution))
+    G = StyleGAN2Generator(**synthfaces_generator_config(resolution=resolution, channels=channels))
+    if init_from is not None:
+        # Fine-tune a saved generator (same config): its W space stays close, so encoders trained on it transfer.
+        source = StyleGAN2Generator.from_pretrained(init_from)
+        if source.config.channels != G.config.channels or source.config.resolution != resolution:
+            raise ValueError(f"--init-from {init_from}: channels {list(source.config.channels)} at {source.config.resolution} px, "
+                             f"but this run builds {list(G.config.channels)} at {resolution} px; pass matching --channels")
+        G.load_state_dict(source.state_dict())
+    G = G.to(dev)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.9, 0.99))
     start, elapsed = 0, 0.0
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=True)
+        ckpt = torch.load(ckpt_path, weights_only=True, map_location=dev)
         G.load_state_dict(ckpt["G"])
         G_ema.load_state_dict(ckpt["G_ema"])
         opt.load_state_dict(ckpt["opt"])
         start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
         print(f"resumed from step {start} ({elapsed / 60:.1f} min)")
     val_z = batch_z(10**9, batch=64, seed=seed + 1, z_dim=G.config.z_dim)
-    val_img, _ = targets(val_z, resolution=resolution)
+    val_img, _ = targets(val_z, resolution=resolution, device=dev)
+    val_z = val_z.to(dev)
     log = open(out / "log.jsonl", "a")
 
     def save(step: int) -> None:
@@ -106,12 +130,27 @@ def train(
 
     from tqdm import tqdm
 
+    def make_batch(i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = batch_z(i, batch=batch, seed=seed, z_dim=G.config.z_dim)
+        real, weight = targets(z, resolution=resolution)
+        return z, real, weight
+
+    # On a GPU the CPU renderer would leave it idle half the time: render the next batch in a thread
+    # (torch ops release the GIL). The batch of step i is still a function of (seed, i) alone.
+    if prefetch is None:
+        prefetch = dev.type == "cuda"
+    prefetch = ThreadPoolExecutor(max_workers=1) if prefetch else None
+    pending = prefetch.submit(make_batch, start) if prefetch is not None else None
     bar = tqdm(total=steps, initial=start, desc="train generator", disable=not progress)
     t0 = time.perf_counter() - elapsed
     step = start
     while step < steps and (time.perf_counter() - t0) < minutes * 60:
-        z = batch_z(step, batch=batch, seed=seed, z_dim=G.config.z_dim)
-        real, weight = targets(z, resolution=resolution)
+        if prefetch is not None:
+            z, real, weight = pending.result()
+            pending = prefetch.submit(make_batch, step + 1)
+        else:
+            z, real, weight = make_batch(step)
+        z, real, weight = z.to(dev), real.to(dev), weight.to(dev)
         # Warm-up then cosine decay over the planned steps.
         cur_lr = lr * min(1.0, (step + 1) / 200) * (0.55 + 0.45 * math.cos(math.pi * min(1.0, step / steps)))
         for group in opt.param_groups:
@@ -146,9 +185,20 @@ def train(
             save(step)
         bar.update(1)
     bar.close()
+    if prefetch is not None:
+        prefetch.shutdown(wait=True, cancel_futures=True)
     save(step)
     log.close()
-    return G_ema
+    return G_ema.cpu()
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"--device {device}: this torch build sees no CUDA device; use --device cpu")
+    return dev
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -161,12 +211,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--channels", type=lambda s: tuple(int(c) for c in s.split(",")), default=None,
+                        help="widths per resolution from 4 px, comma-separated (default: 64,64,64,32,16)")
+    parser.add_argument("--init-from", type=Path, default=None, help="fine-tune this saved generator folder (same config)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--export", type=Path, default=None, help="save the EMA generator here (save_pretrained, fp16)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     G_ema = train(out=args.out, steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, seed=args.seed,
-                  resume=args.resume)
+                  resume=args.resume, channels=args.channels, init_from=args.init_from, device=args.device)
     if args.export is not None:
         G_ema.save_pretrained(args.export, dtype=torch.float16)
         print(f"exported EMA generator to {args.export}")
