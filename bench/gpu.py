@@ -73,8 +73,8 @@ def parity_fixtures(fixtures: Path, dev: torch.device) -> list[dict]:
                     "image noise none": max_err(G.synthesis(refs["ws"].to(dev), noise_mode="none"), refs["img_ws_noise_none"]),
                     "image const noise": max_err(G.synthesis(refs["ws"].to(dev)), refs["img_ws"]),
                 }
-            rows.append({"check": f"fixture {layout} {r} px vs reference outputs", "max_abs_err": max(errs.values()),
-                         "tolerance": 1e-4, "detail": errs})
+            rows.append({"check": f"fixture {layout} {r} px vs reference outputs", "value": max(errs.values()),
+                         "limit": 1e-4, "detail": errs})
     return rows
 
 
@@ -89,26 +89,47 @@ def parity_synthfaces(model_path: Path, dev: torch.device) -> list[dict]:
             sources = cpu.domain_sources(domain, 1.0)
             a = cpu.generator.synthesis(ws, tokens=sources, path=path)
             b = gpu.generator.synthesis(ws.to(dev), tokens=gpu.domain_sources(domain, 1.0), path=path)
-            rows.append({"check": f"SynthFaces generate, domain {domain!r}, {path} path", "max_abs_err": max_err(a, b), "tolerance": 1e-4})
+            rows.append({"check": f"SynthFaces generate, domain {domain!r}, {path} path", "value": max_err(a, b), "limit": 1e-4})
+    with torch.no_grad():
+        # Zero residual is a no-op on the CPU, bit for bit (a test proves it); is it on this device too?
+        # First: is the plain generator itself the same from run to run here?
+        ws_dev = ws.to(dev)
+        rows.append({"check": "plain generator, two calls, on this device, bit for bit",
+                     "value": max_err(gpu.generator.synthesis(ws_dev), gpu.generator.synthesis(ws_dev)), "limit": 0.0})
+        zero = gpu.generator.init_tokens(generator=torch.Generator().manual_seed(0))
+        for path in ("auto", "materialized", "lowrank"):
+            rows.append({"check": f"zero residual vs no tokens, {path} path, on this device, bit for bit",
+                         "value": max_err(gpu.generator.synthesis(ws_dev, tokens=zero, path=path), gpu.generator.synthesis(ws_dev, path=path)),
+                         "limit": 0.0})
     images = render(sample_params(8, seed=31337), style="photo", resolution=cpu.generator.config.resolution)
     if cpu.encoder is not None:
         a, b = cpu.invert(images, method="encoder"), gpu.invert(images.to(dev), method="encoder")
-        rows.append({"check": "encoder inversion: W+", "max_abs_err": max_err(a.ws, b.ws), "tolerance": 1e-3})
-        rows.append({"check": "encoder inversion: image", "max_abs_err": max_err(a.images, b.images), "tolerance": 1e-3})
+        rows.append({"check": "encoder inversion: W+", "value": max_err(a.ws, b.ws), "limit": 1e-3})
+        rows.append({"check": "encoder inversion: image", "value": max_err(a.images, b.images), "limit": 1e-3})
     # Optimisation is iterative, so float rounding may differ; compare the outcome, not the bits.
     a = invert_optimize(cpu.generator, images, w_steps=20, token_steps=10, seed=0)
     b = invert_optimize(gpu.generator, images.to(dev), w_steps=20, token_steps=10, seed=0)
     with torch.no_grad():
         pa = psnr(cpu.generator.synthesis(a[0], tokens=a[1]), images).median().item()
         pb = psnr(gpu.generator.synthesis(b[0], tokens=b[1]), images.to(dev)).median().item()
-    rows.append({"check": "optimise 20 W+ and 10 token steps: median PSNR (dB), CPU vs CUDA", "max_abs_err": abs(pa - pb),
-                 "tolerance": 0.05, "detail": {"cpu": pa, "cuda": pb}})
+    rows.append({"check": "optimise 20 W+ and 10 token steps: median PSNR (dB), CPU vs CUDA", "value": abs(pa - pb),
+                 "limit": 0.05, "detail": {"cpu": pa, "cuda": pb}})
     if cpu.clip is not None:
         da = cpu.adapt(target="a pencil sketch of a face", steps=8, seed=0, num_tokens=1)
         db = gpu.adapt(target="a pencil sketch of a face", steps=8, seed=0, num_tokens=1)
-        ta, tb = da.token_set(), db.token_set()
-        err = max(max_err(ta.layers[n].p, tb.layers[n].p) / max(ta.layers[n].p.abs().max().item(), 1e-12) for n in ta.layers)
-        rows.append({"check": "adapt 8 steps (K = 1): token P, relative", "max_abs_err": err, "tolerance": 1e-2})
+        # Adam divides by the gradient's own scale, so entries whose gradient is rounding noise move by
+        # ±lr either way: compare the loss curve and the adapted images, not the raw tokens.
+        # The first step is ill-conditioned besides: with P = 0 the refined and frozen embeddings are equal up
+        # to rounding, and the directional loss normalises their difference.
+        la = torch.tensor([s["loss"] for s in da.history.states])
+        lb = torch.tensor([s["loss"] for s in db.history.states])
+        rows.append({"check": "adapt 8 steps (K = 1): final loss, relative difference", "value": abs(la[-1] - lb[-1]).item() / la[-1].item(),
+                     "limit": 0.05, "detail": {"cpu": la.tolist(), "cuda": lb.tolist()}})
+        with torch.no_grad():
+            ia = cpu.generate(ws=ws, domain=da)
+            ib = gpu.generate(ws=ws.to(dev), domain=db.to(dev))
+        rows.append({"check": "adapt 8 steps (K = 1): adapted images, PSNR CPU vs CUDA (dB, minimum)",
+                     "value": psnr(ia, ib.cpu()).min().item(), "limit": 40.0, "higher_is_better": True})
     return rows
 
 
@@ -195,6 +216,8 @@ def main() -> None:
     parser.add_argument("--fixtures", type=Path, default=ROOT.parent / "shared" / "fixtures" / "stylegan2-tiny")
     parser.add_argument("--device", default="cuda", help="cuda (the point of this script) or cpu (a dry run of the script itself)")
     parser.add_argument("--skip-full-size", action="store_true")
+    parser.add_argument("--deterministic-parity", type=int, choices=(0, 1), default=1,
+                        help="1: parity checks with cudnn.deterministic (default); 0: with cuDNN's default algorithm choice")
     parser.add_argument("--full-size-resolution", type=int, default=1024, help="smaller only for a dry run on the CPU")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "gpu.json")
     args = parser.parse_args()
@@ -202,10 +225,13 @@ def main() -> None:
         print("no CUDA device: nothing to check (the CPU path is what the test suite covers)")
         return
     dev = torch.device(args.device)
-    # Parity wants float32 to mean float32; TF32 convolutions differ from the CPU by about 1e-3.
+    # Parity wants float32 to mean float32 (TF32 convolutions differ from the CPU by about 1e-3), and
+    # deterministic algorithms, so that a difference is the code's and not the algorithm choice's.
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
-    env = {"torch": torch.__version__, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}
+    torch.backends.cudnn.deterministic = bool(args.deterministic_parity)
+    torch.backends.cudnn.benchmark = False
+    env = {"deterministic_parity": bool(args.deterministic_parity), "torch": torch.__version__, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"}
     print(f"# CUDA path: torch {env['torch']}, {env['device']}\n")
     result: dict = {"env": env, "errors": {}}
     sections = [("parity", lambda: parity_fixtures(args.fixtures, dev) + parity_synthfaces(args.model, dev)),
@@ -214,8 +240,9 @@ def main() -> None:
         sections.append(("full_size", lambda: full_size(dev, resolution=args.full_size_resolution)))
     for name, run in sections:
         if name == "speed_synthfaces":
-            # Timings with the defaults a user gets (TF32 convolutions on).
+            # Timings with the defaults a user gets (TF32 convolutions on, cuDNN free to pick algorithms).
             torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.deterministic = False
         try:
             result[name] = run()
         except Exception:  # report and go on: one broken section must not hide the others
@@ -223,10 +250,10 @@ def main() -> None:
             print(f"## {name}: FAILED\n```\n{result['errors'][name]}```\n")
             continue
         if name == "parity":
-            print("| check | max abs error | tolerance | ok |\n|---|---|---|---|")
+            print("| check | value (max abs error unless named) | limit | ok |\n|---|---|---|---|")
             for row in result[name]:
-                row["ok"] = row["max_abs_err"] <= row["tolerance"]
-                print(f"| {row['check']} | {row['max_abs_err']:.2e} | {row['tolerance']:.0e} | {'yes' if row['ok'] else 'NO'} |")
+                row["ok"] = row["value"] >= row["limit"] if row.get("higher_is_better") else row["value"] <= row["limit"]
+                print(f"| {row['check']} | {row['value']:.3g} | {row['limit']:.0e} | {'yes' if row['ok'] else 'NO'} |")
         else:
             print(f"\n| {name} | ms / image | peak GiB |\n|---|---|---|")
             for row in result[name]:

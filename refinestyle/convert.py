@@ -352,8 +352,8 @@ def generator_from_nvlabs_state_dict(sd: dict[str, torch.Tensor], *, config: dic
 
 @torch.no_grad()
 def estimate_w_avg(G: StyleGAN2Generator, *, num_samples: int = 10_000, seed: int = 0) -> torch.Tensor:
-    z = torch.randn(num_samples, G.config.z_dim, generator=torch.Generator().manual_seed(seed))
-    return G.mapping_module(z).mean(dim=0)
+    z = torch.randn(num_samples, G.config.z_dim, generator=torch.Generator().manual_seed(seed))  # on the CPU: same z on any device
+    return G.mapping_module(z.to(G.mapping_module.w_avg.device)).mean(dim=0)
 
 
 def generator_from_rosinality(ckpt: dict, *, overrides: dict | None = None) -> StyleGAN2Generator:

@@ -101,3 +101,17 @@ def test_domains_reproduce_their_ground_truth_numbers(model, card):
         assert abs(after - recorded["adapted"]["psnr"]) < 0.05, (name, after, recorded["adapted"]["psnr"])
         gains.append(after - before)
     assert sum(gains) / len(gains) > 1.0, gains
+
+
+def test_to_moves_every_component():
+    # A fresh load (the module fixture stays on the CPU); "meta" stands in for a GPU: no data, only placement.
+    moved = RefineStyleModel.from_pretrained(REPO / "hub" / "refinestyle-synthfaces").to("meta")
+    parts = {"generator": moved.generator, "encoder": moved.encoder, **{f"clip {c.name}": c.model for c in moved.clips},
+             **{f"domain {n}": d for n, d in moved.domains.items()}}
+    assert moved.encoder is not None and len(moved.clips) >= 2 and moved.domains
+    stay = [name for name, module in parts.items() if any(t.device.type != "meta" for t in [*module.parameters(), *module.buffers()])]
+    assert not stay, f"left behind: {stay}"
+    assert moved.device.type == "meta"
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA device"):
+            RefineStyleModel.from_pretrained(REPO / "hub" / "refinestyle-synthfaces").to("cuda")
