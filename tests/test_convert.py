@@ -64,6 +64,10 @@ def test_rosinality_training_checkpoint_estimates_w_avg(fixtures_dir, tmp_path):
     refs = _refs(fixtures_dir, 32)
     with torch.no_grad():
         assert torch.allclose(G.synthesis(refs["ws"]), refs["img_ws"], atol=1e-4)
+    # The estimate runs where the generator is (GPU training checkpoints call it); "meta" stands in for a GPU.
+    from refinestyle.convert import estimate_w_avg
+
+    assert estimate_w_avg(G.to("meta"), num_samples=8).device.type == "meta"
 
 
 # --- NVlabs pickles, built with the same structure as stylegan2-ada-pytorch snapshots ------------
