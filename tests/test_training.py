@@ -58,6 +58,20 @@ def test_generator_prefetch_and_fine_tuning(tmp_path):
         gen_train.train(out=tmp_path / "e", init_from=tmp_path / "saved", **{**kwargs, "channels": (32, 16, 8)})
 
 
+def test_generator_part_weights(capsys):
+    z = gen_train.batch_z(0, batch=4, seed=0, z_dim=len(gen_train.ATTRIBUTES))
+    _, masks = gen_train.render(gen_train.z_to_params(z), style="photo", resolution=32, return_masks=True)
+    _, default = gen_train.targets(z, resolution=32)
+    _, eyes = gen_train.targets(z, resolution=32, part_weights=gen_train.parse_part_weights("eyes=16"))
+    small = torch.stack([masks[m] for m in gen_train.SMALL_PARTS]).sum(0)
+    assert torch.equal(default[small == 0], torch.ones_like(default[small == 0]))  # weight 1 off the parts
+    assert default.max() == 5.0 and eyes.max() == 17.0  # 1 + 4, and 1 + 16 in the eyes' cores
+    assert torch.equal(eyes[masks["eyes"] == 0], default[masks["eyes"] == 0])  # only the eyes changed
+    with pytest.raises(SystemExit):
+        gen_train.main(["--part-weights", "nose=3"])
+    assert "unknown part 'nose'" in capsys.readouterr().err
+
+
 def test_generator_training_reduces_the_loss(tmp_path):
     seen = []
     gen_train.train(out=tmp_path / "g", steps=30, minutes=10, batch=4, resolution=16, progress=False, eval_every=1000,

@@ -29,6 +29,8 @@ from ..evaluation import psnr
 from ..models.stylegan2 import StyleGAN2Generator
 
 SMALL_PARTS = ("eyes", "brows", "mouth", "glasses")
+# Extra loss weight inside each small part's mask (the loss weight map is 1 plus this; see ``targets``).
+DEFAULT_PART_WEIGHTS = {part: 4.0 for part in SMALL_PARTS}
 
 
 SHIPPED_CHANNELS = (64, 64, 64, 32, 16)
@@ -49,13 +51,35 @@ def batch_z(step: int, *, batch: int, seed: int, z_dim: int) -> torch.Tensor:
     return torch.randn(batch, z_dim, generator=torch.Generator().manual_seed(seed * 1_000_003 + step))
 
 
-def targets(z: torch.Tensor, *, resolution: int, device: torch.device = torch.device("cpu")) -> tuple[torch.Tensor, torch.Tensor]:
-    """Renderer images and the loss weight map (1 + 4 on small parts), on ``device``.
+def targets(z: torch.Tensor, *, resolution: int, device: torch.device = torch.device("cpu"),
+            part_weights: Optional[dict[str, float]] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Renderer images and the loss weight map (1 + 4 on small parts by default), on ``device``.
 
     The renderer runs on the CPU (its float64 geometry is cheap there); only the results move."""
+    weights = DEFAULT_PART_WEIGHTS if part_weights is None else part_weights
     images, masks = render(z_to_params(z), style="photo", resolution=resolution, return_masks=True)
-    small = torch.stack([masks[m] for m in SMALL_PARTS]).sum(0).clamp(0, 1)  # [N, 1, R, R]
-    return images.to(device), (1.0 + 4.0 * small).to(device)
+    # The union of the parts gets the smallest weight once (overlaps such as glasses on eyes are not
+    # counted twice); each part adds what its own weight exceeds that by.
+    base = min(weights.values())
+    union = torch.stack([masks[m] for m in weights]).sum(0).clamp(0, 1)  # [N, 1, R, R]
+    extra = base * union + torch.stack([(w - base) * masks[m] for m, w in weights.items()]).sum(0)  # [N, 1, R, R]
+    return images.to(device), (1.0 + extra).to(device)
+
+
+def parse_part_weights(text: str) -> dict[str, float]:
+    """``"eyes=16,mouth=4"`` → weights; parts not named keep their default (4)."""
+    weights = dict(DEFAULT_PART_WEIGHTS)
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        name, _, value = item.partition("=")
+        if name not in SMALL_PARTS:
+            raise ValueError(f"--part-weights: unknown part {name!r}; parts: {', '.join(SMALL_PARTS)} (e.g. eyes=16,mouth=8)")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            raise ValueError(f"--part-weights: {item!r} needs a number after '=' (e.g. eyes=16)") from None
+        if not weights[name] >= 0:
+            raise ValueError(f"--part-weights: {item!r} must be a weight of 0 or more")
+    return weights
 
 
 def weighted_loss(fake: torch.Tensor, real: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -87,6 +111,7 @@ def train(
     init_from: Optional[Path] = None,
     device: str = "cpu",
     prefetch: Optional[bool] = None,
+    part_weights: Optional[dict[str, float]] = None,
     checkpoint_every: int = 200,
     eval_every: int = 250,
     callback: Optional[Callable[[int, int, TrainState], None]] = None,
@@ -132,7 +157,7 @@ def train(
 
     def make_batch(i: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z = batch_z(i, batch=batch, seed=seed, z_dim=G.config.z_dim)
-        real, weight = targets(z, resolution=resolution)
+        real, weight = targets(z, resolution=resolution, part_weights=part_weights)
         return z, real, weight
 
     # On a GPU the CPU renderer would leave it idle half the time: render the next batch in a thread
@@ -201,6 +226,13 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def _part_weights_arg(text: str) -> dict[str, float]:
+    try:
+        return parse_part_weights(text)
+    except ValueError as err:  # argparse would otherwise replace the message with "invalid value"
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/synthfaces-generator"))
@@ -215,12 +247,15 @@ def main(argv: list[str] | None = None) -> None:
                         help="widths per resolution from 4 px, comma-separated (default: 64,64,64,32,16)")
     parser.add_argument("--init-from", type=Path, default=None, help="fine-tune this saved generator folder (same config)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--part-weights", type=_part_weights_arg, default=None,
+                        help="extra loss weight per small part, e.g. eyes=16 (default 4 for eyes, brows, mouth, glasses)")
     parser.add_argument("--export", type=Path, default=None, help="save the EMA generator here (save_pretrained, fp16)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     G_ema = train(out=args.out, steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, seed=args.seed,
-                  resume=args.resume, channels=args.channels, init_from=args.init_from, device=args.device)
+                  resume=args.resume, channels=args.channels, init_from=args.init_from, device=args.device,
+                  part_weights=args.part_weights)
     if args.export is not None:
         G_ema.save_pretrained(args.export, dtype=torch.float16)
         print(f"exported EMA generator to {args.export}")
