@@ -164,15 +164,15 @@ def train(
     # (torch ops release the GIL). The batch of step i is still a function of (seed, i) alone.
     if prefetch is None:
         prefetch = dev.type == "cuda"
-    prefetch = ThreadPoolExecutor(max_workers=1) if prefetch else None
-    pending = prefetch.submit(make_batch, start) if prefetch is not None else None
+    pool = ThreadPoolExecutor(max_workers=1) if prefetch else None
+    pending = pool.submit(make_batch, start) if pool is not None else None
     bar = tqdm(total=steps, initial=start, desc="train generator", disable=not progress)
     t0 = time.perf_counter() - elapsed
     step = start
     while step < steps and (time.perf_counter() - t0) < minutes * 60:
-        if prefetch is not None:
+        if pool is not None:
             z, real, weight = pending.result()
-            pending = prefetch.submit(make_batch, step + 1)
+            pending = pool.submit(make_batch, step + 1)
         else:
             z, real, weight = make_batch(step)
         z, real, weight = z.to(dev), real.to(dev), weight.to(dev)
@@ -210,8 +210,8 @@ def train(
             save(step)
         bar.update(1)
     bar.close()
-    if prefetch is not None:
-        prefetch.shutdown(wait=True, cancel_futures=True)
+    if pool is not None:
+        pool.shutdown(wait=True, cancel_futures=True)
     save(step)
     log.close()
     return G_ema.cpu()
@@ -226,11 +226,21 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def _channels_arg(text: str) -> tuple[int, ...]:
+    try:
+        channels = tuple(int(c) for c in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} must be comma-separated integers, e.g. 128,128,128,64,32") from None
+    if any(c < 1 for c in channels):
+        raise argparse.ArgumentTypeError(f"{text!r}: every width must be a positive integer")
+    return channels
+
+
 def _part_weights_arg(text: str) -> dict[str, float]:
     try:
         return parse_part_weights(text)
     except ValueError as err:  # argparse would otherwise replace the message with "invalid value"
-        raise argparse.ArgumentTypeError(str(err)) from None
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--part-weights: ")) from None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -243,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
     parser.add_argument("--resume", action="store_true")
-    parser.add_argument("--channels", type=lambda s: tuple(int(c) for c in s.split(",")), default=None,
+    parser.add_argument("--channels", type=_channels_arg, default=None,
                         help="widths per resolution from 4 px, comma-separated (default: 64,64,64,32,16)")
     parser.add_argument("--init-from", type=Path, default=None, help="fine-tune this saved generator folder (same config)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
