@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/inversion.py
 	$(VENV)/bin/python bench/adaptation.py
 	$(VENV)/bin/python bench/app.py
+	$(VENV)/bin/python bench/gpu.py
 
 clean-venv:
 	rm -rf $(VENV)

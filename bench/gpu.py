@@ -1,11 +1,9 @@
-"""(Named gpu.py, not cuda.py: a script beside it named cuda would shadow the cuda package torch imports.)
-
-The CUDA path against the CPU reference, and full-size (FFHQ 1024 px) configs on a GPU.
+"""The CUDA path against the CPU reference, and full-size (FFHQ 1024 px) configs on a GPU.
 
 Everything in refinestyle is pure PyTorch and runs on the CPU; this script checks that the same code
 gives the same numbers on a CUDA device and measures what it costs there:
 
-1. Parity (TF32 off, so float32 means float32): the tiny reference checkpoints in both layouts against
+1. Parity (TF32 off, so float32 means float32; cudnn.deterministic unless --deterministic-parity 0): the tiny reference checkpoints in both layouts against
    their exact outputs; the SynthFaces model (generation with a domain through both kernel paths,
    encoder inversion, optimisation, adaptation) on CUDA against the same calls on the CPU.
 2. Speed of the SynthFaces model on the GPU (medians of timed repeats after warm-up).
@@ -13,9 +11,11 @@ gives the same numbers on a CUDA device and measures what it costs there:
    residual on every refined layer, both kernel paths), a token-gradient step (one adaptation step),
    and a ResNet-34 encoder for it at 256 px input, with peak memory.
 
-    python bench/gpu.py [--fixtures ../shared/fixtures/stylegan2-tiny] [--json bench/out/cuda.json]
+    python bench/gpu.py [--fixtures ../shared/fixtures/stylegan2-tiny] [--json bench/out/gpu.json]
 
-Without a CUDA device it says so and exits (status 0): nothing here is needed on a CPU-only machine.
+Without a CUDA device it says so and exits (status 0): nothing here is needed on a CPU-only machine
+(``--device cpu`` runs the script itself as a dry run). Named gpu.py, not cuda.py: a script named cuda beside
+it would shadow the ``cuda`` package that torch imports.
 """
 
 from __future__ import annotations
