@@ -3,9 +3,10 @@
 Everything in refinestyle is pure PyTorch and runs on the CPU; this script checks that the same code
 gives the same numbers on a CUDA device and measures what it costs there:
 
-1. Parity (TF32 off, so float32 means float32; cudnn.deterministic unless --deterministic-parity 0): the
-   tiny reference checkpoints in both layouts against their exact outputs; the SynthFaces model (generation with a domain through both kernel paths,
-   encoder inversion, optimisation, adaptation) on CUDA against the same calls on the CPU.
+1. Parity (TF32 off, so float32 means float32; cudnn.deterministic unless --deterministic-parity 0):
+   the tiny reference checkpoints in both layouts against their exact outputs; the SynthFaces model
+   (generation with a domain through both kernel paths, encoder inversion, optimisation, adaptation)
+   on CUDA against the same calls on the CPU; a zero residual against no tokens, bit for bit.
 2. Speed of the SynthFaces model on the GPU (medians of timed repeats after warm-up).
 3. Full-size configs with random weights: the 1024 px FFHQ generator (with and without a K = 8 token
    residual on every refined layer, both kernel paths), a token-gradient step (one adaptation step),
