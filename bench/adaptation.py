@@ -37,7 +37,8 @@ from refinestyle.evaluation import cached_attribute_classifier, domain_quality  
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int, seed: int, num_tokens: int, lr: float) -> dict:
+def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int, seed: int, num_tokens: int, lr: float,
+               store_ranks: tuple[int, ...] = ()) -> dict:
     """Adapt photo → ``style`` with one method; evaluate along the way (evaluation time excluded from wall time)."""
     cfg = AdaptConfig(steps=steps, seed=seed, num_tokens=num_tokens, lr=lr)
     curve, eval_seconds = [], [0.0]
@@ -55,10 +56,15 @@ def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int
     if name == "refinestyle":
         dom = adapt_tokens(G, clips, source=source, target=target, config=cfg, callback=callback)
         params = dom.num_parameters()
-        with tempfile.TemporaryDirectory() as tmp:
-            dom.save_pretrained(tmp, dtype=torch.float16)  # as shipped
-            size = sum(f.stat().st_size for f in Path(tmp).glob("*.safetensors"))
+        size = stored_bytes(dom)
         history = dom.history
+        # The same domain stored at lower rank (truncated SVD per layer): its quality and file.
+        truncations = {}
+        with torch.no_grad():
+            for rank in store_ranks:
+                low = dom.truncated(rank)
+                truncations[rank] = {"file_bytes": stored_bytes(low), "params": low.num_parameters(),
+                                     **domain_quality(lambda ws, t=low.token_set(): G.synthesis(ws, tokens=t), G, classifier, style)}
     elif name == "finetune":
         G_trained, history = adapt_finetune(G, clips, source=source, target=target, config=cfg, callback=callback)
         params = sum(layer.weight.numel() for _, layer, _ in G_trained._layers)
@@ -72,7 +78,14 @@ def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int
     wall = time.perf_counter() - t0 - eval_seconds[0]
     n_steps = len(history.states)
     return {"method": name, "style": style, "params": params, "file_bytes": size, "s_per_step": wall / max(1, n_steps),
-            "wall_s": wall, "final": curve[-1] if curve else {}, "curve": curve}
+            "wall_s": wall, "final": curve[-1] if curve else {}, "curve": curve,
+            "truncated": truncations if name == "refinestyle" else {}}
+
+
+def stored_bytes(dom) -> int:
+    with tempfile.TemporaryDirectory() as tmp:
+        dom.save_pretrained(tmp, dtype=torch.float16)  # as shipped
+        return sum(f.stat().st_size for f in Path(tmp).glob("*.safetensors"))
 
 
 def per_seed(runs: list[dict], key: str) -> str:
@@ -91,6 +104,8 @@ def main() -> None:
     parser.add_argument("--lr-tokens", type=float, default=0.01, help="RefineStyle tokens (our default)")
     parser.add_argument("--lr-finetune", type=float, default=0.002, help="full fine-tuning (StyleGAN-NADA's default)")
     parser.add_argument("--lr-channel-scale", type=float, default=0.02, help="per-channel kernel scales")
+    parser.add_argument("--store-ranks", type=int, nargs="*", default=[],
+                        help="also evaluate each RefineStyle domain stored at these ranks (truncated SVD, as refinestyle adapt --store-rank)")
     parser.add_argument("--tag", default="", help="suffix of the output files (bench/out/adaptation-<tag>.json/.png)")
     args = parser.parse_args()
     lrs = {"refinestyle": args.lr_tokens, "finetune": args.lr_finetune, "channel_scale": args.lr_channel_scale}
@@ -112,7 +127,7 @@ def main() -> None:
             seeds = args.seeds if method == "refinestyle" else args.seeds[:1]
             for seed in seeds:
                 r = run_method(method, G, clips, style, classifier, steps=args.steps, eval_every=args.eval_every, seed=seed,
-                               num_tokens=args.num_tokens, lr=lrs[method])
+                               num_tokens=args.num_tokens, lr=lrs[method], store_ranks=tuple(args.store_ranks))
                 r["unadapted"], r["seed"] = base, seed
                 results.append(r)
                 if seed != args.seeds[0]:
@@ -132,6 +147,21 @@ def main() -> None:
         med = {k: statistics.median(r["final"][k] for r in runs) for k in ("psnr", "style_acc", "content")}
         print(f"| {style} | {runs[0]['unadapted']['psnr']:.2f} | {med['psnr']:.2f} | {med['style_acc']:.2f} | {med['content']:.2f} | "
               f"{statistics.median(r['wall_s'] for r in runs):.0f} | {per_seed(runs, 'psnr')} | {per_seed(runs, 'style_acc')} |")
+    if args.store_ranks:
+        print(f"\nRefineStyle domains (K = {args.num_tokens}) stored at lower rank (truncated SVD); medians over seeds {args.seeds}\n")
+        print("| style | rank | file | GT PSNR median | style acc median | content median | style acc per seed |")
+        print("|---|---|---|---|---|---|---|")
+        for style in args.styles:
+            runs = [r for r in results if r["style"] == style and r["method"] == "refinestyle"]
+            full = {"file_bytes": runs[0]["file_bytes"]}
+            for rank in [None, *args.store_ranks]:
+                rows = [r["final"] if rank is None else r["truncated"][rank] for r in runs]
+                size = (full if rank is None else runs[0]["truncated"][rank])["file_bytes"]
+                med = {k: statistics.median(q[k] for q in rows) for k in ("psnr", "style_acc", "content")}
+                each = " / ".join(f"{q['style_acc']:.2f}" for q in rows)
+                label = f"K = {args.num_tokens}" if rank is None else rank
+                print(f"| {style} | {label} | {size / 1024:.0f} KB ({100 * size / gen_bytes:.1f}%) | {med['psnr']:.2f} | "
+                      f"{med['style_acc']:.2f} | {med['content']:.2f} | {each} |")
     try:
         import matplotlib
 

@@ -163,12 +163,16 @@ def domain_metrics(model, domain, *, target: str | None, seed: int = 1234, n: in
 def cmd_adapt(args: argparse.Namespace) -> int:
     from .models.domain import DomainTokens
 
+    if args.store_rank is not None and args.store_rank < 1:  # before minutes of adaptation, not after
+        raise ValueError(f"--store-rank: rank must be a positive integer, got {args.store_rank}")
     model = load_model_any(args.model)
     dom = model.adapt(args.source, args.target, target_images=args.target_image or None, steps=args.steps, lr=args.lr,
                       lr_schedule=args.lr_schedule, batch=args.batch, seed=args.seed, num_tokens=args.num_tokens,
                       layers=args.layers, augment_views=args.augment_views, content_weight=args.content_weight, progress=not args.quiet)
     out = Path(args.out)
-    hist = dom.history
+    hist, adapted_k = dom.history, dom.config.num_tokens
+    if args.store_rank is not None:
+        dom = dom.truncated(args.store_rank)  # the best rank-R residual per layer: a file R/K the size
     dom.save_pretrained(out, dtype=torch.float16 if args.dtype == "float16" else torch.float32)
     dom = DomainTokens.from_pretrained(out)  # the card's numbers are those of the file as saved
     z = torch.randn(8, model.generator.config.z_dim, generator=torch.Generator().manual_seed(args.seed))
@@ -182,7 +186,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     write_model_card(out, title=f"RefineStyle domain: {args.target or 'reference images'}", body=(
         f"A shared token set (RefineStyle domain) adapted from **{args.source}** to **{args.target}** with the generator frozen.\n\n"
         f"Made with `{command}`.\n\n"
-        f"- tokens per layer: {dom.config.num_tokens}; layers: {len(dom.config.layers)}; parameters: {dom.num_parameters():,}; "
+        + (f"Adapted with {adapted_k} tokens per layer, stored as the best rank-{args.store_rank} residual of each layer "
+           f"(truncated SVD).\n\n" if args.store_rank is not None else "")
+        + f"- tokens per layer: {dom.config.num_tokens}; layers: {len(dom.config.layers)}; parameters: {dom.num_parameters():,}; "
         f"file: {size_kb:.1f} KB\n- CLIP guides (directional loss averaged over them): "
         f"{', '.join(c.name for c in model.clips)}\n- steps: {len(hist.states)}; final loss {hist.states[-1]['loss']:.4f} "
         f"(directional {hist.states[-1]['direction_loss']:.4f}); {hist.states[-1]['seconds']:.1f} s\n"
@@ -224,6 +230,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="all: every convolution and toRGB layer; convs: convolutions only; adaptive: NADA's choice")
     ad.add_argument("--augment-views", type=int, default=4, help="random affine views per image in the CLIP losses (0 = off)")
     ad.add_argument("--content-weight", type=float, default=0.0, help="weight of the low-pass luminance content term")
+    ad.add_argument("--store-rank", type=int, default=None,
+                    help="store the best rank-R approximation of each layer's residual (truncated SVD): a file R/K the size")
     ad.add_argument("--out", required=True, help="output folder of the domain")
     ad.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage precision of the tokens")
     ad.add_argument("--quiet", action="store_true")

@@ -59,3 +59,24 @@ def test_adapt_command_writes_a_domain_with_card_and_metrics(tmp_path, capsys):
     assert abs(again["clip_target_similarity_after"] - recorded["clip_target_similarity_after"]) < 1e-5
     assert main(["adapt", "--model", str(tmp_path / "m"), "--target", "", "--steps", "4", "--out", str(out), "--quiet"]) == 2
     assert "prompt is empty" in capsys.readouterr().err
+
+
+def test_adapt_store_rank_writes_the_truncated_domain(tmp_path, capsys):
+    import torch
+
+    from refinestyle import DomainTokens, RefineStyleModel, StyleGAN2Generator
+    from refinestyle.clip import CLIPGuide
+
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(z_dim=8, w_dim=16, resolution=16, channels=[16, 16, 8], mapping_layers=2, num_tokens=4)
+    RefineStyleModel(generator=G, clip=CLIPGuide.create_synthfaces(vocabulary="a photo sketch of face".split())).save_pretrained(tmp_path / "m")
+    common = ["adapt", "--model", str(tmp_path / "m"), "--target", "a sketch of a face", "--steps", "3", "--batch", "2",
+              "--num-tokens", "4", "--dtype", "float32", "--quiet"]
+    assert main(common + ["--out", str(tmp_path / "k4")]) == 0
+    assert main(common + ["--store-rank", "2", "--out", str(tmp_path / "r2")]) == 0
+    full, low = DomainTokens.from_pretrained(tmp_path / "k4"), DomainTokens.from_pretrained(tmp_path / "r2")
+    assert low.config.num_tokens == 2 and "rank-2" in (tmp_path / "r2" / "README.md").read_text()
+    expected = full.truncated(2)  # the same seed adapts the same tokens; the file holds their truncation
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(low.state_dict().values(), expected.state_dict().values()))
+    assert main(common + ["--store-rank", "0", "--out", str(tmp_path / "bad")]) == 2
+    assert "rank must be a positive integer" in capsys.readouterr().err

@@ -199,3 +199,34 @@ def test_push_to_hub_uploads_the_saved_folder(G16, monkeypatch):
     assert calls == {"token": "t", "repo": "me/sketch", "files": ["config.json", "diffusion_pytorch_model.safetensors"]}
     with pytest.raises(HubError, match="user/name"):
         dom.push_to_hub("not a repo")
+
+
+def test_domain_truncation_is_the_best_low_rank_residual(G16, tmp_path):
+    dom = DomainTokens.from_generator(G16, num_tokens=6, seed=0)
+    with torch.no_grad():
+        for p in dom.p.values():
+            p.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+    ws = G16.mapping(torch.randn(3, G16.config.z_dim, generator=torch.Generator().manual_seed(2)))
+
+    def residuals(d):
+        return {n: (t.gain / t.p.shape[0] ** 0.5 * t.p.T @ t.q).double() for n, t in d.token_set().layers.items()}
+
+    # Keeping every singular value reproduces the domain (up to float32 rounding).
+    same = dom.truncated(6)
+    with torch.no_grad():
+        assert torch.allclose(G16.synthesis(ws, tokens=same.token_set()), G16.synthesis(ws, tokens=dom.token_set()), atol=1e-5)
+    # Rank 2: the error is exactly what Eckart-Young leaves (the dropped singular values), per layer.
+    full, low = residuals(dom), residuals(dom.truncated(2))
+    for name, delta in full.items():
+        sv = torch.linalg.svdvals(delta)
+        left = (delta - low[name]).square().sum()
+        assert torch.allclose(left, sv[2:].square().sum(), rtol=1e-4, atol=1e-10), name
+        assert torch.linalg.matrix_rank(low[name].float(), rtol=1e-4) <= 2
+    small = dom.truncated(2)
+    assert small.config.num_tokens == 2 and small.num_parameters() < dom.num_parameters() / 2
+    small.save_pretrained(tmp_path / "small")
+    back = DomainTokens.from_pretrained(tmp_path / "small")
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), small.state_dict().values()))
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="rank must be a positive integer"):
+            dom.truncated(bad)

@@ -100,3 +100,34 @@ class DomainTokens(HubModelMixin, ModelMixin, ConfigMixin):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    @torch.no_grad()
+    def truncated(self, rank: int) -> "DomainTokens":
+        """The best rank-``rank`` approximation of each layer's residual (truncated SVD), as a new domain.
+
+        Each layer's ``ΔW = gain/√K · PᵀQ`` (``[O, I·k·k]``) keeps its ``rank`` largest singular values
+        (Eckart–Young: no rank-``rank`` residual is closer in the Frobenius norm); layers whose residual has
+        lower rank are padded with zero tokens. The file shrinks by ``rank / K``; a domain adapted with many
+        tokens for speed can be stored with few.
+        """
+        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
+            raise ValueError(f"rank must be a positive integer, got {rank!r}")
+        out = DomainTokens(generator_signature=self.config.generator_signature, layers=list(self.config.layers),
+                           num_tokens=rank, source=self.config.source, target=self.config.target,
+                           description=(self.config.description + f" (rank-{rank} SVD truncation of K = {self.config.num_tokens})").strip())
+        for name in self.config.layers:
+            key = _param_name(name)
+            p, q, gain = self.p[key].double(), self.q[key].double(), self.gain[key].double()
+            delta = (gain / p.shape[0] ** 0.5) * p.T @ q  # [O, I*k*k]
+            u, sv, vh = torch.linalg.svd(delta, full_matrices=False)  # [O, r0], [r0], [r0, I*k*k]
+            kept = min(rank, sv.numel())
+            root = sv[:kept].sqrt()  # split each singular value evenly between P and Q
+            new_p = torch.zeros(rank, p.shape[1], dtype=torch.float64)  # [rank, O]
+            new_q = torch.zeros(rank, q.shape[1], dtype=torch.float64)  # [rank, I*k*k]
+            if gain != 0:  # a zero gain means a zero residual: all-zero tokens represent it
+                new_p[:kept] = (rank ** 0.5 / gain) * (u[:, :kept] * root).T  # [kept, O]
+                new_q[:kept] = root[:, None] * vh[:kept]  # [kept, I*k*k]
+            out.p[key].copy_(new_p)
+            out.q[key].copy_(new_q)
+            out.gain[key].copy_(self.gain[key])
+        return out.to(self.p[_param_name(self.config.layers[0])].device)
