@@ -49,7 +49,7 @@ CLIP_RUNS = {"clip": ("synthfaces-clip-smile", "resnet"), "clip-vit": ("synthfac
 
 
 # The latest training round of each shipped encoder variant (the card lists every round's command).
-ENCODER_RUNS = {"one-stage": "synthfaces-encoder-one-stage-r4", "two-stage": "synthfaces-encoder-two-stage-r7"}
+ENCODER_RUNS = {"one-stage": "synthfaces-encoder-one-stage-r4", "two-stage": "synthfaces-encoder-two-stage-r8"}
 
 
 def assemble() -> None:
@@ -229,8 +229,8 @@ Trained in rounds: round one against the generator of the first session (26,000 
 started from round one's weights (`--init-from`) against the final generator, round three from round
 two's weights (the two-stage run was interrupted twice and continued each time with `--resume` from its
 last checkpoint; the batch of each step depends only on the seed and the step, so the result is that
-of an uninterrupted run), round four from round three's weights with the colour jitter, rounds five to seven (two-stage only) each
-from the previous round's weights with fresh batches (`--seed 1`, `--seed 2`, `--seed 3`):
+of an uninterrupted run), round four from round three's weights with the colour jitter, rounds five to eight (two-stage only) each
+from the previous round's weights with fresh batches (`--seed 1` to `--seed 4`):
 
     # round one
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage-v1 --mode one-stage --steps 4000 --minutes 34 --threads 1 --export runs/synthfaces-encoder-one-stage-v1/export
@@ -252,6 +252,8 @@ from the previous round's weights with fresh batches (`--seed 1`, `--seed 2`, `-
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r6 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-r5/export --photometric-augment 0.5 --seed 2 --steps 3000 --minutes 45 --threads 1 --export runs/synthfaces-encoder-two-stage-r6/export
     # round seven
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r7 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-r6/export --photometric-augment 0.5 --seed 3 --steps 3000 --minutes 45 --threads 1 --export runs/synthfaces-encoder-two-stage-r7/export
+    # round eight
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r8 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-r7/export --photometric-augment 0.5 --seed 4 --steps 3000 --minutes 45 --threads 1 --export runs/synthfaces-encoder-two-stage-r8/export
 """
         if inversion_json.exists():
             inv = json.loads(inversion_json.read_text())
