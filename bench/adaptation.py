@@ -153,10 +153,9 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|")
         for style in args.styles:
             runs = [r for r in results if r["style"] == style and r["method"] == "refinestyle"]
-            full = {"file_bytes": runs[0]["file_bytes"]}
             for rank in [None, *args.store_ranks]:
                 rows = [r["final"] if rank is None else r["truncated"][rank] for r in runs]
-                size = (full if rank is None else runs[0]["truncated"][rank])["file_bytes"]
+                size = runs[0]["file_bytes"] if rank is None else runs[0]["truncated"][rank]["file_bytes"]
                 med = {k: statistics.median(q[k] for q in rows) for k in ("psnr", "style_acc", "content")}
                 each = " / ".join(f"{q['style_acc']:.2f}" for q in rows)
                 label = f"K = {args.num_tokens}" if rank is None else rank

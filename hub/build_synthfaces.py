@@ -221,7 +221,7 @@ zombie renders while the images stayed un-zombie-like: ground-truth PSNR 8.6 dB,
 trained first, then frozen while a token branch learns from the image and its stage-one reconstruction):
 `RefineStyleEncoder` with a small CNN backbone and grouped transformer blocks (coarse/medium/fine), K = 8
 tokens per layer, trained on renderer `photo` images and generator samples only (never other styles); in
-rounds four to six half of the renders are colour-jittered (`--photometric-augment 0.5`: saturation down to grey,
+rounds four to eight half of the renders are colour-jittered (`--photometric-augment 0.5`: saturation down to grey,
 contrast, brightness, a tint; the same transform on input and target), which the generator alone cannot
 reproduce, so the token branch learns to reach images outside its domain.
 
