@@ -92,8 +92,24 @@ def main() -> None:
     parser.add_argument("--model", default=str(ROOT / "hub" / "refinestyle-synthfaces"))
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--compare-generators", nargs="*", default=[],
+                        help="generator folders (e.g. experiments) to score against the renderer beside the shipped one")
     args = parser.parse_args()
     out = run(model_path=args.model, n=args.n)
+    if args.compare_generators:
+        from refinestyle import StyleGAN2Generator
+
+        classifier = cached_attribute_classifier(ROOT / "bench" / "out", steps=600)
+        rows = {"shipped": out["generator"]}
+        for path in args.compare_generators:
+            with torch.no_grad():
+                rows[path] = asdict(evaluate_generator(StyleGAN2Generator.from_pretrained(path).eval(), classifier, n=args.n))
+        out["compared_generators"] = rows
+        print(f"\n## Generators side by side ({args.n} held-out z)\n")
+        print("| generator | PSNR | SSIM | eyes PSNR | mouth PSNR | glasses | smile | eye colour |\n|---|---|---|---|---|---|---|---|")
+        for name, g in rows.items():
+            print(f"| {name} | {g['psnr']:.2f} | {g['ssim']:.3f} | {g['psnr_eyes']:.2f} | {g['psnr_mouth']:.2f} | "
+                  f"{g['agree_glasses']:.3f} | {g['agree_smile']:.3f} | {g['agree_eye_color']:.3f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
 
