@@ -37,10 +37,10 @@ from refinestyle.evaluation import cached_attribute_classifier, domain_quality  
 OUT = Path(__file__).resolve().parent / "out"
 
 
-def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int, seed: int, num_tokens: int, lr: float,
-               store_ranks: tuple[int, ...] = ()) -> dict:
+def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int, seed: int, num_tokens: int,
+               torgb_tokens: int | None, lr: float, store_ranks: tuple[int, ...] = ()) -> dict:
     """Adapt photo → ``style`` with one method; evaluate along the way (evaluation time excluded from wall time)."""
-    cfg = AdaptConfig(steps=steps, seed=seed, num_tokens=num_tokens, lr=lr)
+    cfg = AdaptConfig(steps=steps, seed=seed, num_tokens=num_tokens, torgb_tokens=torgb_tokens, lr=lr)
     curve, eval_seconds = [], [0.0]
 
     def callback(step, total, state):
@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["refinestyle", "finetune", "channel_scale"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="RefineStyle seeds; baselines use the first")
     parser.add_argument("--num-tokens", type=int, default=1, help="K of the RefineStyle domains (as shipped)")
+    parser.add_argument("--torgb-tokens", type=int, default=3,
+                        help="K of their toRGB layers (as shipped; 0 = the same as --num-tokens)")
     parser.add_argument("--lr-tokens", type=float, default=0.01, help="RefineStyle tokens (our default)")
     parser.add_argument("--lr-finetune", type=float, default=0.002, help="full fine-tuning (StyleGAN-NADA's default)")
     parser.add_argument("--lr-channel-scale", type=float, default=0.02, help="per-channel kernel scales")
@@ -127,7 +129,8 @@ def main() -> None:
             seeds = args.seeds if method == "refinestyle" else args.seeds[:1]
             for seed in seeds:
                 r = run_method(method, G, clips, style, classifier, steps=args.steps, eval_every=args.eval_every, seed=seed,
-                               num_tokens=args.num_tokens, lr=lrs[method], store_ranks=tuple(args.store_ranks))
+                               num_tokens=args.num_tokens, torgb_tokens=args.torgb_tokens or None, lr=lrs[method],
+                               store_ranks=tuple(args.store_ranks))
                 r["unadapted"], r["seed"] = base, seed
                 results.append(r)
                 if seed != args.seeds[0]:

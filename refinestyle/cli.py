@@ -160,6 +160,17 @@ def domain_metrics(model, domain, *, target: str | None, seed: int = 1234, n: in
             "clip_target_similarity_before": before.mean().item(), "clip_target_similarity_after": after.mean().item()}
 
 
+def _describe_tokens(dom) -> str:
+    """"1" or "1 (toRGB layers: 3)": K, and the layers whose K differs."""
+    k = dom.config.num_tokens
+    other = {name: r for name, r in dom.tokens_per_layer().items() if r != k}
+    if not other:
+        return str(k)
+    if all(name.endswith(".torgb") for name in other) and len(set(other.values())) == 1:
+        return f"{k} (toRGB layers: {next(iter(other.values()))})"
+    return f"{k} (" + ", ".join(f"{name}: {r}" for name, r in other.items()) + ")"
+
+
 def cmd_adapt(args: argparse.Namespace) -> int:
     from .models.domain import DomainTokens
 
@@ -168,9 +179,9 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     model = load_model_any(args.model)
     dom = model.adapt(args.source, args.target, target_images=args.target_image or None, steps=args.steps, lr=args.lr,
                       lr_schedule=args.lr_schedule, batch=args.batch, seed=args.seed, num_tokens=args.num_tokens,
-                      layers=args.layers, augment_views=args.augment_views, content_weight=args.content_weight, progress=not args.quiet)
+                      torgb_tokens=args.torgb_tokens, layers=args.layers, augment_views=args.augment_views, content_weight=args.content_weight, progress=not args.quiet)
     out = Path(args.out)
-    hist, adapted_k = dom.history, dom.config.num_tokens
+    hist, adapted_k = dom.history, _describe_tokens(dom)
     if args.store_rank is not None:
         dom = dom.truncated(args.store_rank)  # the best rank-R residual per layer: a file R/K the size
     dom.save_pretrained(out, dtype=torch.float16 if args.dtype == "float16" else torch.float32)
@@ -188,7 +199,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         f"Made with `{command}`.\n\n"
         + (f"Adapted with {adapted_k} tokens per layer, stored as the best rank-{args.store_rank} residual of each layer "
            f"(truncated SVD).\n\n" if args.store_rank is not None else "")
-        + f"- tokens per layer: {dom.config.num_tokens}; layers: {len(dom.config.layers)}; parameters: {dom.num_parameters():,}; "
+        + f"- tokens per layer: {_describe_tokens(dom)}; layers: {len(dom.config.layers)}; parameters: {dom.num_parameters():,}; "
         f"file: {size_kb:.1f} KB\n- CLIP guides (directional loss averaged over them): "
         f"{', '.join(c.name for c in model.clips)}\n- steps: {len(hist.states)}; final loss {hist.states[-1]['loss']:.4f} "
         f"(directional {hist.states[-1]['direction_loss']:.4f}); {hist.states[-1]['seconds']:.1f} s\n"
@@ -225,7 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine", help="cosine decay to 0 over the steps, or constant")
     ad.add_argument("--batch", type=int, default=8)
     ad.add_argument("--seed", type=int, default=0)
-    ad.add_argument("--num-tokens", type=int, default=None)
+    ad.add_argument("--num-tokens", type=int, default=None, help="K, tokens per layer (default: the generator's)")
+    ad.add_argument("--torgb-tokens", type=int, default=None,
+                    help="K of the toRGB layers (default: --num-tokens); 3 lets a K = 1 domain re-colour freely")
     ad.add_argument("--layers", default="all", choices=LAYER_MODES,
                     help="all: every convolution and toRGB layer; convs: convolutions only; adaptive: NADA's choice")
     ad.add_argument("--augment-views", type=int, default=4, help="random affine views per image in the CLIP losses (0 = off)")

@@ -97,6 +97,8 @@ def test_nan_stops_and_keeps_last_good_tokens(tiny_model, monkeypatch):
     (dict(target="a sketch", steps=10**6), "steps must be an integer from 1"),
     (dict(target="a sketch", lr=float("nan")), "lr must be in"),
     (dict(target="a sketch", layers="some"), "layers must be one of"),
+    (dict(target="a sketch", torgb_tokens=0), "torgb_tokens must be an integer from 1 to 256"),
+    (dict(target="a sketch", num_tokens=2.5), "num_tokens must be an integer from 1 to 256"),
     (dict(target="a photo of a face"), "same CLIP embedding"),
     (dict(target=None), "give a target prompt or target_images"),
 ])

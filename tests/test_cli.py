@@ -80,3 +80,12 @@ def test_adapt_store_rank_writes_the_truncated_domain(tmp_path, capsys):
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(low.state_dict().values(), expected.state_dict().values()))
     assert main(common + ["--store-rank", "0", "--out", str(tmp_path / "bad")]) == 2
     assert "rank must be a positive integer" in capsys.readouterr().err
+    # K = 1 with all three toRGB tokens (as the shipped domains), then stored at rank 2: toRGB capped at 2.
+    mixed = common[:-5] + ["--num-tokens", "1", "--torgb-tokens", "3", "--dtype", "float32", "--quiet"]
+    assert main(mixed + ["--out", str(tmp_path / "t3")]) == 0
+    assert main(mixed + ["--store-rank", "2", "--out", str(tmp_path / "t3r2")]) == 0
+    t3, t3r2 = DomainTokens.from_pretrained(tmp_path / "t3"), DomainTokens.from_pretrained(tmp_path / "t3r2")
+    assert set(t3.tokens_per_layer().values()) == {1, 3} and set(t3r2.tokens_per_layer().values()) == {1, 2}
+    assert "tokens per layer: 1 (toRGB layers: 3)" in (tmp_path / "t3" / "README.md").read_text()
+    assert main(mixed + ["--torgb-tokens", "0", "--out", str(tmp_path / "bad")]) == 2  # the last value counts
+    assert "torgb_tokens must be an integer" in capsys.readouterr().err

@@ -230,3 +230,57 @@ def test_domain_truncation_is_the_best_low_rank_residual(G16, tmp_path):
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="rank must be a positive integer"):
             dom.truncated(bad)
+
+
+def test_domain_with_its_own_torgb_token_count(G16, tmp_path):
+    layers = list(G16.refinable_layers(include_torgb=True))
+    assert any(n.endswith(".torgb") for n in layers)
+    # One K for all draws exactly what a single init_tokens call draws (per-layer init keeps old domains' seeds).
+    uniform = DomainTokens.from_generator(G16, num_tokens=2, layers=layers, seed=3)
+    ref = G16.init_tokens(num_tokens=2, layers=layers, generator=torch.Generator().manual_seed(3))
+    assert all(torch.equal(uniform.token_set().layers[n].q, ref.layers[n].q) for n in layers)
+    mixed = DomainTokens.from_generator(G16, num_tokens=1, torgb_tokens=3, layers=layers, seed=0)
+    assert mixed.tokens_per_layer() == {n: 3 if n.endswith(".torgb") else 1 for n in layers}
+    assert mixed.config.layer_tokens == {n: 3 for n in layers if n.endswith(".torgb")}
+    ws = G16.mapping(torch.randn(2, G16.config.z_dim, generator=torch.Generator().manual_seed(1)))
+    with torch.no_grad():
+        assert torch.equal(G16.synthesis(ws, tokens=mixed.token_set()), G16.synthesis(ws))  # zero residual: a no-op
+        for p in mixed.p.values():
+            p.normal_(0, 0.2, generator=torch.Generator().manual_seed(2))
+    # Second implementation of the per-layer scale gain/√K: pad every layer to K = 3 with zero tokens and
+    # rescale P by √(3/K); the residual ΔW = gain/√K·PᵀQ, and so the image, must not change.
+    padded = DomainTokens.from_generator(G16, num_tokens=3, layers=layers, seed=0)
+    with torch.no_grad():
+        for key in mixed.p:
+            k = mixed.p[key].shape[0]
+            padded.p[key].zero_()
+            padded.q[key].zero_()
+            padded.p[key][:k] = mixed.p[key] * (3 / k) ** 0.5
+            padded.q[key][:k] = mixed.q[key]
+            padded.gain[key].copy_(mixed.gain[key])
+        out = G16.synthesis(ws, tokens=mixed.token_set())
+        assert (out - G16.synthesis(ws)).abs().max() > 1e-3
+        assert torch.allclose(out, G16.synthesis(ws, tokens=padded.token_set()), atol=1e-5)
+    mixed.save_pretrained(tmp_path / "mixed")
+    back = DomainTokens.from_pretrained(tmp_path / "mixed")
+    assert back.tokens_per_layer() == mixed.tokens_per_layer()
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), mixed.state_dict().values()))
+    # Truncation caps each layer at the rank and never grows one: rank 2 keeps K = 1 convs, cuts toRGB to 2.
+    low = mixed.truncated(2)
+    assert low.tokens_per_layer() == {n: 2 if n.endswith(".torgb") else 1 for n in layers}
+    same = mixed.truncated(8)
+    assert same.tokens_per_layer() == mixed.tokens_per_layer()
+    with torch.no_grad():
+        assert torch.allclose(G16.synthesis(ws, tokens=same.token_set()), out, atol=1e-5)
+    # A file whose toRGB tokens do not match its config names the tensor.
+    weights = tmp_path / "mixed" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(weights))
+    torgb_key = next(k for k in state if k.startswith("p.") and k.endswith("_torgb"))
+    state[torgb_key] = state[torgb_key][:1]
+    save_file(state, str(weights))
+    with pytest.raises(HubError, match=torgb_key):
+        DomainTokens.from_pretrained(tmp_path / "mixed")
+    with pytest.raises(ValueError, match="torgb_tokens must be an integer from 1 to 256"):
+        DomainTokens.from_generator(G16, num_tokens=1, torgb_tokens=0, layers=layers)
+    with pytest.raises(ValueError, match="layer_tokens names layers"):
+        DomainTokens(generator_signature=G16.signature(), layers=layers[:1], num_tokens=1, layer_tokens={layers[1]: 2})
