@@ -38,9 +38,13 @@ OUT = Path(__file__).resolve().parent / "out"
 
 
 def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int, seed: int, num_tokens: int,
-               torgb_tokens: int | None, lr: float, store_ranks: tuple[int, ...] = ()) -> dict:
+               torgb_tokens: int | None, warmup: tuple[int | None, int], global_weight: float, lr: float,
+               store_ranks: tuple[int, ...] = ()) -> dict:
     """Adapt photo → ``style`` with one method; evaluate along the way (evaluation time excluded from wall time)."""
     cfg = AdaptConfig(steps=steps, seed=seed, num_tokens=num_tokens, torgb_tokens=torgb_tokens, lr=lr)
+    if name == "refinestyle":  # the recipe of the shipped domains (the baselines keep the plain losses)
+        cfg.warmup_tokens, cfg.warmup_steps = warmup
+        cfg.global_weight = global_weight
     curve, eval_seconds = [], [0.0]
 
     def callback(step, total, state):
@@ -103,6 +107,9 @@ def main() -> None:
     parser.add_argument("--num-tokens", type=int, default=1, help="K of the RefineStyle domains (as shipped)")
     parser.add_argument("--torgb-tokens", type=int, default=3,
                         help="K of their toRGB layers (as shipped; 0 = the same as --num-tokens)")
+    parser.add_argument("--warmup-tokens", type=int, default=8, help="rank warm-up: K on every layer at first (as shipped; 0 = none)")
+    parser.add_argument("--warmup-fraction", type=float, default=0.4, help="rank warm-up: share of the steps before the truncation")
+    parser.add_argument("--global-weight", type=float, default=0.5, help="RefineStyle's global CLIP term (as shipped)")
     parser.add_argument("--lr-tokens", type=float, default=0.01, help="RefineStyle tokens (our default)")
     parser.add_argument("--lr-finetune", type=float, default=0.002, help="full fine-tuning (StyleGAN-NADA's default)")
     parser.add_argument("--lr-channel-scale", type=float, default=0.02, help="per-channel kernel scales")
@@ -119,7 +126,10 @@ def main() -> None:
     gen_bytes = sum(p.numel() for p in G.parameters()) * 2
     results = []
     print(f"\nsteps {args.steps}, batch 8, learning rates {lrs} (cosine decay), CLIPs {[c.name for c in clips]}, "
-          f"generator {sum(p.numel() for p in G.parameters()):,} parameters; seed {args.seeds[0]}\n")
+          f"generator {sum(p.numel() for p in G.parameters()):,} parameters; seed {args.seeds[0]}")
+    print(f"RefineStyle: K = {args.num_tokens} (toRGB {args.torgb_tokens or args.num_tokens}), "
+          + (f"warm-up with {args.warmup_tokens} tokens for {args.warmup_fraction:.0%} of the steps, " if args.warmup_tokens else "")
+          + f"global CLIP weight {args.global_weight}\n")
     print("| style | method | trainable params | file | s/step | wall s | GT PSNR | GT SSIM | style acc | content |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for style in args.styles:
@@ -129,7 +139,9 @@ def main() -> None:
             seeds = args.seeds if method == "refinestyle" else args.seeds[:1]
             for seed in seeds:
                 r = run_method(method, G, clips, style, classifier, steps=args.steps, eval_every=args.eval_every, seed=seed,
-                               num_tokens=args.num_tokens, torgb_tokens=args.torgb_tokens or None, lr=lrs[method],
+                               num_tokens=args.num_tokens, torgb_tokens=args.torgb_tokens or None,
+                               warmup=(args.warmup_tokens or None, round(args.warmup_fraction * args.steps) if args.warmup_tokens else 0),
+                               global_weight=args.global_weight, lr=lrs[method],
                                store_ranks=tuple(args.store_ranks))
                 r["unadapted"], r["seed"] = base, seed
                 results.append(r)

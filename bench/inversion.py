@@ -66,13 +66,17 @@ def main() -> None:
     model = RefineStyleModel.from_pretrained(args.model)
     G = model.generator
     encoders = {}
-    if model.encoder is not None:
-        encoders["RefineStyle one-stage"] = model.encoder
-    two_stage = Path(args.model) / "encoder-two-stage"
-    if (two_stage / "config.json").exists():
-        from refinestyle.models.encoder import RefineStyleEncoder
+    # The shipped encoders, named by their kind: the default (model.encoder) and the other variant's folder.
+    from refinestyle.models.encoder import RefineStyleEncoder
 
-        encoders["RefineStyle two-stage"] = RefineStyleEncoder.from_pretrained(two_stage)
+    found = [model.encoder] if model.encoder is not None else []
+    for folder in ("encoder-one-stage", "encoder-two-stage"):
+        if (Path(args.model) / folder / "config.json").exists():
+            found.append(RefineStyleEncoder.from_pretrained(Path(args.model) / folder))
+    for enc in found:
+        kind = "two-stage" if enc.config.token_input == "image+reconstruction" else "one-stage"
+        encoders[f"RefineStyle {kind}"] = enc
+    encoders = dict(sorted(encoders.items()))  # one-stage rows first, as in earlier tables
     lp = lpips_metric()
     print(f"model {args.model}; encoders: {list(encoders) or 'none'}; LPIPS: {'alex' if lp else 'unavailable offline'}")
     results = {}

@@ -56,6 +56,11 @@ class AdaptConfig:
     # K of the toRGB layers (None: num_tokens). Their residual [3, I] has rank ≤ 3, and 3 tokens there let a
     # K = 1 domain re-colour freely: sketch reaches the style in 150 steps instead of stalling (see README).
     torgb_tokens: Optional[int] = None
+    # Rank warm-up: the first warmup_steps optimise warmup_tokens tokens on every layer, then each layer's residual
+    # is truncated (SVD) to its final K and optimised further. Many tokens find the style quickly, the truncation
+    # keeps the file small, and the rest of the steps repair what the truncation lost.
+    warmup_tokens: Optional[int] = None
+    warmup_steps: int = 0
     layers: str | Sequence[str] = "all"
     adaptive_k: int = 4
     truncation_psi: float = 0.7
@@ -77,10 +82,14 @@ class AdaptConfig:
             raise ValueError(f"lr must be in (0, 1], got {self.lr!r}")
         if not isinstance(self.augment_views, int) or not 0 <= self.augment_views <= 16:
             raise ValueError(f"augment_views must be an integer from 0 to 16, got {self.augment_views!r}")
-        for name in ("num_tokens", "torgb_tokens"):
+        for name in ("num_tokens", "torgb_tokens", "warmup_tokens"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 256):
                 raise ValueError(f"{name} must be an integer from 1 to 256 (tokens per layer) or None, got {v!r}")
+        if not isinstance(self.warmup_steps, int) or isinstance(self.warmup_steps, bool) or not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(f"warmup_steps must be an integer from 0 to steps - 1 ({self.steps - 1}), got {self.warmup_steps!r}")
+        if (self.warmup_tokens is None) != (self.warmup_steps == 0):
+            raise ValueError("give warmup_tokens and warmup_steps together (a rank warm-up needs both), or neither")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if isinstance(self.layers, str) and self.layers not in LAYER_MODES:
@@ -217,20 +226,28 @@ def optimise(
     callback: Optional[Callable[[int, int, AdaptState], None]] = None,
     preview_every: int = 0,
     progress: bool = False,
+    steps: Optional[range] = None,
+    history: Optional[AdaptHistory] = None,
+    start_time: Optional[float] = None,
 ) -> AdaptHistory:
-    """The shared loop: ``synth(ws)`` renders with the trainable ``params``; the frozen ``G`` is the reference."""
+    """The shared loop: ``synth(ws)`` renders with the trainable ``params``; the frozen ``G`` is the reference.
+
+    ``steps`` (default: all of ``config.steps``) is the part of the run this call does; a later part continues
+    ``history`` and the clock from ``start_time``, so the callback sees one run.
+    """
+    steps = range(config.steps) if steps is None else steps
     directions = text_directions(clips, source, target, target_images)
     opt = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.99))
     # Cosine decay settles the tokens at the end instead of letting them wander along the flat directional loss.
-    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=config.steps)
+    schedule = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=len(steps))
                 if config.lr_schedule == "cosine" else None)
-    history = AdaptHistory()
+    history = AdaptHistory() if history is None else history
     preview_ws = _latents(G, -1, batch=4, seed=config.seed, psi=config.truncation_psi)
     last_good = snapshot()
-    t0 = time.perf_counter()
+    t0 = time.perf_counter() if start_time is None else start_time
     from tqdm import tqdm
 
-    bar = tqdm(range(config.steps), desc="adapt", disable=not progress)
+    bar = tqdm(steps, desc="adapt", disable=not progress, total=config.steps, initial=steps.start)
     for step in bar:
         ws = _latents(G, step, batch=config.batch, seed=config.seed, psi=config.truncation_psi)
         with torch.no_grad():
@@ -298,10 +315,32 @@ def adapt_tokens(
         layers = list(G.refinable_layers(include_torgb=config.layers == "all"))
     else:
         layers = list(config.layers)
-    domain = DomainTokens.from_generator(G, num_tokens=config.num_tokens, torgb_tokens=config.torgb_tokens, layers=layers, seed=config.seed,
-                                         source=source, target=target or "<reference images>")
+    made = dict(layers=layers, seed=config.seed, source=source, target=target or "<reference images>")
+    run = dict(G=G, clips=clips, source=source, target=target, target_images=target_images, config=config,
+               callback=callback, preview_every=preview_every, progress=progress)
+    if config.warmup_tokens is None:
+        domain = DomainTokens.from_generator(G, num_tokens=config.num_tokens, torgb_tokens=config.torgb_tokens, **made)
+        history = _optimise_domain(domain, **run)
+    else:
+        k = config.num_tokens or G.config.num_tokens
+        if config.warmup_tokens < max(k, config.torgb_tokens or 0):
+            raise ValueError(f"warmup_tokens ({config.warmup_tokens}) must be at least num_tokens ({k}) and torgb_tokens "
+                             f"({config.torgb_tokens}): the warm-up is truncated down to them")
+        start = time.perf_counter()
+        warm = DomainTokens.from_generator(G, num_tokens=config.warmup_tokens, **made)
+        history = _optimise_domain(warm, steps=range(config.warmup_steps), start_time=start, **run)
+        domain = warm.truncated(k, torgb_rank=config.torgb_tokens)
+        if history.stopped_early is None:
+            _optimise_domain(domain, steps=range(config.warmup_steps, config.steps), history=history, start_time=start, **run)
+    domain.eval().requires_grad_(False)
+    domain.history = history
+    return domain
+
+
+def _optimise_domain(domain: DomainTokens, **run) -> AdaptHistory:
+    """``optimise`` over a domain's tokens (``run``: the other arguments of ``optimise``)."""
     domain.train().requires_grad_(True)
-    params = list(domain.parameters())
+    G = run["G"]
 
     def synth(ws):
         return G.synthesis(ws, tokens=domain.token_set())
@@ -312,12 +351,10 @@ def adapt_tokens(
     def snapshot():
         return {k: v.detach().clone() for k, v in domain.state_dict().items()}
 
-    history = optimise(G=G, clips=clips, synth=synth, params=params, regulariser=regulariser, snapshot=snapshot,
-                       restore=domain.load_state_dict, source=source, target=target, target_images=target_images,
-                       config=config, callback=callback, preview_every=preview_every, progress=progress)
+    history = optimise(synth=synth, params=list(domain.parameters()), regulariser=regulariser, snapshot=snapshot,
+                       restore=domain.load_state_dict, **run)
     domain.eval().requires_grad_(False)
-    domain.history = history
-    return domain
+    return history
 
 
 def _check_prompts(source, target, target_images):

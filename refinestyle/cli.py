@@ -179,7 +179,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     model = load_model_any(args.model)
     dom = model.adapt(args.source, args.target, target_images=args.target_image or None, steps=args.steps, lr=args.lr,
                       lr_schedule=args.lr_schedule, batch=args.batch, seed=args.seed, num_tokens=args.num_tokens,
-                      torgb_tokens=args.torgb_tokens, layers=args.layers, augment_views=args.augment_views, content_weight=args.content_weight, progress=not args.quiet)
+                      torgb_tokens=args.torgb_tokens, warmup_tokens=args.warmup_tokens, warmup_steps=args.warmup_steps,
+                      global_weight=args.global_weight, layers=args.layers, augment_views=args.augment_views, content_weight=args.content_weight, progress=not args.quiet)
     out = Path(args.out)
     hist, adapted_k = dom.history, _describe_tokens(dom)
     if args.store_rank is not None:
@@ -239,10 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--num-tokens", type=int, default=None, help="K, tokens per layer (default: the generator's)")
     ad.add_argument("--torgb-tokens", type=int, default=None,
                     help="K of the toRGB layers (default: --num-tokens); 3 lets a K = 1 domain re-colour freely")
+    ad.add_argument("--warmup-tokens", type=int, default=None,
+                    help="rank warm-up: optimise this many tokens on every layer first, then truncate to the final K")
+    ad.add_argument("--warmup-steps", type=int, default=0, help="rank warm-up: how many of the steps use --warmup-tokens")
     ad.add_argument("--layers", default="all", choices=LAYER_MODES,
                     help="all: every convolution and toRGB layer; convs: convolutions only; adaptive: NADA's choice")
     ad.add_argument("--augment-views", type=int, default=4, help="random affine views per image in the CLIP losses (0 = off)")
     ad.add_argument("--content-weight", type=float, default=0.0, help="weight of the low-pass luminance content term")
+    ad.add_argument("--global-weight", type=float, default=0.0, help="weight of the global CLIP loss (image toward the target text)")
     ad.add_argument("--store-rank", type=int, default=None,
                     help="store the best rank-R approximation of each layer's residual (truncated SVD): a file R/K the size")
     ad.add_argument("--out", required=True, help="output folder of the domain")

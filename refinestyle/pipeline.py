@@ -286,6 +286,8 @@ class RefineStyleModel:
         seed: int = 0,
         num_tokens: Optional[int] = None,
         torgb_tokens: Optional[int] = None,
+        warmup_tokens: Optional[int] = None,
+        warmup_steps: int = 0,
         layers="all",
         content_weight: float = 0.0,
         global_weight: float = 0.0,
@@ -299,6 +301,8 @@ class RefineStyleModel:
         Returns a ``DomainTokens`` (not registered: ``model.add_domain(dom, name=...)`` to use it by name).
         ``num_tokens`` is K per layer (default: the generator's); ``torgb_tokens`` gives the toRGB layers their own
         K (the shipped SynthFaces domains: K = 1, toRGB 3, which reaches a style in far fewer steps than K = 1 alone).
+        ``warmup_tokens`` / ``warmup_steps``: optimise that many tokens on every layer for the first steps, then
+        truncate each layer (SVD) to its final K and go on: quick to find the style, small to store.
         """
         from .adaptation import AdaptConfig, adapt_tokens
 
@@ -309,7 +313,7 @@ class RefineStyleModel:
         if target_images is not None and not isinstance(target_images, torch.Tensor):
             target_images = images_to_tensor(target_images, self.generator.config.resolution).to(self.device)
         config = AdaptConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, batch=batch, seed=seed, num_tokens=num_tokens,
-                             torgb_tokens=torgb_tokens, layers=layers,
+                             torgb_tokens=torgb_tokens, warmup_tokens=warmup_tokens, warmup_steps=warmup_steps, layers=layers,
                              content_weight=content_weight, global_weight=global_weight, augment_views=augment_views)
         return adapt_tokens(self.generator, clips, source=source, target=target, target_images=target_images, config=config,
                             callback=callback, preview_every=preview_every, progress=progress)

@@ -48,6 +48,35 @@ def test_adaptation_moves_along_the_text_direction(tiny_model):
     assert all(torch.equal(a, b) for a, b in zip(again.parameters(), first5.parameters()))
 
 
+def test_rank_warm_up_then_truncation(tiny_model):
+    """Warm-up with 4 tokens everywhere, then K = 1 (toRGB 3): one run to the callback, small at the end."""
+    G = tiny_model.generator
+    ws = G.mapping(torch.randn(3, 8, generator=torch.Generator().manual_seed(4)))
+    seen, at_truncation = [], {}
+
+    def callback(step, total, state):
+        seen.append((step, total))
+        if step == 6:  # the last warm-up step: the 4-token domain
+            at_truncation["images"] = state.synthesize(ws).detach()
+
+    dom = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=10, batch=2, seed=3, num_tokens=1,
+                           torgb_tokens=3, warmup_tokens=4, warmup_steps=6, callback=callback)
+    assert seen == [(s, 10) for s in range(1, 11)] and len(dom.history.states) == 10
+    seconds = [s["seconds"] for s in dom.history.states]
+    assert seconds == sorted(seconds)  # one clock over both phases
+    assert set(dom.tokens_per_layer().items()) == {(n, 3 if n.endswith(".torgb") else 1) for n in dom.tokens_per_layer()}
+    # The warm-up is exactly a plain 6-step run with 4 tokens (same seed, batches and schedule).
+    plain = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=6, batch=2, seed=3, num_tokens=4)
+    with torch.no_grad():
+        assert torch.equal(at_truncation["images"], G.synthesis(ws, tokens=plain.token_set()))
+        # ...and the steps after it moved the truncated tokens on.
+        start = plain.truncated(1, torgb_rank=3)
+        assert not all(torch.equal(a, b) for a, b in zip(start.parameters(), dom.parameters()))
+    with pytest.raises(ValueError, match="warmup_tokens .2. must be at least num_tokens"):
+        tiny_model.adapt("a photo of a face", "a sketch of a face", steps=4, num_tokens=1, torgb_tokens=3,
+                         warmup_tokens=2, warmup_steps=2)
+
+
 def test_gradient_is_normalised_so_the_zero_start_does_not_freeze_adam(tiny_model):
     """At the zero-residual start the directional loss gradient is ~1/|Δ| = huge; unnormalised, Adam's memory of it
     would freeze every later step and move each token entry by the same amount (the sign of step 1)."""
@@ -99,6 +128,9 @@ def test_nan_stops_and_keeps_last_good_tokens(tiny_model, monkeypatch):
     (dict(target="a sketch", layers="some"), "layers must be one of"),
     (dict(target="a sketch", torgb_tokens=0), "torgb_tokens must be an integer from 1 to 256"),
     (dict(target="a sketch", num_tokens=2.5), "num_tokens must be an integer from 1 to 256"),
+    (dict(target="a sketch", steps=5, warmup_tokens=8, warmup_steps=5), "warmup_steps must be an integer from 0 to steps - 1"),
+    (dict(target="a sketch", warmup_tokens=8), "give warmup_tokens and warmup_steps together"),
+    (dict(target="a sketch", warmup_steps=3), "give warmup_tokens and warmup_steps together"),
     (dict(target="a photo of a face"), "same CLIP embedding"),
     (dict(target=None), "give a target prompt or target_images"),
 ])

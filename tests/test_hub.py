@@ -268,6 +268,7 @@ def test_domain_with_its_own_torgb_token_count(G16, tmp_path):
     # Truncation caps each layer at the rank and never grows one: rank 2 keeps K = 1 convs, cuts toRGB to 2.
     low = mixed.truncated(2)
     assert low.tokens_per_layer() == {n: 2 if n.endswith(".torgb") else 1 for n in layers}
+    assert mixed.truncated(1, torgb_rank=2).tokens_per_layer() == {n: 2 if n.endswith(".torgb") else 1 for n in layers}
     same = mixed.truncated(8)
     assert same.tokens_per_layer() == mixed.tokens_per_layer()
     with torch.no_grad():

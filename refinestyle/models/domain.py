@@ -134,22 +134,31 @@ class DomainTokens(HubModelMixin, ModelMixin, ConfigMixin):
         return sum(p.numel() for p in self.parameters())
 
     @torch.no_grad()
-    def truncated(self, rank: int) -> "DomainTokens":
+    def truncated(self, rank: int, *, torgb_rank: int | None = None) -> "DomainTokens":
         """The best approximation of each layer's residual of rank at most ``rank`` (truncated SVD), as a new domain.
 
         Each layer's ``ΔW = gain/√K · PᵀQ`` (``[O, I·k·k]``) keeps its ``min(rank, K)`` largest singular values
         (Eckart–Young: no residual of that rank is closer in the Frobenius norm); layers whose residual has
         lower rank are padded with zero tokens. The file shrinks by about ``rank / K``; a domain adapted with
         many tokens for speed can be stored with few. Layers with fewer tokens than ``rank`` keep theirs.
+        ``torgb_rank`` caps the toRGB layers instead (their residual has rank ≤ the image channels).
         """
-        if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
-            raise ValueError(f"rank must be a positive integer, got {rank!r}")
-        ranks = {name: min(rank, k) for name, k in self.tokens_per_layer().items()}
+        for name, value in (("rank", rank), ("torgb_rank", torgb_rank)):
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if rank is None:
+            raise ValueError("rank must be a positive integer, got None")
+
+        def cap(name: str) -> int:
+            return torgb_rank if torgb_rank is not None and name.endswith(".torgb") else rank
+
+        ranks = {name: min(cap(name), k) for name, k in self.tokens_per_layer().items()}
         default = min(rank, self.config.num_tokens)
         out = DomainTokens(generator_signature=self.config.generator_signature, layers=list(self.config.layers),
                            num_tokens=default, layer_tokens={n: r for n, r in ranks.items() if r != default} or None,
                            source=self.config.source, target=self.config.target,
-                           description=(self.config.description + f" (rank-{rank} SVD truncation of K = {self.config.num_tokens})").strip())
+                           description=(self.config.description + f" (rank-{rank}{f', toRGB rank-{torgb_rank}' if torgb_rank else ''} "
+                                        f"SVD truncation of K = {self.config.num_tokens})").strip())
         for name in self.config.layers:
             key = _param_name(name)
             p, q, gain = self.p[key].double(), self.q[key].double(), self.gain[key].double()
