@@ -41,10 +41,10 @@ def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int
                torgb_tokens: int | None, warmup: tuple[int | None, int], global_weight: float, lr: float,
                store_ranks: tuple[int, ...] = ()) -> dict:
     """Adapt photo → ``style`` with one method; evaluate along the way (evaluation time excluded from wall time)."""
-    cfg = AdaptConfig(steps=steps, seed=seed, num_tokens=num_tokens, torgb_tokens=torgb_tokens, lr=lr)
-    if name == "refinestyle":  # the recipe of the shipped domains (the baselines keep the plain losses)
+    # The same losses for every method (global CLIP term included); the rank warm-up is RefineStyle's alone.
+    cfg = AdaptConfig(steps=steps, seed=seed, num_tokens=num_tokens, torgb_tokens=torgb_tokens, lr=lr, global_weight=global_weight)
+    if name == "refinestyle":
         cfg.warmup_tokens, cfg.warmup_steps = warmup
-        cfg.global_weight = global_weight
     curve, eval_seconds = [], [0.0]
 
     def callback(step, total, state):
@@ -109,7 +109,7 @@ def main() -> None:
                         help="K of their toRGB layers (as shipped; 0 = the same as --num-tokens)")
     parser.add_argument("--warmup-tokens", type=int, default=8, help="rank warm-up: K on every layer at first (as shipped; 0 = none)")
     parser.add_argument("--warmup-fraction", type=float, default=0.4, help="rank warm-up: share of the steps before the truncation")
-    parser.add_argument("--global-weight", type=float, default=0.5, help="RefineStyle's global CLIP term (as shipped)")
+    parser.add_argument("--global-weight", type=float, default=0.5, help="global CLIP term of every method (as shipped)")
     parser.add_argument("--lr-tokens", type=float, default=0.01, help="RefineStyle tokens (our default)")
     parser.add_argument("--lr-finetune", type=float, default=0.002, help="full fine-tuning (StyleGAN-NADA's default)")
     parser.add_argument("--lr-channel-scale", type=float, default=0.02, help="per-channel kernel scales")
@@ -129,7 +129,7 @@ def main() -> None:
           f"generator {sum(p.numel() for p in G.parameters()):,} parameters; seed {args.seeds[0]}")
     print(f"RefineStyle: K = {args.num_tokens} (toRGB {args.torgb_tokens or args.num_tokens}), "
           + (f"warm-up with {args.warmup_tokens} tokens for {args.warmup_fraction:.0%} of the steps, " if args.warmup_tokens else "")
-          + f"global CLIP weight {args.global_weight}\n")
+          + f"global CLIP weight {args.global_weight} (every method)\n")
     print("| style | method | trainable params | file | s/step | wall s | GT PSNR | GT SSIM | style acc | content |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for style in args.styles:

@@ -49,7 +49,7 @@ CLIP_RUNS = {"clip": ("synthfaces-clip-smile", "resnet"), "clip-vit": ("synthfac
 
 
 # The latest training round of each shipped encoder variant (the card lists every round's command).
-ENCODER_RUNS = {"one-stage": "synthfaces-encoder-one-stage-r4", "two-stage": "synthfaces-encoder-two-stage-r8"}
+ENCODER_RUNS = {"one-stage": "synthfaces-encoder-one-stage-r4", "two-stage": "synthfaces-encoder-two-stage-r11"}
 
 
 def assemble() -> None:
@@ -82,7 +82,8 @@ def assemble() -> None:
             from refinestyle.models.encoder import RefineStyleEncoder
 
             enc = RefineStyleEncoder.from_pretrained(src)
-            folder = "encoder" if variant == "one-stage" else "encoder-two-stage"
+            # The two-stage encoder is the better one on every image set: it is the default (model.invert).
+            folder = "encoder" if variant == "two-stage" else "encoder-one-stage"
             enc.save_pretrained(HUB / folder, dtype=torch.float16)
             encoders[variant] = folder
     info["encoders"] = encoders
@@ -217,11 +218,13 @@ zombie renders while the images stayed un-zombie-like: ground-truth PSNR 8.6 dB,
         text += """
 ## Encoders
 
-`encoder/` (one-stage: W+ heads and token branch trained together) and `encoder-two-stage/` (a W+ encoder
-trained first, then frozen while a token branch learns from the image and its stage-one reconstruction):
+`encoder/` (two-stage, the default of `model.invert`: a W+ encoder trained first, then frozen while a token branch
+learns from the image and its stage-one reconstruction; better than the one-stage encoder on every image set below)
+and `encoder-one-stage/` (W+ heads and token branch trained together; load it with
+`RefineStyleEncoder.from_pretrained(repo, subfolder="encoder-one-stage")` and set `model.encoder`):
 `RefineStyleEncoder` with a small CNN backbone and grouped transformer blocks (coarse/medium/fine), K = 8
 tokens per layer, trained on renderer `photo` images and generator samples only (never other styles); in
-rounds four to eight half of the renders are colour-jittered (`--photometric-augment 0.5`: saturation down to grey,
+rounds four to eleven half of the renders are colour-jittered (`--photometric-augment 0.5`: saturation down to grey,
 contrast, brightness, a tint; the same transform on input and target), which the generator alone cannot
 reproduce, so the token branch learns to reach images outside its domain.
 
@@ -229,8 +232,8 @@ Trained in rounds: round one against the generator of the first session (26,000 
 started from round one's weights (`--init-from`) against the final generator, round three from round
 two's weights (the two-stage run was interrupted twice and continued each time with `--resume` from its
 last checkpoint; the batch of each step depends only on the seed and the step, so the result is that
-of an uninterrupted run), round four from round three's weights with the colour jitter, rounds five to eight (two-stage only) each
-from the previous round's weights with fresh batches (`--seed 1` to `--seed 4`):
+of an uninterrupted run), round four from round three's weights with the colour jitter, rounds five to eleven (two-stage only) each
+from the previous round's weights with fresh batches (`--seed 1` to `--seed 7`):
 
     # round one
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage-v1 --mode one-stage --steps 4000 --minutes 34 --threads 1 --export runs/synthfaces-encoder-one-stage-v1/export
@@ -254,6 +257,12 @@ from the previous round's weights with fresh batches (`--seed 1` to `--seed 4`):
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r7 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-r6/export --photometric-augment 0.5 --seed 3 --steps 3000 --minutes 45 --threads 1 --export runs/synthfaces-encoder-two-stage-r7/export
     # round eight
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r8 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-r7/export --photometric-augment 0.5 --seed 4 --steps 3000 --minutes 45 --threads 1 --export runs/synthfaces-encoder-two-stage-r8/export
+    # round nine
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r9 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-r8/export --photometric-augment 0.5 --seed 5 --steps 3000 --minutes 40 --threads 1 --export runs/synthfaces-encoder-two-stage-r9/export
+    # round ten
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r10 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-r9/export --photometric-augment 0.5 --seed 6 --steps 3000 --minutes 40 --threads 1 --export runs/synthfaces-encoder-two-stage-r10/export
+    # round eleven
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r11 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-r10/export --photometric-augment 0.5 --seed 7 --steps 3000 --minutes 40 --threads 1 --export runs/synthfaces-encoder-two-stage-r11/export
 """
         if inversion_json.exists():
             inv = json.loads(inversion_json.read_text())
