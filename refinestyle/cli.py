@@ -180,7 +180,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     dom = model.adapt(args.source, args.target, target_images=args.target_image or None, steps=args.steps, lr=args.lr,
                       lr_schedule=args.lr_schedule, batch=args.batch, seed=args.seed, num_tokens=args.num_tokens,
                       torgb_tokens=args.torgb_tokens, warmup_tokens=args.warmup_tokens, warmup_steps=args.warmup_steps,
-                      global_weight=args.global_weight, layers=args.layers, augment_views=args.augment_views, content_weight=args.content_weight, progress=not args.quiet)
+                      global_weight=args.global_weight, layers=args.layers, augment_views=args.augment_views,
+                      content_weight=args.content_weight, progress=not args.quiet)
     out = Path(args.out)
     hist, adapted_k = dom.history, _describe_tokens(dom)
     if args.store_rank is not None:

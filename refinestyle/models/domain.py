@@ -143,11 +143,9 @@ class DomainTokens(HubModelMixin, ModelMixin, ConfigMixin):
         many tokens for speed can be stored with few. Layers with fewer tokens than ``rank`` keep theirs.
         ``torgb_rank`` caps the toRGB layers instead (their residual has rank ≤ the image channels).
         """
-        for name, value in (("rank", rank), ("torgb_rank", torgb_rank)):
-            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        for name, value in (("rank", rank), ("torgb_rank", torgb_rank if torgb_rank is not None else 1)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if rank is None:
-            raise ValueError("rank must be a positive integer, got None")
 
         def cap(name: str) -> int:
             return torgb_rank if torgb_rank is not None and name.endswith(".torgb") else rank
