@@ -119,6 +119,27 @@ def test_nan_stops_and_keeps_last_good_tokens(tiny_model, monkeypatch):
     del clip
 
 
+@pytest.mark.parametrize("nan_after_calls,states", [(12, 6), (30, 15)])  # 2 CLIP calls a step: warm-up / after it
+def test_nan_during_a_rank_warm_up_keeps_a_small_finite_domain(tiny_model, monkeypatch, nan_after_calls, states):
+    calls = {"n": 0}
+    original = CLIPGuide.encode_image
+
+    def flaky(self, images):
+        calls["n"] += 1
+        out = original(self, images)
+        return out * float("nan") if calls["n"] > nan_after_calls else out
+
+    monkeypatch.setattr(CLIPGuide, "encode_image", flaky)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        dom = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=20, batch=2, num_tokens=1,
+                               torgb_tokens=3, warmup_tokens=4, warmup_steps=10)
+    assert dom.history.stopped_early is not None and len(dom.history.states) == states
+    # Either way the result is the stored size (the warm-up's last good tokens truncated, or the later ones).
+    assert set(dom.tokens_per_layer().values()) == {1, 3}
+    assert all(torch.isfinite(p).all() for p in dom.parameters())
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(target=""), "prompt is empty"),
     (dict(target="x" * 1000), "keep prompts under"),
