@@ -37,7 +37,7 @@ import torch.nn.functional as F
 
 from .clip import CLIPGuide, check_prompts
 from .images import random_affine
-from .models.domain import DomainTokens
+from .models.domain import DomainTokens, check_token_count
 from .models.stylegan2 import StyleGAN2Generator
 
 MAX_STEPS = 5000
@@ -83,9 +83,8 @@ class AdaptConfig:
         if not isinstance(self.augment_views, int) or not 0 <= self.augment_views <= 16:
             raise ValueError(f"augment_views must be an integer from 0 to 16, got {self.augment_views!r}")
         for name in ("num_tokens", "torgb_tokens", "warmup_tokens"):
-            v = getattr(self, name)
-            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 256):
-                raise ValueError(f"{name} must be an integer from 1 to 256 (tokens per layer) or None, got {v!r}")
+            if getattr(self, name) is not None:  # None: the generator's default
+                check_token_count(name, getattr(self, name))
         if not isinstance(self.warmup_steps, int) or isinstance(self.warmup_steps, bool) or not 0 <= self.warmup_steps < self.steps:
             raise ValueError(f"warmup_steps must be an integer from 0 to steps - 1 ({self.steps - 1}), got {self.warmup_steps!r}")
         if (self.warmup_tokens is None) != (self.warmup_steps == 0):

@@ -66,13 +66,13 @@ class DomainTokens(HubModelMixin, ModelMixin, ConfigMixin):
         unknown = [name for name in layers if name not in shapes]
         if unknown:
             raise ValueError(f"layers {unknown} are not in the generator signature")
-        _check_token_count("num_tokens", num_tokens)
+        check_token_count("num_tokens", num_tokens)
         layer_tokens = dict(layer_tokens or {})
         stray = [name for name in layer_tokens if name not in layers]
         if stray:
             raise ValueError(f"layer_tokens names layers {stray} that this domain does not refine (its layers: {list(layers)})")
         for name, k in layer_tokens.items():
-            _check_token_count(f"layer_tokens[{name!r}]", k)
+            check_token_count(f"layer_tokens[{name!r}]", k)
         self.p = nn.ParameterDict()
         self.q = nn.ParameterDict()
         self.gain = nn.ParameterDict()
@@ -96,7 +96,7 @@ class DomainTokens(HubModelMixin, ModelMixin, ConfigMixin):
         k = num_tokens or generator.config.num_tokens
         names = list(layers) if layers is not None else list(generator.refinable_layers())
         if torgb_tokens is not None:
-            _check_token_count("torgb_tokens", torgb_tokens)
+            check_token_count("torgb_tokens", torgb_tokens)
         per_layer = {name: torgb_tokens if torgb_tokens is not None and name.endswith(".torgb") else k for name in names}
         # One layer at a time from the same stream: with one K for all, the draws equal a single init_tokens call.
         init = {name: generator.init_tokens(num_tokens=per_layer[name], layers=[name], generator=rng, q_std=q_std).layers[name]
@@ -176,6 +176,6 @@ class DomainTokens(HubModelMixin, ModelMixin, ConfigMixin):
         return out.to(self.p[_param_name(self.config.layers[0])].device)
 
 
-def _check_token_count(name: str, value) -> None:
+def check_token_count(name: str, value) -> None:
     if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 256:
         raise ValueError(f"{name} must be an integer from 1 to 256 (tokens per layer), got {value!r}")
