@@ -49,7 +49,7 @@ CLIP_RUNS = {"clip": ("synthfaces-clip-smile", "resnet"), "clip-vit": ("synthfac
 
 
 # The latest training round of each shipped encoder variant (the card lists every round's command).
-ENCODER_RUNS = {"one-stage": "synthfaces-encoder-one-stage-r4", "two-stage": "synthfaces-encoder-two-stage-r11"}
+ENCODER_RUNS = {"one-stage": "synthfaces-encoder-one-stage-r4", "two-stage": "synthfaces-encoder-two-stage-r12"}
 
 
 def assemble() -> None:
@@ -224,7 +224,7 @@ and `encoder-one-stage/` (W+ heads and token branch trained together; load it wi
 `RefineStyleEncoder.from_pretrained(repo, subfolder="encoder-one-stage")` and set `model.encoder`):
 `RefineStyleEncoder` with a small CNN backbone and grouped transformer blocks (coarse/medium/fine), K = 8
 tokens per layer, trained on renderer `photo` images and generator samples only (never other styles); in
-rounds four to eleven half of the renders are colour-jittered (`--photometric-augment 0.5`: saturation down to grey,
+rounds four to twelve half of the renders are colour-jittered (`--photometric-augment 0.5`: saturation down to grey,
 contrast, brightness, a tint; the same transform on input and target), which the generator alone cannot
 reproduce, so the token branch learns to reach images outside its domain.
 
@@ -232,8 +232,8 @@ Trained in rounds: round one against the generator of the first session (26,000 
 started from round one's weights (`--init-from`) against the final generator, round three from round
 two's weights (the two-stage run was interrupted twice and continued each time with `--resume` from its
 last checkpoint; the batch of each step depends only on the seed and the step, so the result is that
-of an uninterrupted run), round four from round three's weights with the colour jitter, rounds five to eleven (two-stage only) each
-from the previous round's weights with fresh batches (`--seed 1` to `--seed 7`):
+of an uninterrupted run), round four from round three's weights with the colour jitter, rounds five to twelve (two-stage only) each
+from the previous round's weights with fresh batches (`--seed 1` to `--seed 8`):
 
     # round one
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage-v1 --mode one-stage --steps 4000 --minutes 34 --threads 1 --export runs/synthfaces-encoder-one-stage-v1/export
@@ -263,6 +263,8 @@ from the previous round's weights with fresh batches (`--seed 1` to `--seed 7`):
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r10 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-r9/export --photometric-augment 0.5 --seed 6 --steps 3000 --minutes 40 --threads 1 --export runs/synthfaces-encoder-two-stage-r10/export
     # round eleven
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r11 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-r10/export --photometric-augment 0.5 --seed 7 --steps 3000 --minutes 40 --threads 1 --export runs/synthfaces-encoder-two-stage-r11/export
+    # round twelve
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r12 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-r11/export --photometric-augment 0.5 --seed 8 --steps 3000 --minutes 33 --threads 1 --export runs/synthfaces-encoder-two-stage-r12/export
 """
         if inversion_json.exists():
             inv = json.loads(inversion_json.read_text())
