@@ -139,7 +139,7 @@ def main() -> None:
             seeds = args.seeds if method == "refinestyle" else args.seeds[:1]
             for seed in seeds:
                 r = run_method(method, G, clips, style, classifier, steps=args.steps, eval_every=args.eval_every, seed=seed,
-                               num_tokens=args.num_tokens, torgb_tokens=args.torgb_tokens or None,
+                               num_tokens=args.num_tokens, torgb_tokens=args.torgb_tokens or args.num_tokens,
                                warmup=(args.warmup_tokens or None, round(args.warmup_fraction * args.steps) if args.warmup_tokens else 0),
                                global_weight=args.global_weight, lr=lrs[method],
                                store_ranks=tuple(args.store_ranks))

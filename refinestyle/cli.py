@@ -238,17 +238,19 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine", help="cosine decay to 0 over the steps, or constant")
     ad.add_argument("--batch", type=int, default=8)
     ad.add_argument("--seed", type=int, default=0)
-    ad.add_argument("--num-tokens", type=int, default=None, help="K, tokens per layer (default: the generator's)")
+    ad.add_argument("--num-tokens", type=int, default=1, help="K, tokens per convolution (default 1: about 2%% of the generator)")
     ad.add_argument("--torgb-tokens", type=int, default=None,
-                    help="K of the toRGB layers (default: --num-tokens); 3 lets a K = 1 domain re-colour freely")
+                    help="K of the toRGB layers (default: max(K, 3)); 3 lets a K = 1 domain re-colour freely")
     ad.add_argument("--warmup-tokens", type=int, default=None,
-                    help="rank warm-up: optimise this many tokens on every layer first, then truncate to the final K")
-    ad.add_argument("--warmup-steps", type=int, default=0, help="rank warm-up: how many of the steps use --warmup-tokens")
+                    help="rank warm-up: optimise this many tokens on every layer first, then truncate to the final K "
+                         "(default: 8 when some layer ends below 8)")
+    ad.add_argument("--warmup-steps", type=int, default=None,
+                    help="rank warm-up: how many of the steps use --warmup-tokens (default: 40%% of --steps; 0: no warm-up)")
     ad.add_argument("--layers", default="all", choices=LAYER_MODES,
                     help="all: every convolution and toRGB layer; convs: convolutions only; adaptive: NADA's choice")
     ad.add_argument("--augment-views", type=int, default=4, help="random affine views per image in the CLIP losses (0 = off)")
     ad.add_argument("--content-weight", type=float, default=0.0, help="weight of the low-pass luminance content term")
-    ad.add_argument("--global-weight", type=float, default=0.0, help="weight of the global CLIP loss (image toward the target text)")
+    ad.add_argument("--global-weight", type=float, default=0.5, help="weight of the global CLIP loss (image toward the target text)")
     ad.add_argument("--store-rank", type=int, default=None,
                     help="store the best rank-R approximation of each layer's residual (truncated SVD): a file R/K the size")
     ad.add_argument("--out", required=True, help="output folder of the domain")

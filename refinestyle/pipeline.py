@@ -284,13 +284,13 @@ class RefineStyleModel:
         lr_schedule: str = "cosine",
         batch: int = 8,
         seed: int = 0,
-        num_tokens: Optional[int] = None,
+        num_tokens: Optional[int] = 1,
         torgb_tokens: Optional[int] = None,
         warmup_tokens: Optional[int] = None,
-        warmup_steps: int = 0,
+        warmup_steps: Optional[int] = None,
         layers="all",
         content_weight: float = 0.0,
-        global_weight: float = 0.0,
+        global_weight: float = 0.5,
         augment_views: int = 4,
         callback=None,
         preview_every: int = 0,
@@ -299,10 +299,11 @@ class RefineStyleModel:
         """Optimise a shared token set so that images move from ``source`` toward ``target`` (or ``target_images``).
 
         Returns a ``DomainTokens`` (not registered: ``model.add_domain(dom, name=...)`` to use it by name).
-        ``num_tokens`` is K per layer (default: the generator's); ``torgb_tokens`` gives the toRGB layers their own
-        K (the shipped SynthFaces domains: K = 1, toRGB 3, which reaches a style in far fewer steps than K = 1 alone).
-        ``warmup_tokens`` / ``warmup_steps``: optimise that many tokens on every layer for the first steps, then
-        truncate each layer (SVD) to its final K and go on: quick to find the style, small to store.
+        The defaults are the recipe of the shipped SynthFaces domains: ``num_tokens`` K = 1 per convolution (None:
+        the generator's K), ``torgb_tokens`` 3 on the toRGB layers (None: max(K, 3)), and a rank warm-up
+        (``warmup_tokens`` None: 8 tokens on every layer for ``warmup_steps`` None: 40% of the steps, then each
+        layer's residual truncated by SVD to its final K; ``warmup_steps=0``: none), with a global CLIP term of
+        weight 0.5: quick to find the style, about 2% of the generator to store.
         """
         from .adaptation import AdaptConfig, adapt_tokens
 

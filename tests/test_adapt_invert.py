@@ -40,8 +40,10 @@ def test_adaptation_moves_along_the_text_direction(tiny_model):
     plain = tiny_model.generate(z=z)
     assert (tiny_model.generate(z=z, domain="sketch") - plain).abs().max() > 1e-3
     assert torch.equal(tiny_model.generate(z=z, domain="sketch", strength=0.0), plain)
-    shapes = tiny_model.generator.refinable_layers(include_torgb=True)  # layers="all": convolutions and toRGB
-    assert dom.num_parameters() == sum(4 * (o + i * k * k) + 1 for o, i, k in shapes.values())
+    # layers="all": convolutions and toRGB; the default K: 1 per convolution, 3 per toRGB layer (after the warm-up)
+    shapes = tiny_model.generator.refinable_layers(include_torgb=True)
+    assert dom.num_parameters() == sum((3 if name.endswith(".torgb") else 1) * (o + i * k * k) + 1
+                                       for name, (o, i, k) in shapes.items())
     # Deterministic given the seed.
     again = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=5, batch=4, lr=0.05, seed=1)
     first5 = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=5, batch=4, lr=0.05, seed=1)
@@ -66,7 +68,7 @@ def test_rank_warm_up_then_truncation(tiny_model):
     assert seconds == sorted(seconds)  # one clock over both phases
     assert set(dom.tokens_per_layer().items()) == {(n, 3 if n.endswith(".torgb") else 1) for n in dom.tokens_per_layer()}
     # The warm-up is exactly a plain 6-step run with 4 tokens (same seed, batches and schedule).
-    plain = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=6, batch=2, seed=3, num_tokens=4)
+    plain = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=6, batch=2, seed=3, num_tokens=4, warmup_steps=0)
     with torch.no_grad():
         assert torch.equal(at_truncation["images"], G.synthesis(ws, tokens=plain.token_set()))
         # ...and the steps after it moved the truncated tokens on.
@@ -75,6 +77,28 @@ def test_rank_warm_up_then_truncation(tiny_model):
     with pytest.raises(ValueError, match="warmup_tokens .2. must be at least num_tokens"):
         tiny_model.adapt("a photo of a face", "a sketch of a face", steps=4, num_tokens=1, torgb_tokens=3,
                          warmup_tokens=2, warmup_steps=2)
+
+
+def test_default_token_plan_is_the_shipped_recipe():
+    """K = 1, toRGB 3, a warm-up with 8 tokens for 40% of the steps; none where no layer would be truncated."""
+    import inspect
+
+    from refinestyle.pipeline import RefineStyleModel as Model
+
+    assert AdaptConfig().token_plan(8) == (1, 3, 8, 120)
+    assert AdaptConfig(steps=150).token_plan(8) == (1, 3, 8, 60)
+    assert AdaptConfig(steps=2).token_plan(8) == (1, 3, None, 0)  # 40% of 2 steps rounds to none
+    assert AdaptConfig(num_tokens=None).token_plan(8) == (8, 8, None, 0)  # the generator's K: nothing to truncate
+    assert AdaptConfig(num_tokens=2).token_plan(8) == (2, 3, 8, 120)
+    assert AdaptConfig(num_tokens=16).token_plan(8) == (16, 16, None, 0)
+    assert AdaptConfig(num_tokens=1, torgb_tokens=1).token_plan(8) == (1, 1, 8, 120)
+    assert AdaptConfig(warmup_steps=0).token_plan(8) == (1, 3, None, 0)
+    assert AdaptConfig(warmup_tokens=4, warmup_steps=10).token_plan(8) == (1, 3, 4, 10)
+    # model.adapt's defaults are AdaptConfig's (one recipe, not two).
+    params = inspect.signature(Model.adapt).parameters
+    for name in ("steps", "lr", "lr_schedule", "batch", "seed", "num_tokens", "torgb_tokens", "warmup_tokens",
+                 "warmup_steps", "layers", "content_weight", "global_weight", "augment_views"):
+        assert params[name].default == getattr(AdaptConfig(), name), name
 
 
 def test_gradient_is_normalised_so_the_zero_start_does_not_freeze_adam(tiny_model):
@@ -149,9 +173,10 @@ def test_nan_during_a_rank_warm_up_keeps_a_small_finite_domain(tiny_model, monke
     (dict(target="a sketch", layers="some"), "layers must be one of"),
     (dict(target="a sketch", torgb_tokens=0), "torgb_tokens must be an integer from 1 to 256"),
     (dict(target="a sketch", num_tokens=2.5), "num_tokens must be an integer from 1 to 256"),
-    (dict(target="a sketch", steps=5, warmup_tokens=8, warmup_steps=5), "warmup_steps must be an integer from 0 to steps - 1"),
-    (dict(target="a sketch", warmup_tokens=8), "give warmup_tokens and warmup_steps together"),
-    (dict(target="a sketch", warmup_steps=3), "give warmup_tokens and warmup_steps together"),
+    (dict(target="a sketch", steps=5, warmup_tokens=8, warmup_steps=5), "warmup_steps must be None .automatic. or an integer"),
+    (dict(target="a sketch", warmup_tokens=8, warmup_steps=0), "warmup_tokens=8 with warmup_steps=0"),
+    (dict(target="a sketch", num_tokens=8, warmup_steps=3), "warmup_steps=3 needs warmup_tokens"),
+    (dict(target="a sketch", num_tokens=4, torgb_tokens=4, warmup_tokens=2), "warmup_tokens .2. must be at least"),
     (dict(target="a photo of a face"), "same CLIP embedding"),
     (dict(target=None), "give a target prompt or target_images"),
 ])
