@@ -4,7 +4,7 @@ Losses (StyleGAN-NADA's formulation for the direction):
 
 * directional: ``1 - cos(E_I(G_d(w)) - E_I(G(w)), E_T(target) - E_T(source))`` averaged over the
   batch (and over CLIP models when several are given);
-* global (optional): ``1 - cos(E_I(G_d(w)), E_T(target))``;
+* global (weight 0.5 by default): ``1 - cos(E_I(G_d(w)), E_T(target))``;
 * content (optional, off by default): L2 between heavily downsampled refined and frozen luminance;
 * regularisation: mean squared token values (``P`` relative to its scale).
 
