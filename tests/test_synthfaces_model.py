@@ -1,6 +1,7 @@
 """The shipped default model, hub/refinestyle-synthfaces, against the renderer and its own model card."""
 
 import json
+import statistics
 
 import pytest
 import torch
@@ -80,6 +81,22 @@ def test_encoder_refinement_beats_w_plus(model):
     images = render(sample_params(16, seed=555), style="sketch", resolution=64)
     out = model.invert(images, method="encoder")
     assert psnr(out.images, out.targets).mean() > psnr(out.w_images, out.targets).mean()
+
+
+def test_encoder_reproduces_its_card_inversion_numbers(model, card):
+    """The card's median PSNR of the default (two-stage) encoder, from ``bench/inversion.py`` (200 held-out renders,
+    seed 31337), is what the shipped files give: refined, and W+ only (its frozen stage-one W+ encoder)."""
+    if model.encoder is None or "inversion" not in card:
+        pytest.skip("no encoder or no inversion bench in the card")
+    params = sample_params(200, seed=31337)
+    for style, name in (("photo", "photo (in domain)"), ("pixelart", "pixelart")):
+        images = render(params, style=style, resolution=64)
+        out = model.invert(images, method="encoder")
+        refined = statistics.median(psnr(out.images, out.targets).tolist())  # the bench's median (mean of the middle two)
+        w_only = statistics.median(psnr(out.w_images, out.targets).tolist())
+        recorded = card["inversion"][name]
+        assert abs(refined - recorded["RefineStyle two-stage"]["psnr"]) < 0.02, (name, refined)
+        assert abs(w_only - recorded["W+ encoder (stage one)"]["psnr"]) < 0.02, (name, w_only)
 
 
 def test_domains_reproduce_their_ground_truth_numbers(model, card):
