@@ -39,7 +39,7 @@ OUT = Path(__file__).resolve().parent / "out"
 
 def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int, seed: int, num_tokens: int,
                torgb_tokens: int | None, warmup: tuple[int | None, int], global_weight: float, lr: float,
-               store_ranks: tuple[int, ...] = ()) -> dict:
+               store_ranks: tuple[int, ...] = (), strengths: tuple[float, ...] = ()) -> dict:
     """Adapt photo → ``style`` with one method; evaluate along the way (evaluation time excluded from wall time)."""
     # The same losses for every method (global CLIP term included); the rank warm-up is RefineStyle's alone.
     cfg = AdaptConfig(steps=steps, seed=seed, num_tokens=num_tokens, torgb_tokens=torgb_tokens, lr=lr, global_weight=global_weight)
@@ -69,6 +69,9 @@ def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int
                 low = dom.truncated(rank)
                 truncations[rank] = {"file_bytes": stored_bytes(low), "params": low.num_parameters(),
                                      **domain_quality(lambda ws, t=low.token_set(): G.synthesis(ws, tokens=t), G, classifier, style)}
+            # The same domain applied at a partial strength (model.generate(..., strength=s)): the residual times s.
+            at_strength = {s: domain_quality(lambda ws, t=dom.token_set(), s=s: G.synthesis(ws, tokens=[(t, s)]), G, classifier, style)
+                           for s in strengths}
     elif name == "finetune":
         G_trained, history = adapt_finetune(G, clips, source=source, target=target, config=cfg, callback=callback)
         params = sum(layer.weight.numel() for _, layer, _ in G_trained._layers)
@@ -83,7 +86,7 @@ def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int
     n_steps = len(history.states)
     return {"method": name, "style": style, "params": params, "file_bytes": size, "s_per_step": wall / max(1, n_steps),
             "wall_s": wall, "final": curve[-1] if curve else {}, "curve": curve,
-            "truncated": truncations if name == "refinestyle" else {}}
+            "truncated": truncations if name == "refinestyle" else {}, "strengths": at_strength if name == "refinestyle" else {}}
 
 
 def stored_bytes(dom) -> int:
@@ -115,6 +118,8 @@ def main() -> None:
     parser.add_argument("--lr-channel-scale", type=float, default=0.02, help="per-channel kernel scales")
     parser.add_argument("--store-ranks", type=int, nargs="*", default=[],
                         help="also evaluate each RefineStyle domain stored at these ranks (truncated SVD, as refinestyle adapt --store-rank)")
+    parser.add_argument("--strengths", type=float, nargs="*", default=[],
+                        help="also evaluate each RefineStyle domain applied at these strengths (model.generate(..., strength=s))")
     parser.add_argument("--tag", default="", help="suffix of the output files (bench/out/adaptation-<tag>.json/.png)")
     args = parser.parse_args()
     lrs = {"refinestyle": args.lr_tokens, "finetune": args.lr_finetune, "channel_scale": args.lr_channel_scale}
@@ -142,7 +147,7 @@ def main() -> None:
                                num_tokens=args.num_tokens, torgb_tokens=args.torgb_tokens or args.num_tokens,
                                warmup=(args.warmup_tokens or None, round(args.warmup_fraction * args.steps) if args.warmup_tokens else 0),
                                global_weight=args.global_weight, lr=lrs[method],
-                               store_ranks=tuple(args.store_ranks))
+                               store_ranks=tuple(args.store_ranks), strengths=tuple(args.strengths))
                 r["unadapted"], r["seed"] = base, seed
                 results.append(r)
                 if seed != args.seeds[0]:
@@ -176,6 +181,17 @@ def main() -> None:
                 label = f"K = {args.num_tokens}" if rank is None else rank
                 print(f"| {style} | {label} | {size / 1024:.0f} KB ({100 * size / gen_bytes:.1f}%) | {med['psnr']:.2f} | "
                       f"{med['style_acc']:.2f} | {med['content']:.2f} | {each} |")
+    if args.strengths:
+        print(f"\nRefineStyle domains applied at partial strength; medians over seeds {args.seeds}\n")
+        print("| style | strength | GT PSNR median | style acc median | content median | GT PSNR per seed | style acc per seed |")
+        print("|---|---|---|---|---|---|---|")
+        for style in args.styles:
+            runs = [r for r in results if r["style"] == style and r["method"] == "refinestyle"]
+            for strength in [0.0, *(s for s in args.strengths if s not in (0, 1)), 1.0]:
+                rows = [r["unadapted"] if strength == 0 else r["final"] if strength == 1 else r["strengths"][strength] for r in runs]
+                med = {k: statistics.median(q[k] for q in rows) for k in ("psnr", "style_acc", "content")}
+                print(f"| {style} | {strength:g} | {med['psnr']:.2f} | {med['style_acc']:.2f} | {med['content']:.2f} | "
+                      + " / ".join(f"{q['psnr']:.2f}" for q in rows) + " | " + " / ".join(f"{q['style_acc']:.2f}" for q in rows) + " |")
     try:
         import matplotlib
 
