@@ -95,6 +95,21 @@ def stored_bytes(dom) -> int:
         return sum(f.stat().st_size for f in Path(tmp).glob("*.safetensors"))
 
 
+def token_runs(results: list[dict], style: str) -> list[dict]:
+    return [r for r in results if r["style"] == style and r["method"] == "refinestyle"]
+
+
+def medians(rows: list[dict]) -> dict[str, float]:
+    """Median GT PSNR, style accuracy and content over seeds."""
+    return {k: statistics.median(q[k] for q in rows) for k in ("psnr", "style_acc", "content")}
+
+
+def table_header(title: str, columns: list[str]) -> None:
+    print(f"\n{title}\n")
+    print("| " + " | ".join(columns) + " |")
+    print("|" + "---|" * len(columns))
+
+
 def per_seed(runs: list[dict], key: str) -> str:
     return " / ".join(f"{r['final'][key]:.2f}" for r in runs)
 
@@ -159,37 +174,36 @@ def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     stem = f"adaptation-{args.tag}" if args.tag else "adaptation"
     (OUT / f"{stem}.json").write_text(json.dumps(results, indent=2))
-    print(f"\nRefineStyle over seeds {args.seeds} (final step; median, then each seed)\n")
-    print("| style | GT PSNR unadapted | GT PSNR median | style acc median | content median | wall s median | GT PSNR per seed | style acc per seed |")
-    print("|---|---|---|---|---|---|---|---|")
+    table_header(f"RefineStyle over seeds {args.seeds} (final step; median, then each seed)",
+                 ["style", "GT PSNR unadapted", "GT PSNR median", "style acc median", "content median", "wall s median",
+                  "GT PSNR per seed", "style acc per seed"])
     for style in args.styles:
-        runs = [r for r in results if r["style"] == style and r["method"] == "refinestyle"]
-        med = {k: statistics.median(r["final"][k] for r in runs) for k in ("psnr", "style_acc", "content")}
+        runs = token_runs(results, style)
+        med = medians([r["final"] for r in runs])
         print(f"| {style} | {runs[0]['unadapted']['psnr']:.2f} | {med['psnr']:.2f} | {med['style_acc']:.2f} | {med['content']:.2f} | "
               f"{statistics.median(r['wall_s'] for r in runs):.0f} | {per_seed(runs, 'psnr')} | {per_seed(runs, 'style_acc')} |")
     if args.store_ranks:
-        print(f"\nRefineStyle domains (K = {args.num_tokens}) stored at lower rank (truncated SVD); medians over seeds {args.seeds}\n")
-        print("| style | rank | file | GT PSNR median | style acc median | content median | style acc per seed |")
-        print("|---|---|---|---|---|---|---|")
+        table_header(f"RefineStyle domains (K = {args.num_tokens}) stored at lower rank (truncated SVD); medians over seeds {args.seeds}",
+                     ["style", "rank", "file", "GT PSNR median", "style acc median", "content median", "style acc per seed"])
         for style in args.styles:
-            runs = [r for r in results if r["style"] == style and r["method"] == "refinestyle"]
+            runs = token_runs(results, style)
             for rank in [None, *args.store_ranks]:
                 rows = [r["final"] if rank is None else r["truncated"][rank] for r in runs]
                 size = runs[0]["file_bytes"] if rank is None else runs[0]["truncated"][rank]["file_bytes"]
-                med = {k: statistics.median(q[k] for q in rows) for k in ("psnr", "style_acc", "content")}
+                med = medians(rows)
                 each = " / ".join(f"{q['style_acc']:.2f}" for q in rows)
                 label = f"K = {args.num_tokens}" if rank is None else rank
                 print(f"| {style} | {label} | {size / 1024:.0f} KB ({100 * size / gen_bytes:.1f}%) | {med['psnr']:.2f} | "
                       f"{med['style_acc']:.2f} | {med['content']:.2f} | {each} |")
     if args.strengths:
-        print(f"\nRefineStyle domains applied at partial strength; medians over seeds {args.seeds}\n")
-        print("| style | strength | GT PSNR median | style acc median | content median | GT PSNR per seed | style acc per seed |")
-        print("|---|---|---|---|---|---|---|")
+        table_header(f"RefineStyle domains applied at partial strength; medians over seeds {args.seeds}",
+                     ["style", "strength", "GT PSNR median", "style acc median", "content median", "GT PSNR per seed",
+                      "style acc per seed"])
         for style in args.styles:
-            runs = [r for r in results if r["style"] == style and r["method"] == "refinestyle"]
+            runs = token_runs(results, style)
             for strength in [0.0, *(s for s in args.strengths if s not in (0, 1)), 1.0]:
                 rows = [r["unadapted"] if strength == 0 else r["final"] if strength == 1 else r["strengths"][strength] for r in runs]
-                med = {k: statistics.median(q[k] for q in rows) for k in ("psnr", "style_acc", "content")}
+                med = medians(rows)
                 print(f"| {style} | {strength:g} | {med['psnr']:.2f} | {med['style_acc']:.2f} | {med['content']:.2f} | "
                       + " / ".join(f"{q['psnr']:.2f}" for q in rows) + " | " + " / ".join(f"{q['style_acc']:.2f}" for q in rows) + " |")
     try:
