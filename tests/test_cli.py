@@ -55,6 +55,8 @@ def test_adapt_command_writes_a_domain_with_card_and_metrics(tmp_path, capsys):
     recorded = json.loads((out / "metrics.json").read_text())
     model = RefineStyleModel.from_pretrained(tmp_path / "m")
     dom = model.load_domain(out, name="s")
+    # With no token flags the command makes the shipped recipe: K = 1 per convolution, 3 per toRGB layer.
+    assert {(name.endswith(".torgb"), k) for name, k in dom.tokens_per_layer().items()} == {(False, 1), (True, 3)}
     again = domain_metrics(model, dom, target="a sketch of a face")
     assert abs(again["clip_target_similarity_after"] - recorded["clip_target_similarity_after"]) < 1e-5
     assert main(["adapt", "--model", str(tmp_path / "m"), "--target", "", "--steps", "4", "--out", str(out), "--quiet"]) == 2
