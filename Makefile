@@ -23,7 +23,8 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/synthfaces_renderer.py
 	$(VENV)/bin/python bench/synthfaces.py
 	$(VENV)/bin/python bench/inversion.py
-	$(VENV)/bin/python bench/adaptation.py
+	$(VENV)/bin/python bench/adaptation.py --strengths 0.25 0.5 0.75
+	$(VENV)/bin/python bench/domain_diagnostics.py
 	$(VENV)/bin/python bench/app.py
 	$(VENV)/bin/python bench/gpu.py
 
