@@ -90,7 +90,7 @@ class AdaptConfig:
         if not isinstance(self.augment_views, int) or not 0 <= self.augment_views <= 16:
             raise ValueError(f"augment_views must be an integer from 0 to 16, got {self.augment_views!r}")
         for name in ("num_tokens", "torgb_tokens", "warmup_tokens"):
-            if getattr(self, name) is not None:  # None: the generator's default
+            if getattr(self, name) is not None:  # None: automatic (see token_plan)
                 check_token_count(name, getattr(self, name))
         if self.warmup_steps is not None and (not isinstance(self.warmup_steps, int) or isinstance(self.warmup_steps, bool)
                                               or not 0 <= self.warmup_steps < self.steps):
