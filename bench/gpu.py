@@ -105,7 +105,7 @@ def parity_synthfaces(model_path: Path, dev: torch.device) -> list[dict]:
     images = render(sample_params(8, seed=31337), style="photo", resolution=cpu.generator.config.resolution)
     if cpu.encoder is not None:
         a, b = cpu.invert(images, method="encoder"), gpu.invert(images.to(dev), method="encoder")
-        kind = encoder_kind(cpu.encoder)
+        kind = cpu.encoder.kind
         rows.append({"check": f"{kind} encoder inversion: W+", "value": max_err(a.ws, b.ws), "limit": 1e-3})
         rows.append({"check": f"{kind} encoder inversion: image", "value": max_err(a.images, b.images), "limit": 1e-3})
     # Optimisation is iterative, so float rounding may differ; compare the outcome, not the bits.
@@ -136,10 +136,6 @@ def parity_synthfaces(model_path: Path, dev: torch.device) -> list[dict]:
     return rows
 
 
-def encoder_kind(encoder: RefineStyleEncoder) -> str:
-    return "two-stage" if encoder.config.token_input == "image+reconstruction" else "one-stage"
-
-
 def speed_synthfaces(model_path: Path, dev: torch.device) -> list[dict]:
     model = RefineStyleModel.from_pretrained(model_path).to(dev)
     G = model.generator
@@ -153,7 +149,7 @@ def speed_synthfaces(model_path: Path, dev: torch.device) -> list[dict]:
         for batch in (8, 64):
             with torch.no_grad():
                 t = timed(lambda: model.encoder.invert(images[:batch], generator=G), device=dev)
-            rows.append({"what": f"SynthFaces {encoder_kind(model.encoder)} encoder pass, batch {batch}", "ms_per_image": 1000 * t / batch})
+            rows.append({"what": f"SynthFaces {model.encoder.kind} encoder pass, batch {batch}", "ms_per_image": 1000 * t / batch})
     t = timed(lambda: invert_optimize(G, images[:8], w_steps=10, token_steps=10, seed=0), device=dev, repeats=3, warmup=1)
     rows.append({"what": "optimisation inversion, batch 8: ms per step", "ms_per_image": 1000 * t / 20})
     if model.clip is not None:

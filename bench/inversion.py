@@ -74,8 +74,7 @@ def main() -> None:
         if (Path(args.model) / folder / "config.json").exists():
             found.append(RefineStyleEncoder.from_pretrained(Path(args.model) / folder))
     for enc in found:
-        kind = "two-stage" if enc.config.token_input == "image+reconstruction" else "one-stage"
-        encoders[f"RefineStyle {kind}"] = enc
+        encoders[f"RefineStyle {enc.kind}"] = enc
     encoders = dict(sorted(encoders.items()))  # one-stage rows first, as in earlier tables
     lp = lpips_metric()
     print(f"model {args.model}; encoders: {list(encoders) or 'none'}; LPIPS: {'alex' if lp else 'unavailable offline'}")

@@ -146,6 +146,7 @@ def test_mismatched_generator_gives_clear_errors(G, tmp_path):
     with pytest.raises(TypeError, match="StyleGAN2Generator"):
         enc.check_generator(enc)
     two_stage = RefineStyleEncoder.from_generator(G, token_input="image+reconstruction", **TINY_ENCODER)
+    assert (enc.kind, two_stage.kind) == ("one-stage", "two-stage")
     with pytest.raises(ValueError, match="generator=G"):
         two_stage(images(1))
     # The pipeline refuses an encoder made for another generator.

@@ -535,6 +535,11 @@ class RefineStyleEncoder(HubModelMixin, ModelMixin, ConfigMixin):
     # ----------------------------------------------------------------------------------------------
     # Parts (two-stage training freezes the W+ part)
 
+    @property
+    def kind(self) -> str:
+        """``"two-stage"`` when the token branch also sees the stage-one reconstruction, else ``"one-stage"``."""
+        return "two-stage" if self.config.token_input == "image+reconstruction" else "one-stage"
+
     def w_plus_modules(self) -> list[nn.Module]:
         """The modules that predict W+ (backbone and heads); the token branch is everything else."""
         return [self.feature_backbone, self.w_heads]
