@@ -30,7 +30,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from refinestyle import RefineStyleModel  # noqa: E402
-from refinestyle.adaptation import AdaptConfig, adapt_channel_scale, adapt_finetune, adapt_tokens  # noqa: E402
+from refinestyle.adaptation import (AUTO_WARMUP_FRACTION, AUTO_WARMUP_TOKENS, AdaptConfig,  # noqa: E402
+                                     adapt_channel_scale, adapt_finetune, adapt_tokens)
 from refinestyle.data.synthfaces import style_prompt  # noqa: E402
 from refinestyle.evaluation import cached_attribute_classifier, domain_quality  # noqa: E402
 
@@ -125,8 +126,9 @@ def main() -> None:
     parser.add_argument("--num-tokens", type=int, default=1, help="K of the RefineStyle domains (as shipped)")
     parser.add_argument("--torgb-tokens", type=int, default=3,
                         help="K of their toRGB layers (as shipped; 0 = the same as --num-tokens)")
-    parser.add_argument("--warmup-tokens", type=int, default=8, help="rank warm-up: K on every layer at first (as shipped; 0 = none)")
-    parser.add_argument("--warmup-fraction", type=float, default=0.4, help="rank warm-up: share of the steps before the truncation")
+    parser.add_argument("--warmup-tokens", type=int, default=AUTO_WARMUP_TOKENS, help="rank warm-up: K on every layer at first (as shipped; 0 = none)")
+    parser.add_argument("--warmup-fraction", type=float, default=AUTO_WARMUP_FRACTION,
+                        help="rank warm-up: share of the steps before the truncation (rounded down, as model.adapt)")
     parser.add_argument("--global-weight", type=float, default=0.5, help="global CLIP term of every method (as shipped)")
     parser.add_argument("--lr-tokens", type=float, default=0.01, help="RefineStyle tokens (our default)")
     parser.add_argument("--lr-finetune", type=float, default=0.002, help="full fine-tuning (StyleGAN-NADA's default)")
@@ -160,7 +162,7 @@ def main() -> None:
             for seed in seeds:
                 r = run_method(method, G, clips, style, classifier, steps=args.steps, eval_every=args.eval_every, seed=seed,
                                num_tokens=args.num_tokens, torgb_tokens=args.torgb_tokens or args.num_tokens,
-                               warmup=(args.warmup_tokens or None, round(args.warmup_fraction * args.steps) if args.warmup_tokens else 0),
+                               warmup=(args.warmup_tokens or None, int(args.warmup_fraction * args.steps) if args.warmup_tokens else 0),
                                global_weight=args.global_weight, lr=lrs[method],
                                store_ranks=tuple(args.store_ranks), strengths=tuple(args.strengths))
                 r["unadapted"], r["seed"] = base, seed
