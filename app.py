@@ -202,12 +202,16 @@ class App:
         history = dom.history
         frame = pd.DataFrame({"step": [s["step"] for s in history.states], "loss": [s["loss"] for s in history.states]})
         z = torch.randn(4, self.model.generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
-        before = self.model.generate(z=z, truncation_psi=0.7)
-        after = self.model.generate(z=z, truncation_psi=0.7, domain={dom: 1.0})
+        rows = [self.model.generate(z=z, truncation_psi=0.7), self.model.generate(z=z, truncation_psi=0.7, domain={dom: 1.0})]
+        suggested = dom.config.suggested_strength
+        if suggested is not None:
+            rows.append(self.model.generate(z=z, truncation_psi=0.7, domain={dom: suggested}))
         status = f"domain **{name}** ready ({dom.num_parameters():,} parameters)" + (
+            f"; suggested strength **{suggested:g}** (bottom row: where the CLIPs see the style reached; 1 = as optimised, "
+            "stronger)" if suggested is not None else "") + (
             f"; stopped early: {history.stopped_early}" if history.stopped_early else "")
         choices = self.domain_choices(session)
-        yield (grid(torch.cat([before, after]), columns=4), frame, status, session,
+        yield (grid(torch.cat(rows), columns=4), frame, status, session,
                gr.update(choices=choices, value=name), self._domain_zip(dom, name))
 
     def _domain_zip(self, dom: DomainTokens, name: str) -> str:
@@ -318,7 +322,7 @@ def build_demo(model: RefineStyleModel, *, invert_steps: int = 150) -> gr.Blocks
                         run_ad = gr.Button("Adapt", variant="primary")
                         cancel_ad = gr.Button("Cancel")
                 with gr.Column():
-                    preview = gr.Image(label="preview (top: before, bottom: after)", format="png")
+                    preview = gr.Image(label="preview (before; after; at the suggested strength)", format="png")
                     loss_plot = gr.LinePlot(x="step", y="loss", label="loss")
                     status = gr.Markdown()
                     dom_file = gr.File(label="download the domain")

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from refinestyle import RefineStyleModel  # noqa: E402
 from refinestyle.adaptation import (AUTO_WARMUP_FRACTION, AUTO_WARMUP_TOKENS, AdaptConfig,  # noqa: E402
-                                     adapt_channel_scale, adapt_finetune, adapt_tokens)
+                                     adapt_channel_scale, adapt_finetune, adapt_tokens, suggest_strength)
 from refinestyle.data.synthfaces import style_prompt  # noqa: E402
 from refinestyle.evaluation import cached_attribute_classifier, domain_quality  # noqa: E402
 
@@ -43,7 +43,9 @@ def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int
                store_ranks: tuple[int, ...] = (), strengths: tuple[float, ...] = ()) -> dict:
     """Adapt photo → ``style`` with one method; evaluate along the way (evaluation time excluded from wall time)."""
     # The same losses for every method (global CLIP term included); the rank warm-up is RefineStyle's alone.
-    cfg = AdaptConfig(steps=steps, seed=seed, num_tokens=num_tokens, torgb_tokens=torgb_tokens, lr=lr, global_weight=global_weight)
+    # suggest_strength=False: the suggestion is measured (and timed) below, apart from the training's wall time.
+    cfg = AdaptConfig(steps=steps, seed=seed, num_tokens=num_tokens, torgb_tokens=torgb_tokens, lr=lr, global_weight=global_weight,
+                      suggest_strength=False)
     if name == "refinestyle":
         cfg.warmup_tokens, cfg.warmup_steps = warmup
     curve, eval_seconds = [], [0.0]
@@ -58,8 +60,17 @@ def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int
 
     source, target = style_prompt("photo"), style_prompt(style)
     t0 = time.perf_counter()
+    suggested = {}
     if name == "refinestyle":
         dom = adapt_tokens(G, clips, source=source, target=target, config=cfg, callback=callback)
+        wall = time.perf_counter() - t0 - eval_seconds[0]
+        t1 = time.perf_counter()
+        found = suggest_strength(G, clips, dom, source=source, target=target)  # as model.adapt does after its steps
+        suggested = {"strength": found.strength, "seconds": time.perf_counter() - t1}
+        if found.strength is not None:
+            with torch.no_grad():
+                suggested.update(domain_quality(lambda ws, t=dom.token_set(): G.synthesis(ws, tokens=[(t, found.strength)]),
+                                                G, classifier, style))
         params = dom.num_parameters()
         size = stored_bytes(dom)
         history = dom.history
@@ -75,19 +86,21 @@ def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int
                            for s in strengths}
     elif name == "finetune":
         G_trained, history = adapt_finetune(G, clips, source=source, target=target, config=cfg, callback=callback)
+        wall = time.perf_counter() - t0 - eval_seconds[0]
         params = sum(layer.weight.numel() for _, layer, _ in G_trained._layers)
         size = params * 2  # the changed weights alone, in fp16
     elif name == "channel_scale":
         G_trained, history = adapt_channel_scale(G, clips, source=source, target=target, config=cfg, callback=callback)
+        wall = time.perf_counter() - t0 - eval_seconds[0]
         params = sum(d.numel() for d in G_trained.channel_scales)
         size = params * 2  # fp16, as the others
     else:
         raise ValueError(f"unknown method {name!r}")
-    wall = time.perf_counter() - t0 - eval_seconds[0]
     n_steps = len(history.states)
     return {"method": name, "style": style, "params": params, "file_bytes": size, "s_per_step": wall / max(1, n_steps),
             "wall_s": wall, "final": curve[-1] if curve else {}, "curve": curve,
-            "truncated": truncations if name == "refinestyle" else {}, "strengths": at_strength if name == "refinestyle" else {}}
+            "truncated": truncations if name == "refinestyle" else {}, "strengths": at_strength if name == "refinestyle" else {},
+            "suggested": suggested}
 
 
 def stored_bytes(dom) -> int:
@@ -184,6 +197,23 @@ def main() -> None:
         med = medians([r["final"] for r in runs])
         print(f"| {style} | {runs[0]['unadapted']['psnr']:.2f} | {med['psnr']:.2f} | {med['style_acc']:.2f} | {med['content']:.2f} | "
               f"{statistics.median(r['wall_s'] for r in runs):.0f} | {per_seed(runs, 'psnr')} | {per_seed(runs, 'style_acc')} |")
+    table_header(f"RefineStyle at each domain's suggested strength (model.adapt's CLIP-only suggestion; generate(..., "
+                 f"strength='suggested')) against strength 1; medians over seeds {args.seeds}",
+                 ["style", "GT PSNR unadapted", "suggested strength per seed", "GT PSNR at 1", "GT PSNR suggested",
+                  "style acc at 1", "style acc suggested", "content suggested", "suggestion s", "GT PSNR suggested per seed",
+                  "style acc suggested per seed"])
+    for style in args.styles:
+        runs = token_runs(results, style)
+        rows = [r["suggested"] for r in runs if r["suggested"].get("strength") is not None]
+        if len(rows) < len(runs):
+            print(f"| {style} | (no suggestion for {len(runs) - len(rows)} of {len(runs)} seeds) |")
+        if not rows:
+            continue
+        at1, med = medians([r["final"] for r in runs]), medians(rows)
+        print(f"| {style} | {runs[0]['unadapted']['psnr']:.2f} | " + " / ".join(f"{q['strength']:g}" for q in rows)
+              + f" | {at1['psnr']:.2f} | {med['psnr']:.2f} | {at1['style_acc']:.2f} | {med['style_acc']:.2f} | {med['content']:.2f} | "
+              f"{statistics.median(q['seconds'] for q in rows):.1f} | " + " / ".join(f"{q['psnr']:.2f}" for q in rows) + " | "
+              + " / ".join(f"{q['style_acc']:.2f}" for q in rows) + " |")
     if args.store_ranks:
         table_header(f"RefineStyle domains (K = {args.num_tokens}) stored at lower rank (truncated SVD); medians over seeds {args.seeds}",
                      ["style", "rank", "file", "GT PSNR median", "style acc median", "content median", "style acc per seed"])

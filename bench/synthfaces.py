@@ -58,6 +58,10 @@ def run(*, model_path: str | Path = ROOT / "hub" / "refinestyle-synthfaces", n: 
         if name in STYLES:
             out["domains"][name] = {"unadapted": domain_quality(G.synthesis, G, classifier, name),
                                     "adapted": domain_quality(lambda ws, d=name: model.generate(ws=ws, domain=d), G, classifier, name)}
+            suggested = model.domains[name].config.suggested_strength
+            if suggested is not None:  # the same domain at the strength model.adapt suggested (CLIPs only)
+                out["domains"][name]["suggested"] = {"strength": suggested, **domain_quality(
+                    lambda ws, d=name: model.generate(ws=ws, domain=d, strength="suggested"), G, classifier, name)}
     if not quiet:
         g = gen
         print(f"\n## Generator vs renderer ({g.n} held-out z)\n")
@@ -72,12 +76,17 @@ def run(*, model_path: str | Path = ROOT / "hub" / "refinestyle-synthfaces", n: 
         print(f"\n## Speed (64 px, batch 64, median)\n\n| | images/s |\n|---|---|\n| generator | {out['speed']['generator_img_s']:.0f} |"
               f"\n| renderer (photo) | {out['speed']['renderer_img_s']:.0f} |")
         if out["domains"]:
-            print("\n## Domains vs the renderer's style (64 held-out z), unadapted → adapted\n")
-            print("| domain | GT PSNR (dB) | GT SSIM | style accuracy | content |\n|---|---|---|---|---|")
+            print("\n## Domains vs the renderer's style (64 held-out z), unadapted → adapted (strength 1) / at the suggested strength\n")
+            print("| domain | suggested strength | GT PSNR (dB) | GT SSIM | style accuracy | content |\n|---|---|---|---|---|---|")
             for name, d in out["domains"].items():
                 u, a = d["unadapted"], d["adapted"]
-                print(f"| {name} | {u['psnr']:.2f} → {a['psnr']:.2f} | {u['ssim']:.3f} → {a['ssim']:.3f} | "
-                      f"{u['style_acc']:.2f} → {a['style_acc']:.2f} | {u['content']:.2f} → {a['content']:.2f} |")
+                q = d.get("suggested")
+
+                def cell(key, fmt):
+                    return f"{u[key]:{fmt}} → {a[key]:{fmt}}" + (f" / {q[key]:{fmt}}" if q else "")
+
+                print(f"| {name} | {q['strength']:g} | " if q else f"| {name} | - | ", end="")
+                print(f"{cell('psnr', '.2f')} | {cell('ssim', '.3f')} | {cell('style_acc', '.2f')} | {cell('content', '.2f')} |")
         clips = ({"clip": out["clip"]} if "clip" in out else {}) | out["extra_clips"]
         if clips:
             print("\n## CLIP zero-shot (200 renders per style)\n\n| CLIP | style | glasses yes/no | smile yes/no |\n|---|---|---|---|")

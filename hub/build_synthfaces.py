@@ -128,6 +128,9 @@ def card(*, recompute: bool = False) -> None:
         gt = metrics.get("domains", {}).get(name)
         gt_cells = (f"{gt['unadapted']['psnr']:.2f} → {gt['adapted']['psnr']:.2f} | {gt['unadapted']['style_acc']:.2f} → "
                     f"{gt['adapted']['style_acc']:.2f} | {gt['adapted']['content']:.2f}") if gt else "- | - | -"
+        at = (gt or {}).get("suggested")
+        gt_cells += (f" | {at['strength']:g} | {at['psnr']:.2f} / {at['style_acc']:.2f}" if at else
+                     f" | {dom.config.suggested_strength or '-'} | -")
         domain_rows.append(f"| {name} | {dom.config.source} → {dom.config.target} | {dom.num_parameters():,} | {kb:.0f} KB | "
                            f"{m['clip_target_similarity_before']:.3f} → {m['clip_target_similarity_after']:.3f} | {gt_cells} |")
     g, c = metrics["generator"], metrics.get("clip", {})
@@ -276,9 +279,12 @@ from the previous round's weights with fresh batches (`--seed 1` to `--seed 8`):
     if domain_rows:
         text += "\n## Domains\n\nEach made from a text prompt only, by the command in its own `domains/<name>/README.md` " \
                 "(all listed in `hub/make_domains.sh`). Ground truth: `render(z_to_params(z), name)` on 64 held-out z; style " \
-                "accuracy and content (glasses/smile/eye colour) from a CNN trained on renders (`bench/synthfaces.py`).\n\n" \
+                "accuracy and content (glasses/smile/eye colour) from a CNN trained on renders (`bench/synthfaces.py`). " \
+                "\"after\" is strength 1 (the tokens as optimised); the suggested strength is where the CLIPs saw the " \
+                "style reached (`model.adapt` measures it; `generate(..., strength=\"suggested\")`).\n\n" \
                 "| name | prompts | parameters | file | CLIP similarity to the target (16 seeds), before → after | " \
-                "GT PSNR (dB), before → after | style accuracy, before → after | content |\n|---|---|---|---|---|---|---|---|\n" + \
+                "GT PSNR (dB), before → after | style accuracy, before → after | content | suggested strength | " \
+                "GT PSNR / style accuracy at it |\n|---|---|---|---|---|---|---|---|---|---|\n" + \
                 "\n".join(domain_rows) + "\n"
     text += """
 ## Usage

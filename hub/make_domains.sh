@@ -12,7 +12,7 @@ R=.venv/bin/refinestyle
 M=hub/refinestyle-synthfaces
 STEPS=${STEPS:-200}
 for spec in "sketch|a pencil sketch of a face" "popart|a pop art painting of a face" "zombie|a zombie face" \
-            "watercolor|a watercolor painting of a face"; do
+            "watercolor|a watercolor painting of a face" "pixelart|a pixel art image of a face"; do
   name=${spec%%|*}
   target=${spec#*|}
   $R adapt --model $M --source "a photo of a face" --target "$target" --steps "$STEPS" --num-tokens 1 --torgb-tokens 3 \

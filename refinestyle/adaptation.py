@@ -8,6 +8,12 @@ Losses (StyleGAN-NADA's formulation for the direction):
 * content (optional, off by default): L2 between heavily downsampled refined and frozen luminance;
 * regularisation: mean squared token values (``P`` relative to its scale).
 
+The directional loss fixes where the images move, not how far: every SynthFaces domain goes on past the point
+where its CLIP direction stops improving, and further from the renderer's ground truth (README, strength table).
+``suggest_strength`` measures that point after the run, with the CLIPs alone: the smallest strength whose
+directional similarity is within 1% of its best. ``adapt_tokens`` records it as the domain's
+``suggested_strength``; ``strength=1`` stays the tokens as optimised.
+
 A small CLIP is easy to fool: gradients through one fixed view find pixel patterns that move the
 embedding without changing the style. ``augment_views`` adds random affine views (scale, shift, flip),
 the same view for the refined and the frozen image, so only changes that survive them are rewarded.
@@ -47,6 +53,14 @@ LR_SCHEDULES = ("constant", "cosine")
 MIN_TORGB_TOKENS = 3
 AUTO_WARMUP_TOKENS = 8
 AUTO_WARMUP_FRACTION = 0.4
+# Strength suggestion: held-out faces of a seed that no training batch or benchmark uses, the strength grid, and
+# how close to the best directional similarity is close enough.
+SUGGEST_SEED = 777
+SUGGEST_FACES = 32
+SUGGEST_STEP = 0.05
+SUGGEST_MAX_STRENGTH = 2.0
+SUGGEST_TOLERANCE = 0.01
+REFERENCE_IMAGES_TARGET = "<reference images>"  # what an image-guided domain records as its target
 
 
 @dataclass
@@ -79,6 +93,8 @@ class AdaptConfig:
     content_size: int = 8
     reg_weight: float = 1e-3
     augment_views: int = 4
+    # Measure the domain's suggested strength after the run (suggest_strength; a few seconds).
+    suggest_strength: bool = True
 
     def validate(self) -> None:
         if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
@@ -146,6 +162,16 @@ class AdaptState:
 class AdaptHistory:
     states: list[dict] = field(default_factory=list)
     stopped_early: Optional[str] = None
+
+
+@dataclass
+class StrengthSuggestion:
+    """``suggest_strength``'s answer and the curve it read it from."""
+
+    strength: Optional[float]  # smallest strength within ``tolerance`` of the best similarity (None: no such point)
+    strengths: list[float]  # the strengths measured, in order
+    directional: list[float]  # mean cos(E_I(G_s) - E_I(G_0), text direction) at each, averaged over the CLIPs
+    tolerance: float
 
 
 def text_directions(clips: Sequence[CLIPGuide], source: str, target: Optional[str],
@@ -344,7 +370,7 @@ def adapt_tokens(
         layers = list(G.refinable_layers(include_torgb=config.layers == "all"))
     else:
         layers = list(config.layers)
-    made = dict(layers=layers, seed=config.seed, source=source, target=target or "<reference images>")
+    made = dict(layers=layers, seed=config.seed, source=source, target=target or REFERENCE_IMAGES_TARGET)
     run = dict(G=G, clips=clips, source=source, target=target, target_images=target_images, config=config,
                callback=callback, preview_every=preview_every, progress=progress)
     if warm_tokens is None:
@@ -359,7 +385,72 @@ def adapt_tokens(
             _optimise_domain(domain, steps=range(warm_steps, config.steps), history=history, start_time=start, **run)
     domain.eval().requires_grad_(False)
     domain.history = history
+    domain.strength_suggestion = None
+    if config.suggest_strength:
+        domain.strength_suggestion = suggest_strength(G, clips, domain, source=source, target=target,
+                                                      target_images=target_images)
+        if domain.strength_suggestion.strength is not None:
+            domain.register_to_config(suggested_strength=domain.strength_suggestion.strength)
     return domain
+
+
+@torch.no_grad()
+def suggest_strength(
+    G: StyleGAN2Generator,
+    clips: Sequence[CLIPGuide],
+    domain: DomainTokens,
+    *,
+    source: str,
+    target: Optional[str],
+    target_images: Optional[torch.Tensor] = None,
+    faces: int = SUGGEST_FACES,
+    seed: int = SUGGEST_SEED,
+    step: float = SUGGEST_STEP,
+    max_strength: float = SUGGEST_MAX_STRENGTH,
+    tolerance: float = SUGGEST_TOLERANCE,
+) -> StrengthSuggestion:
+    """The smallest strength at which ``domain`` moves held-out faces as far along the CLIP text direction as it can.
+
+    The directional loss rewards the direction of the change, not its size, so an optimised domain usually goes
+    on past the point where the direction stops improving; the extra magnitude only exaggerates the style (on
+    SynthFaces it lowers the ground-truth PSNR of every style). This measures, on ``faces`` latents of ``seed``
+    (untruncated), the mean ``cos(E_I(G_s(w)) - E_I(G(w)), E_T(target) - E_T(source))`` at strengths ``step``,
+    ``2·step``, … up to ``max_strength`` (averaged over the CLIPs, as the loss is), and returns the smallest
+    strength within ``tolerance`` (relative) of the best. ``strength`` is None when no strength moves the images
+    along the direction at all (best similarity ≤ 0) or a CLIP returns non-finite values. Only the CLIPs are
+    consulted, never a ground truth.
+    """
+    if not isinstance(faces, int) or isinstance(faces, bool) or not 1 <= faces <= 256:
+        raise ValueError(f"faces must be an integer from 1 to 256, got {faces!r}")
+    if not (isinstance(step, (int, float)) and isinstance(max_strength, (int, float)) and 0 < step <= max_strength <= 10):
+        raise ValueError(f"need 0 < step <= max_strength <= 10, got step={step!r}, max_strength={max_strength!r}")
+    if not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 0.5:
+        raise ValueError(f"tolerance must be in [0, 0.5), got {tolerance!r}")
+    domain.check_compatible(G)
+    directions = text_directions(clips, source, target, target_images)
+    device = G.mapping_module.w_avg.device
+    z = torch.randn(faces, G.config.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)  # [N, z_dim]
+    ws = G.mapping(z)  # [N, num_ws, w_dim]
+    frozen = G.synthesis(ws)  # [N, 3, R, R]
+    frozen_emb = [clip.encode_image(frozen) for clip in clips]  # each [N, D]
+    tokens = domain.token_set()
+    strengths, similarity = [], []
+    for i in range(1, int(round(max_strength / step)) + 1):
+        strength = round(i * step, 6)
+        refined = G.synthesis(ws, tokens=[(tokens, strength)])  # [N, 3, R, R]
+        cosines = [(F.normalize(clip.encode_image(refined) - base, dim=-1) @ direction).mean().item()  # [N] → mean
+                   for clip, (direction, _), base in zip(clips, directions, frozen_emb)]
+        strengths.append(strength)
+        similarity.append(sum(cosines) / len(cosines))
+        if not math.isfinite(similarity[-1]):
+            break  # a CLIP gave NaN/inf: no suggestion from this curve
+        if similarity[-1] < (1 - 2 * tolerance) * max(similarity):
+            break  # well past the peak; the curve only falls from here on
+    best = max(similarity)
+    chosen = None
+    if all(math.isfinite(v) for v in similarity) and best > 0:
+        chosen = next(s for s, v in zip(strengths, similarity) if v >= (1 - tolerance) * best)
+    return StrengthSuggestion(strength=chosen, strengths=strengths, directional=similarity, tolerance=float(tolerance))
 
 
 def _optimise_domain(domain: DomainTokens, **run) -> AdaptHistory:

@@ -30,6 +30,19 @@ def parse_seeds(text: str, *, max_count: int = 1024) -> list[int]:
     return seeds
 
 
+def strength_arg(text: str) -> float | str:
+    """argparse type of ``--strength``: a finite number or ``suggested``."""
+    if text.strip() == "suggested":
+        return "suggested"
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'suggested'") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"strength must be finite, got {text!r}")
+    return value
+
+
 def seed_list(text: str) -> list[int]:
     """argparse type for ``--seeds``."""
     try:
@@ -181,17 +194,25 @@ def cmd_adapt(args: argparse.Namespace) -> int:
                       lr_schedule=args.lr_schedule, batch=args.batch, seed=args.seed, num_tokens=args.num_tokens,
                       torgb_tokens=args.torgb_tokens, warmup_tokens=args.warmup_tokens, warmup_steps=args.warmup_steps,
                       global_weight=args.global_weight, layers=args.layers, augment_views=args.augment_views,
-                      content_weight=args.content_weight, progress=not args.quiet)
+                      content_weight=args.content_weight, suggest_strength=not args.no_suggest_strength,
+                      progress=not args.quiet)
     out = Path(args.out)
     hist, adapted_k = dom.history, _describe_tokens(dom)
     if args.store_rank is not None:
         dom = dom.truncated(args.store_rank)  # the best rank-R residual per layer: a file R/K the size
+        if not args.no_suggest_strength:  # another residual: measure its own
+            found = model.suggest_strength(dom, source=args.source, target=args.target,
+                                           target_images=None if args.target else args.target_image)
+            if found.strength is not None:
+                dom.register_to_config(suggested_strength=found.strength)
     dom.save_pretrained(out, dtype=torch.float16 if args.dtype == "float16" else torch.float32)
     dom = DomainTokens.from_pretrained(out)  # the card's numbers are those of the file as saved
+    suggested = dom.config.suggested_strength
     z = torch.randn(8, model.generator.config.z_dim, generator=torch.Generator().manual_seed(args.seed))
-    before = model.generate(z=z, truncation_psi=0.7)
-    after = model.generate(z=z, truncation_psi=0.7, domain=dom)
-    save_grid(torch.cat([before, after]), out / "preview.png", columns=8)
+    rows = [model.generate(z=z, truncation_psi=0.7), model.generate(z=z, truncation_psi=0.7, domain=dom)]
+    if suggested is not None:
+        rows.append(model.generate(z=z, truncation_psi=0.7, domain=dom, strength="suggested"))
+    save_grid(torch.cat(rows), out / "preview.png", columns=8)
     metrics = domain_metrics(model, dom, target=args.target)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     size_kb = sum(f.stat().st_size for f in out.glob("*.safetensors")) / 1024
@@ -206,12 +227,18 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         f"{', '.join(c.name for c in model.clips)}\n- steps: {len(hist.states)}; final loss {hist.states[-1]['loss']:.4f} "
         f"(directional {hist.states[-1]['direction_loss']:.4f}); {hist.states[-1]['seconds']:.1f} s\n"
         + (f"- stopped early: {hist.stopped_early}\n" if hist.stopped_early else "")
+        + (f"- suggested strength: {suggested:g} (`strength=\"suggested\"`): the smallest at which the CLIPs see the "
+           f"images as far along the text direction as this domain takes them; strength 1 is the tokens as optimised\n"
+           if suggested is not None else "")
         + (f"- CLIP similarity to the target prompt on 16 fixed seeds (1234): {metrics['clip_target_similarity_before']:.4f} "
            f"before, {metrics['clip_target_similarity_after']:.4f} after (`metrics.json`)\n" if metrics else "")
-        + "\n![before (top) and after (bottom)](preview.png)"),
+        + ("\n![before (top), after (middle), at the suggested strength (bottom)](preview.png)" if suggested is not None
+           else "\n![before (top) and after (bottom)](preview.png)")),
         usage=f'model = RefineStyleModel.from_pretrained("{args.model}")  # the generator it was made for\n'
               f'model.load_domain("{out}", name="{out.name}")  # this folder (or its Hub repo id)\n'
-              f'images = model.generate(seeds=range(8), truncation_psi=0.7, domain="{out.name}")  # [8, 3, R, R] in [-1, 1]')
+              f'images = model.generate(seeds=range(8), truncation_psi=0.7, domain="{out.name}")  # [8, 3, R, R] in [-1, 1]'
+              + (f'\nsofter = model.generate(seeds=range(8), truncation_psi=0.7, domain="{out.name}", strength="suggested")  # {suggested:g}'
+                 if suggested is not None else ""))
     print(f"saved domain to {out} ({size_kb:.1f} KB); preview: {out / 'preview.png'}")
     return 0
 
@@ -253,6 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--global-weight", type=float, default=0.5, help="weight of the global CLIP loss (image toward the target text)")
     ad.add_argument("--store-rank", type=int, default=None,
                     help="store the best rank-R approximation of each layer's residual (truncated SVD): a file R/K the size")
+    ad.add_argument("--no-suggest-strength", action="store_true",
+                    help="skip measuring the suggested strength after the run (a few seconds)")
     ad.add_argument("--out", required=True, help="output folder of the domain")
     ad.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage precision of the tokens")
     ad.add_argument("--quiet", action="store_true")
@@ -263,7 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--seeds", type=seed_list, default=parse_seeds("0-7"), help="e.g. 0-7 or 1,5,9")
     gen.add_argument("--truncation", type=float, default=1.0, help="truncation psi")
     gen.add_argument("--domain", default=None, help="a domain folder to apply")
-    gen.add_argument("--strength", type=float, default=1.0, help="domain strength")
+    gen.add_argument("--strength", type=strength_arg, default=1.0,
+                     help="domain strength: a number, or 'suggested' (the domain's own suggested strength)")
     gen.add_argument("--columns", type=int, default=8)
     gen.add_argument("--out", default="grid.png", help="output PNG")
     gen.add_argument("--quiet", action="store_true")

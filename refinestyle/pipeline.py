@@ -168,15 +168,29 @@ class RefineStyleModel:
         """Every CLIP that guides adaptation: ``clip`` then ``extra_clips`` (their losses are averaged)."""
         return [c for c in [self.clip, *self.extra_clips] if c is not None]
 
-    def domain_sources(self, domain: DomainSpec, strength: float) -> list[tuple[TokenSet, float]]:
-        """Weighted residual sources for ``domain``: a name, a ``DomainTokens``, or ``{name: weight}``."""
-        if not isinstance(strength, (int, float)) or not torch.isfinite(torch.tensor(float(strength))):
-            raise ValueError(f"strength must be a finite number, got {strength!r}")
+    def domain_sources(self, domain: DomainSpec, strength: float | str) -> list[tuple[TokenSet, float]]:
+        """Weighted residual sources for ``domain``: a name, a ``DomainTokens``, or ``{name: weight}``.
+
+        ``strength="suggested"`` scales each domain by its own ``config.suggested_strength``."""
+        suggested = isinstance(strength, str) and strength == "suggested"
+        if not suggested and (isinstance(strength, bool) or not isinstance(strength, (int, float))
+                              or not torch.isfinite(torch.tensor(float(strength)))):
+            raise ValueError(f"strength must be a finite number or 'suggested', got {strength!r}")
         if domain is None:
             return []
+
+        def scale(dom: DomainTokens, name: str) -> float:
+            if not suggested:
+                return float(strength)
+            if dom.config.suggested_strength is None:
+                raise ValueError(f"domain {name} has no suggested strength (it was made before model.adapt measured one, or "
+                                 "with suggest_strength off): pass a number, or measure one with "
+                                 "refinestyle.adaptation.suggest_strength")
+            return float(dom.config.suggested_strength)
+
         if isinstance(domain, DomainTokens):
             domain.check_compatible(self.generator)
-            return [(domain.token_set(), float(strength))]
+            return [(domain.token_set(), scale(domain, repr(domain.config.target)))]
         if isinstance(domain, str):
             domain = {domain: 1.0}
         if not isinstance(domain, Mapping):
@@ -193,7 +207,7 @@ class RefineStyleModel:
             else:
                 raise KeyError(f"unknown domain {key!r}; loaded domains: {sorted(self.domains) or 'none'} "
                                "(load one with model.load_domain(path, name=...))")
-            out.append((dom.token_set(), float(strength) * float(weight)))
+            out.append((dom.token_set(), scale(dom, repr(key) if isinstance(key, str) else repr(dom.config.target)) * float(weight)))
         return out
 
     @torch.no_grad()
@@ -205,13 +219,16 @@ class RefineStyleModel:
         seeds: Optional[Sequence[int]] = None,
         tokens: Optional[TokenSet] = None,
         domain: DomainSpec = None,
-        strength: float = 1.0,
+        strength: float | str = 1.0,
         truncation_psi: float = 1.0,
         noise_mode: str = "const",
     ) -> torch.Tensor:
         """Images ``[N, 3, R, R]`` in about [-1, 1] from exactly one of ``z``, ``ws`` or ``seeds``.
 
-        ``tokens`` (per-image, e.g. from inversion) and ``strength`` × ``domain`` residuals add up.
+        ``tokens`` (per-image, e.g. from inversion) and ``strength`` × ``domain`` residuals add up. ``strength=1``
+        is a domain as optimised; ``strength="suggested"`` is each domain at its ``config.suggested_strength``, where
+        the CLIPs saw the style reached (``model.adapt`` measures it; usually 0.7-0.9, and nearer the style's
+        ground truth on SynthFaces).
         """
         given = [name for name, v in (("z", z), ("ws", ws), ("seeds", seeds)) if v is not None]
         if len(given) != 1:
@@ -273,6 +290,33 @@ class RefineStyleModel:
             w_only = G.synthesis(ws)
         return InversionOutput(images=refined, ws=ws, tokens=tokens, w_images=w_only, targets=targets, seconds=seconds, method=method)
 
+    def suggest_strength(self, domain: DomainTokens, *, source: Optional[str] = None, target: Optional[str] = None,
+                         target_images=None):
+        """``adaptation.suggest_strength`` for ``domain`` with this model's generator and CLIPs: where the CLIPs see
+        the images as far along the text direction as the domain takes them (a ``StrengthSuggestion``).
+
+        ``source`` / ``target`` default to the prompts the domain records; an image-guided domain needs its
+        ``target_images`` again. ``model.adapt`` already records the answer as ``domain.config.suggested_strength``.
+        """
+        from .adaptation import REFERENCE_IMAGES_TARGET, suggest_strength
+
+        if not isinstance(domain, DomainTokens):
+            raise TypeError(f"domain must be a DomainTokens, got {type(domain).__name__}")
+        if not self.clips:
+            raise ValueError("this model has no CLIP (model.clip is None): the suggestion is measured with the CLIPs")
+        source = source if source is not None else domain.config.source
+        if target_images is not None:
+            target = None
+            if not isinstance(target_images, torch.Tensor):
+                target_images = images_to_tensor(target_images, self.generator.config.resolution).to(self.device)
+        elif target is None:
+            target = domain.config.target
+            if target == REFERENCE_IMAGES_TARGET:
+                raise ValueError("this domain was made from reference images: pass them again as target_images")
+        if not source or (target_images is None and not target):
+            raise ValueError("the domain records no source/target prompts: pass source= and target= (or target_images=)")
+        return suggest_strength(self.generator, self.clips, domain, source=source, target=target, target_images=target_images)
+
     def adapt(
         self,
         source: str = "a photo of a face",
@@ -292,6 +336,7 @@ class RefineStyleModel:
         content_weight: float = 0.0,
         global_weight: float = 0.5,
         augment_views: int = 4,
+        suggest_strength: bool = True,
         callback=None,
         preview_every: int = 0,
         progress: bool = False,
@@ -304,6 +349,11 @@ class RefineStyleModel:
         (``warmup_tokens`` None: 8 tokens on every layer for ``warmup_steps`` None: 40% of the steps, then each
         layer's residual truncated by SVD to its final K; ``warmup_steps=0``: none), with a global CLIP term of
         weight 0.5: quick to find the style, about 2% of the generator to store.
+
+        ``suggest_strength`` (a few seconds after the run) records ``config.suggested_strength``: the smallest strength
+        at which the CLIPs see the images as far along the text direction as the domain takes them
+        (``adaptation.suggest_strength``). Use it with ``generate(..., strength="suggested")``; ``strength=1`` stays
+        the tokens as optimised, which go further.
         """
         from .adaptation import AdaptConfig, adapt_tokens
 
@@ -315,6 +365,7 @@ class RefineStyleModel:
             target_images = images_to_tensor(target_images, self.generator.config.resolution).to(self.device)
         config = AdaptConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, batch=batch, seed=seed, num_tokens=num_tokens,
                              torgb_tokens=torgb_tokens, warmup_tokens=warmup_tokens, warmup_steps=warmup_steps, layers=layers,
-                             content_weight=content_weight, global_weight=global_weight, augment_views=augment_views)
+                             content_weight=content_weight, global_weight=global_weight, augment_views=augment_views,
+                             suggest_strength=suggest_strength)
         return adapt_tokens(self.generator, clips, source=source, target=target, target_images=target_images, config=config,
                             callback=callback, preview_every=preview_every, progress=progress)

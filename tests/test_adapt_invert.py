@@ -1,5 +1,6 @@
 """Domain adaptation and optimisation inversion on tiny models; image input handling."""
 
+import copy
 import io
 import math
 import warnings
@@ -97,7 +98,7 @@ def test_default_token_plan_is_the_shipped_recipe():
     # model.adapt's defaults are AdaptConfig's (one recipe, not two).
     params = inspect.signature(Model.adapt).parameters
     for name in ("steps", "lr", "lr_schedule", "batch", "seed", "num_tokens", "torgb_tokens", "warmup_tokens",
-                 "warmup_steps", "layers", "content_weight", "global_weight", "augment_views"):
+                 "warmup_steps", "layers", "content_weight", "global_weight", "augment_views", "suggest_strength"):
         assert params[name].default == getattr(AdaptConfig(), name), name
 
 
@@ -305,3 +306,85 @@ def test_random_affine_identity_flip_and_pairing():
     assert xs is x and ys is y
     with pytest.raises(ValueError, match="augment_views"):
         AdaptConfig(augment_views=40).validate()
+
+
+@pytest.fixture(scope="module")
+def sketch_domain(tiny_model):
+    return tiny_model.adapt("a photo of a face", "a sketch of a face", steps=20, batch=4, lr=0.05, seed=3)
+
+
+def test_adapt_records_the_suggested_strength_read_off_the_clip_curve(tiny_model, sketch_domain, tmp_path):
+    """The suggestion is the smallest grid strength within 1% of the best directional similarity, and the curve
+    is the one a second computation through ``model.generate(strength=s)`` gives."""
+    from refinestyle.adaptation import SUGGEST_FACES, SUGGEST_SEED
+    from refinestyle.models.domain import DomainTokens
+
+    found = sketch_domain.strength_suggestion
+    assert found is not None and found.strength == sketch_domain.config.suggested_strength
+    assert found.strengths[:3] == [0.05, 0.1, 0.15]
+    best = max(found.directional)
+    assert best > 0
+    assert found.strength == min(s for s, v in zip(found.strengths, found.directional) if v >= 0.99 * best)
+    clip = tiny_model.clip
+    z = torch.randn(SUGGEST_FACES, 8, generator=torch.Generator().manual_seed(SUGGEST_SEED))
+    direction = torch.nn.functional.normalize(clip.encode_text(["a sketch of a face"])[0] - clip.encode_text(["a photo of a face"])[0], dim=0)
+    base = clip.encode_image(tiny_model.generate(z=z))
+    for i in (0, len(found.strengths) // 2, len(found.strengths) - 1):
+        moved = clip.encode_image(tiny_model.generate(z=z, domain=sketch_domain, strength=found.strengths[i]))
+        cos = torch.nn.functional.cosine_similarity(moved - base, direction[None], dim=-1).mean().item()
+        assert cos == pytest.approx(found.directional[i], abs=1e-5)
+    # Stored with the domain; strength="suggested" is the domain at that strength, also inside a mix.
+    sketch_domain.save_pretrained(tmp_path / "d")
+    loaded = DomainTokens.from_pretrained(tmp_path / "d")
+    assert loaded.config.suggested_strength == found.strength
+    tiny_model.add_domain(loaded, name="suggested-sketch")
+    assert torch.equal(tiny_model.generate(z=z[:2], domain="suggested-sketch", strength="suggested"),
+                       tiny_model.generate(z=z[:2], domain="suggested-sketch", strength=found.strength))
+    assert torch.equal(tiny_model.generate(z=z[:2], domain={"suggested-sketch": 0.5}, strength="suggested"),
+                       tiny_model.generate(z=z[:2], domain={"suggested-sketch": 0.5 * found.strength}))
+    # The model-level call reads the prompts the domain records and gives the same answer.
+    assert tiny_model.suggest_strength(loaded).strengths == found.strengths
+
+
+def test_suggested_strength_halves_when_the_residual_doubles(tiny_model, sketch_domain):
+    """ΔW is linear in P, so doubling P doubles the residual: the curve of the doubled domain at s is the curve
+    of the original at 2s, and so is the suggestion (measured on matching grids)."""
+    from refinestyle.adaptation import suggest_strength
+
+    G, clips = tiny_model.generator, tiny_model.clips
+    doubled = copy.deepcopy(sketch_domain)
+    with torch.no_grad():
+        for p in doubled.p.values():
+            p.mul_(2)
+    prompts = dict(source="a photo of a face", target="a sketch of a face")
+    original = suggest_strength(G, clips, sketch_domain, step=0.1, max_strength=2.0, **prompts)
+    twice = suggest_strength(G, clips, doubled, step=0.05, max_strength=1.0, **prompts)
+    n = min(len(original.directional), len(twice.directional))
+    assert twice.directional[:n] == pytest.approx(original.directional[:n], abs=1e-5)
+    if len(original.directional) == len(twice.directional):  # neither curve was cut short by the grid's end
+        assert twice.strength == pytest.approx(original.strength / 2)
+
+
+def test_suggested_strength_none_and_bad_inputs(tiny_model, sketch_domain):
+    from refinestyle.adaptation import suggest_strength
+    from refinestyle.models.domain import DomainTokens
+
+    G, clips = tiny_model.generator, tiny_model.clips
+    zero = DomainTokens.from_generator(G, num_tokens=1, seed=0)  # P = 0: the images never move
+    prompts = dict(source="a photo of a face", target="a sketch of a face")
+    assert suggest_strength(G, clips, zero, **prompts).strength is None
+    with pytest.raises(ValueError, match="no suggested strength"):
+        tiny_model.generate(seeds=[0], domain=zero, strength="suggested")
+    with pytest.raises(ValueError, match="finite number or 'suggested'"):
+        tiny_model.generate(seeds=[0], domain=sketch_domain, strength="strong")
+    with pytest.raises(ValueError, match="faces must be"):
+        suggest_strength(G, clips, sketch_domain, faces=0, **prompts)
+    with pytest.raises(ValueError, match="step <= max_strength"):
+        suggest_strength(G, clips, sketch_domain, step=0.5, max_strength=0.1, **prompts)
+    with pytest.raises(ValueError, match="suggested_strength must be"):
+        DomainTokens(generator_signature=G.signature(), layers=["b4.conv1"], suggested_strength=float("nan"))
+    image_guided = DomainTokens.from_generator(G, num_tokens=1, seed=0, target="<reference images>", source="a photo")
+    with pytest.raises(ValueError, match="pass them again as target_images"):
+        tiny_model.suggest_strength(image_guided)
+    off = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=2, batch=2, suggest_strength=False)
+    assert off.config.suggested_strength is None and off.strength_suggestion is None

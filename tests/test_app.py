@@ -81,6 +81,9 @@ def test_adapt_endpoint_then_use_domain_in_same_session(served):
     preview, _, status = outputs[0], outputs[1], outputs[2]
     assert "domain **mine** ready" in status
     assert Image.open(preview).format == "PNG"
+    # Before, strength 1 and the suggested strength: three rows of four, the suggestion named in the status.
+    assert "suggested strength" in status
+    assert Image.open(preview).height * 4 == Image.open(preview).width * 3
 
 
 @pytest.mark.parametrize("args,message", [

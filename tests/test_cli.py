@@ -59,6 +59,17 @@ def test_adapt_command_writes_a_domain_with_card_and_metrics(tmp_path, capsys):
     assert {(name.endswith(".torgb"), k) for name, k in dom.tokens_per_layer().items()} == {(False, 1), (True, 3)}
     again = domain_metrics(model, dom, target="a sketch of a face")
     assert abs(again["clip_target_similarity_after"] - recorded["clip_target_similarity_after"]) < 1e-5
+    # The suggested strength is in the file and on the card; `generate --strength suggested` applies it.
+    suggested = dom.config.suggested_strength
+    assert suggested is not None and f"suggested strength: {suggested:g}" in (out / "README.md").read_text()
+    assert main(["generate", "--model", str(tmp_path / "m"), "--domain", str(out), "--seeds", "0-1", "--strength", "suggested",
+                 "--out", str(tmp_path / "s.png"), "--quiet"]) == 0
+    assert main(["generate", "--model", str(tmp_path / "m"), "--domain", str(out), "--seeds", "0-1", "--strength", str(suggested),
+                 "--out", str(tmp_path / "n.png"), "--quiet"]) == 0
+    assert (tmp_path / "s.png").read_bytes() == (tmp_path / "n.png").read_bytes()
+    with pytest.raises(SystemExit):
+        main(["generate", "--model", str(tmp_path / "m"), "--strength", "strong", "--out", str(tmp_path / "x.png")])
+    assert "not a number or 'suggested'" in capsys.readouterr().err
     assert main(["adapt", "--model", str(tmp_path / "m"), "--target", "", "--steps", "4", "--out", str(out), "--quiet"]) == 2
     assert "prompt is empty" in capsys.readouterr().err
 
@@ -78,6 +89,7 @@ def test_adapt_store_rank_writes_the_truncated_domain(tmp_path, capsys):
     assert main(common + ["--store-rank", "2", "--out", str(tmp_path / "r2")]) == 0
     full, low = DomainTokens.from_pretrained(tmp_path / "k4"), DomainTokens.from_pretrained(tmp_path / "r2")
     assert low.config.num_tokens == 2 and "rank-2" in (tmp_path / "r2" / "README.md").read_text()
+    assert low.config.suggested_strength is not None  # measured again on the truncated residual
     expected = full.truncated(2)  # the same seed adapts the same tokens; the file holds their truncation
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(low.state_dict().values(), expected.state_dict().values()))
     assert main(common + ["--store-rank", "0", "--out", str(tmp_path / "bad")]) == 2

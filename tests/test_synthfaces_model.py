@@ -114,10 +114,23 @@ def test_domains_reproduce_their_ground_truth_numbers(model, card):
             ws = G.mapping(z)
             before = psnr(G.synthesis(ws).clamp(-1, 1), truth).mean().item()
             after = psnr(model.generate(ws=ws, domain=name).clamp(-1, 1), truth).mean().item()
+            at_suggested = psnr(model.generate(ws=ws, domain=name, strength="suggested").clamp(-1, 1), truth).mean().item()
         assert abs(before - recorded["unadapted"]["psnr"]) < 0.05, (name, before, recorded["unadapted"]["psnr"])
         assert abs(after - recorded["adapted"]["psnr"]) < 0.05, (name, after, recorded["adapted"]["psnr"])
+        assert recorded["suggested"]["strength"] == model.domains[name].config.suggested_strength
+        assert abs(at_suggested - recorded["suggested"]["psnr"]) < 0.05, (name, at_suggested, recorded["suggested"]["psnr"])
+        # At the strength the CLIPs suggested, every shipped domain is nearer its style's ground truth than no domain.
+        assert at_suggested > before, (name, before, at_suggested)
         gains.append(after - before)
     assert sum(gains) / len(gains) > 1.0, gains
+
+
+def test_shipped_suggested_strength_is_what_the_clips_give_for_the_shipped_file(model):
+    """The recorded suggestion was measured on the tokens before fp16 storage; the file as shipped gives it again."""
+    dom = model.domains["sketch"]
+    found = model.suggest_strength(dom)
+    assert found.strength == dom.config.suggested_strength
+    assert max(found.directional) > 0.5  # the CLIPs see the sketch direction clearly
 
 
 def test_to_moves_every_component():

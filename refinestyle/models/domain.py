@@ -34,6 +34,8 @@ class DomainTokens(HubModelMixin, ModelMixin, ConfigMixin):
         source: the source prompt it was adapted from (metadata).
         target: the target prompt (metadata).
         description: free text for the model card.
+        suggested_strength: the strength at which the CLIPs saw the style reached (``adaptation.suggest_strength``;
+            ``model.adapt`` records it); None when not measured. ``strength=1`` is the tokens as optimised.
 
     Examples:
         ```py
@@ -58,8 +60,12 @@ class DomainTokens(HubModelMixin, ModelMixin, ConfigMixin):
         source: str = "",
         target: str = "",
         description: str = "",
+        suggested_strength: Optional[float] = None,
     ):
         super().__init__()
+        if suggested_strength is not None and (isinstance(suggested_strength, bool) or not isinstance(suggested_strength, (int, float))
+                                               or not 0 < suggested_strength <= 10):
+            raise ValueError(f"suggested_strength must be None or a number in (0, 10], got {suggested_strength!r}")
         if not generator_signature or not layers:
             raise ValueError("DomainTokens needs generator_signature and layers; build one with DomainTokens.from_generator(G)")
         shapes = generator_signature["layers"]
