@@ -18,6 +18,7 @@ table); the baselines run with the first seed only (their wall time is the same 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import sys
@@ -31,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from refinestyle import RefineStyleModel  # noqa: E402
 from refinestyle.adaptation import (AUTO_WARMUP_FRACTION, AUTO_WARMUP_TOKENS, AdaptConfig,  # noqa: E402
-                                     adapt_channel_scale, adapt_finetune, adapt_tokens, suggest_strength)
+                                     adapt_channel_scale, adapt_finetune, adapt_tokens, suggest_edit_strength)
 from refinestyle.data.synthfaces import style_prompt  # noqa: E402
 from refinestyle.evaluation import cached_attribute_classifier, domain_quality  # noqa: E402
 
@@ -60,47 +61,82 @@ def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int
 
     source, target = style_prompt("photo"), style_prompt(style)
     t0 = time.perf_counter()
-    suggested = {}
+    truncations, at_strength = {}, {}
     if name == "refinestyle":
         dom = adapt_tokens(G, clips, source=source, target=target, config=cfg, callback=callback)
         wall = time.perf_counter() - t0 - eval_seconds[0]
-        t1 = time.perf_counter()
-        found = suggest_strength(G, clips, dom, source=source, target=target)  # as model.adapt does after its steps
-        suggested = {"strength": found.strength, "seconds": time.perf_counter() - t1}
-        if found.strength is not None:
-            with torch.no_grad():
-                suggested.update(domain_quality(lambda ws, t=dom.token_set(): G.synthesis(ws, tokens=[(t, found.strength)]),
-                                                G, classifier, style))
         params = dom.num_parameters()
         size = stored_bytes(dom)
         history = dom.history
+        tokens = dom.token_set()
+
+        def synthesize_at(ws, strength):  # model.generate(..., strength=s): the residual times s
+            return G.synthesis(ws, tokens=[(tokens, strength)])
+
         # The same domain stored at lower rank (truncated SVD per layer): its quality and file.
-        truncations = {}
         with torch.no_grad():
             for rank in store_ranks:
                 low = dom.truncated(rank)
                 truncations[rank] = {"file_bytes": stored_bytes(low), "params": low.num_parameters(),
                                      **domain_quality(lambda ws, t=low.token_set(): G.synthesis(ws, tokens=t), G, classifier, style)}
-            # The same domain applied at a partial strength (model.generate(..., strength=s)): the residual times s.
-            at_strength = {s: domain_quality(lambda ws, t=dom.token_set(), s=s: G.synthesis(ws, tokens=[(t, s)]), G, classifier, style)
-                           for s in strengths}
+            at_strength = {s: domain_quality(lambda ws, s=s: synthesize_at(ws, s), G, classifier, style) for s in strengths}
     elif name == "finetune":
         G_trained, history = adapt_finetune(G, clips, source=source, target=target, config=cfg, callback=callback)
         wall = time.perf_counter() - t0 - eval_seconds[0]
         params = sum(layer.weight.numel() for _, layer, _ in G_trained._layers)
         size = params * 2  # the changed weights alone, in fp16
+        synthesize_at = finetune_at_strength(G, G_trained)
     elif name == "channel_scale":
         G_trained, history = adapt_channel_scale(G, clips, source=source, target=target, config=cfg, callback=callback)
         wall = time.perf_counter() - t0 - eval_seconds[0]
         params = sum(d.numel() for d in G_trained.channel_scales)
         size = params * 2  # fp16, as the others
+        synthesize_at = channel_scale_at_strength(G_trained)
     else:
         raise ValueError(f"unknown method {name!r}")
+    # Every method's edit at the strength the CLIPs suggest (model.adapt does this for tokens), timed on its own.
+    t1 = time.perf_counter()
+    found = suggest_edit_strength(G, clips, synthesize_at, source=source, target=target)
+    suggested = {"strength": found.strength, "seconds": time.perf_counter() - t1}
+    if found.strength is not None:
+        with torch.no_grad():
+            suggested.update(domain_quality(lambda ws: synthesize_at(ws, found.strength), G, classifier, style))
     n_steps = len(history.states)
     return {"method": name, "style": style, "params": params, "file_bytes": size, "s_per_step": wall / max(1, n_steps),
             "wall_s": wall, "final": curve[-1] if curve else {}, "curve": curve,
-            "truncated": truncations if name == "refinestyle" else {}, "strengths": at_strength if name == "refinestyle" else {},
-            "suggested": suggested}
+            "truncated": truncations, "strengths": at_strength, "suggested": suggested}
+
+
+def finetune_at_strength(G, G_trained):
+    """``synthesize(ws, s)`` with every fine-tuned weight at ``W0 + s·(W1 - W0)`` (a scratch copy of the generator)."""
+    scratch = copy.deepcopy(G_trained)
+    weights = [(ls.weight, l0.weight, l1.weight) for (_, ls, _), (_, l0, _), (_, l1, _)
+               in zip(scratch._layers, G._layers, G_trained._layers)]
+
+    @torch.no_grad()
+    def synthesize(ws, strength):
+        for w, w0, w1 in weights:
+            w.copy_(w0 + strength * (w1 - w0))
+        return scratch.synthesis(ws)
+
+    return synthesize
+
+
+def channel_scale_at_strength(G_trained):
+    """``synthesize(ws, s)`` with every learnt channel scale ``1 + δ`` at ``1 + s·δ``."""
+    trained = [d.detach().clone() for d in G_trained.channel_scales]
+
+    @torch.no_grad()
+    def synthesize(ws, strength):
+        try:
+            for d, d1 in zip(G_trained.channel_scales, trained):
+                d.copy_(strength * d1)
+            return G_trained.synthesis(ws)
+        finally:
+            for d, d1 in zip(G_trained.channel_scales, trained):
+                d.copy_(d1)
+
+    return synthesize
 
 
 def stored_bytes(dom) -> int:
@@ -214,6 +250,20 @@ def main() -> None:
               + f" | {at1['psnr']:.2f} | {med['psnr']:.2f} | {at1['style_acc']:.2f} | {med['style_acc']:.2f} | {med['content']:.2f} | "
               f"{statistics.median(q['seconds'] for q in rows):.1f} | " + " / ".join(f"{q['psnr']:.2f}" for q in rows) + " | "
               + " / ".join(f"{q['style_acc']:.2f}" for q in rows) + " |")
+    if len(args.methods) > 1:
+        table_header(f"Every method at strength 1 and at its own CLIP-suggested strength (tokens × s; fine-tuned weights "
+                     f"W0 + s·ΔW; channel scales 1 + s·δ), seed {args.seeds[0]}",
+                     ["style", "method", "GT PSNR unadapted", "suggested strength", "GT PSNR at 1", "GT PSNR suggested",
+                      "style acc at 1", "style acc suggested", "content suggested"])
+        for style in args.styles:
+            for r in (r for r in results if r["style"] == style and r["seed"] == args.seeds[0]):
+                q = r["suggested"]
+                if q.get("strength") is None:
+                    print(f"| {style} | {r['method']} | {r['unadapted']['psnr']:.2f} | none | {r['final']['psnr']:.2f} | - | "
+                          f"{r['final']['style_acc']:.2f} | - | - |")
+                    continue
+                print(f"| {style} | {r['method']} | {r['unadapted']['psnr']:.2f} | {q['strength']:g} | {r['final']['psnr']:.2f} | "
+                      f"{q['psnr']:.2f} | {r['final']['style_acc']:.2f} | {q['style_acc']:.2f} | {q['content']:.2f} |")
     if args.store_ranks:
         table_header(f"RefineStyle domains (K = {args.num_tokens}) stored at lower rank (truncated SVD); medians over seeds {args.seeds}",
                      ["style", "rank", "file", "GT PSNR median", "style acc median", "content median", "style acc per seed"])
