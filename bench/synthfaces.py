@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from refinestyle import RefineStyleModel  # noqa: E402
-from refinestyle.data.synthfaces import STYLES, render, sample_params  # noqa: E402
+from refinestyle.data.synthfaces import EYE_COLORS, STYLES, render, sample_params  # noqa: E402
 from refinestyle.evaluation import cached_attribute_classifier, domain_quality, evaluate_generator, validity_scores  # noqa: E402
 from refinestyle.train.clip import zero_shot_eval  # noqa: E402
 
@@ -70,6 +70,10 @@ def run(*, model_path: str | Path = ROOT / "hub" / "refinestyle-synthfaces", n: 
         print(f"| PSNR in eye masks | {g.psnr_eyes:.2f} dB | ≥ 25 |\n| PSNR in mouth masks | {g.psnr_mouth:.2f} dB | ≥ 25 |")
         print(f"| glasses agree | {g.agree_glasses:.3f} | ≥ 0.95 |\n| smile agree | {g.agree_smile:.3f} | ≥ 0.95 |")
         print(f"| eye colour agree | {g.agree_eye_color:.3f} | ≥ 0.95 |\n| classifier on renders | {g.classifier_on_renders:.3f} | (reference) |")
+        print("\nEye colour: faces of each true colour (rows) by the colour read from G(z) (columns)\n")
+        print("| true \\ read | " + " | ".join(EYE_COLORS) + " |\n|---|" + "---|" * len(EYE_COLORS))
+        for name, row in zip(EYE_COLORS, g.eye_color_confusion):
+            print(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
         print("\n## Validity (attribute-classifier confidence)\n\n| samples | confidence |\n|---|---|")
         for k, v in validity.items():
             print(f"| {k} | {v:.3f} |")

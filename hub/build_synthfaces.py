@@ -176,6 +176,16 @@ On {g['n']} held-out z (seed 12345) against `render(z_to_params(z), "photo")`:
 
 Validity (classifier confidence, renders = reference): {', '.join(f"{k} {v:.3f}" for k, v in metrics['validity'].items())}.
 """
+    if g.get("eye_color_confusion"):
+        from refinestyle.data.synthfaces import EYE_COLORS
+
+        conf = g["eye_color_confusion"]
+        per_colour = ", ".join(f"{name} {row[i] / max(1, sum(row)):.2f}" for i, (name, row) in enumerate(zip(EYE_COLORS, conf)))
+        text += (f"\nEye colour read from `G(z)` (columns) by true colour (rows); agreement per colour: {per_colour} "
+                 "(the repository README, The default model, explains the gap).\n\n| true \\ read | " + " | ".join(EYE_COLORS)
+                 + " |\n|---|" + "---|" * len(EYE_COLORS) + "\n"
+                 + "".join(f"| {name} | " + " | ".join(str(v) for v in row) + " |\n"
+                           for name, row in zip(EYE_COLORS, conf)))
     if c:
         text += f"""
 ## CLIP

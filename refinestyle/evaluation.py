@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -121,6 +121,8 @@ class GeneratorMetrics:
     agree_all: float
     classifier_on_renders: float
     n: int
+    # [true][read]: faces of each eye colour (EYE_COLORS order) by the colour the classifier reads from G(z)
+    eye_color_confusion: list[list[int]] = field(default_factory=list)
 
 
 @torch.no_grad()
@@ -150,7 +152,9 @@ def evaluate_generator(G, classifier: AttributeClassifier, *, n: int = 1000, see
         psnr=mean(ps), ssim=mean(ss), psnr_eyes=mean(pe), psnr_mouth=mean(pm),
         agree_glasses=agree["glasses"].mean().item(), agree_smile=agree["smile"].mean().item(),
         agree_eye_color=agree["eye_color"].mean().item(),
-        agree_all=torch.stack(list(agree.values())).prod(0).mean().item(), classifier_on_renders=on_renders, n=n)
+        agree_all=torch.stack(list(agree.values())).prod(0).mean().item(), classifier_on_renders=on_renders, n=n,
+        eye_color_confusion=[[int(((labels["eye_color"] == t) & (pred_fake["eye_color"] == r)).sum()) for r in range(len(EYE_COLORS))]
+                             for t in range(len(EYE_COLORS))])
 
 
 @torch.no_grad()

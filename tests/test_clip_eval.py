@@ -84,3 +84,31 @@ def test_psnr_and_ssim_closed_form():
     assert torch.allclose(psnr(a, c, mask), torch.full((2,), 40.0), atol=1e-3)
     assert torch.allclose(ssim(a + 0.3, a + 0.3), torch.ones(2))
     assert (ssim(a, torch.rand(2, 3, 16, 16) * 2 - 1) < 0.2).all()
+
+
+def test_eye_colour_confusion_counts_what_the_classifier_reads():
+    """``evaluate_generator``'s confusion: rows are the faces' true eye colours, columns what the classifier reads;
+    its diagonal is the agreement rate and its rows the label counts (checked against a second count here)."""
+    from refinestyle import StyleGAN2Generator
+    from refinestyle.data.synthfaces import EYE_COLORS, z_to_params
+    from refinestyle.evaluation import attribute_labels, evaluate_generator
+
+    class BrightnessReader:  # reads "eye colour" from mean brightness: any fixed rule will do for counting
+        def predict(self, images):
+            level = images.mean((1, 2, 3))
+            eye = torch.bucketize(level, torch.tensor([-0.05, 0.05]))  # [N] in {0, 1, 2}
+            zeros = torch.zeros_like(eye)
+            return {"glasses": zeros, "smile": zeros, "eye_color": eye, "style": zeros}
+
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(z_dim=24, w_dim=16, resolution=16, channels=[16, 16, 8], mapping_layers=2)
+    reader = BrightnessReader()
+    m = evaluate_generator(G, reader, n=60, seed=5, batch=20)
+    z = torch.randn(60, 24, generator=torch.Generator().manual_seed(5))
+    truth = attribute_labels(z_to_params(z))["eye_color"]
+    with torch.no_grad():
+        read = reader.predict(G.synthesis(G.mapping(z), noise_mode="const").clamp(-1, 1))["eye_color"]
+    expected = [[int(((truth == t) & (read == r)).sum()) for r in range(len(EYE_COLORS))] for t in range(len(EYE_COLORS))]
+    assert m.eye_color_confusion == expected
+    assert sum(m.eye_color_confusion[i][i] for i in range(len(EYE_COLORS))) / 60 == pytest.approx(m.agree_eye_color)
+    assert [sum(row) for row in m.eye_color_confusion] == [int((truth == t).sum()) for t in range(len(EYE_COLORS))]
