@@ -65,6 +65,18 @@ REFERENCE_IMAGES_TARGET = "<reference images>"  # what an image-guided domain re
 
 @dataclass
 class AdaptConfig:
+    r"""Settings of one adaptation run (``model.adapt``'s keywords); ``None`` fields are resolved per generator.
+
+    Examples:
+        ```py
+        >>> from refinestyle.adaptation import AdaptConfig
+        >>> AdaptConfig(steps=200).token_plan(8)  # K, toRGB K, warm-up tokens, warm-up steps: the shipped recipe
+        (1, 3, 8, 80)
+        >>> AdaptConfig(num_tokens=None).token_plan(8)  # the generator's K everywhere: no warm-up needed
+        (8, 8, None, 0)
+        ```
+    """
+
     steps: int = 300
     lr: float = 0.01
     lr_schedule: str = "cosine"

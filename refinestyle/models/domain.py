@@ -44,7 +44,8 @@ class DomainTokens(HubModelMixin, ModelMixin, ConfigMixin):
         >>> dom = DomainTokens.from_generator(G, num_tokens=4, seed=0)
         >>> dom.check_compatible(G); dom.num_parameters() > 0
         True
-        >>> mixed = DomainTokens.from_generator(G, num_tokens=1, torgb_tokens=3, seed=0)
+        >>> layers = list(G.refinable_layers(include_torgb=True))  # the default leaves toRGB out
+        >>> mixed = DomainTokens.from_generator(G, num_tokens=1, torgb_tokens=3, layers=layers, seed=0)
         >>> mixed.tokens_per_layer()["b16.torgb"], mixed.tokens_per_layer()["b16.conv1"]
         (3, 1)
         ```
