@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from refinestyle import RefineStyleModel  # noqa: E402
 from refinestyle.adaptation import (AUTO_WARMUP_FRACTION, AUTO_WARMUP_TOKENS, AdaptConfig,  # noqa: E402
-                                     adapt_channel_scale, adapt_finetune, adapt_tokens, suggest_edit_strength)
+                                     adapt_channel_scale, adapt_finetune, adapt_tokens, suggest_strength)
 from refinestyle.data.synthfaces import style_prompt  # noqa: E402
 from refinestyle.evaluation import cached_attribute_classifier, domain_quality  # noqa: E402
 
@@ -96,7 +96,7 @@ def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int
         raise ValueError(f"unknown method {name!r}")
     # Every method's edit at the strength the CLIPs suggest (model.adapt does this for tokens), timed on its own.
     t1 = time.perf_counter()
-    found = suggest_edit_strength(G, clips, synthesize_at, source=source, target=target)
+    found = suggest_strength(G, clips, synthesize_at, source=source, target=target)
     suggested = {"strength": found.strength, "seconds": time.perf_counter() - t1}
     if found.strength is not None:
         with torch.no_grad():
@@ -203,6 +203,9 @@ def main() -> None:
           + f"global CLIP weight {args.global_weight} (every method)\n")
     print("| style | method | trainable params | file | s/step | wall s | GT PSNR | GT SSIM | style acc | content |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    # (tokens, steps) of the rank warm-up; none when it rounds to zero steps (model.adapt's rule)
+    warmup_steps = int(args.warmup_fraction * args.steps) if args.warmup_tokens else 0
+    warmup = (args.warmup_tokens, warmup_steps) if warmup_steps else (None, 0)
     for style in args.styles:
         base = domain_quality(lambda ws: G.synthesis(ws), G, classifier, style)
         print(f"| {style} | (unadapted) | 0 | - | - | - | {base['psnr']:.2f} | {base['ssim']:.3f} | {base['style_acc']:.2f} | {base['content']:.2f} |")
@@ -211,7 +214,7 @@ def main() -> None:
             for seed in seeds:
                 r = run_method(method, G, clips, style, classifier, steps=args.steps, eval_every=args.eval_every, seed=seed,
                                num_tokens=args.num_tokens, torgb_tokens=args.torgb_tokens or args.num_tokens,
-                               warmup=(args.warmup_tokens or None, int(args.warmup_fraction * args.steps) if args.warmup_tokens else 0),
+                               warmup=warmup,
                                global_weight=args.global_weight, lr=lrs[method],
                                store_ranks=tuple(args.store_ranks), strengths=tuple(args.strengths))
                 r["unadapted"], r["seed"] = base, seed

@@ -406,10 +406,11 @@ def adapt_tokens(
     return domain
 
 
+@torch.no_grad()
 def suggest_strength(
     G: StyleGAN2Generator,
     clips: Sequence[CLIPGuide],
-    domain: DomainTokens,
+    edit: DomainTokens | Callable[[torch.Tensor, float], torch.Tensor],
     *,
     source: str,
     target: Optional[str],
@@ -420,41 +421,17 @@ def suggest_strength(
     max_strength: float = SUGGEST_MAX_STRENGTH,
     tolerance: float = SUGGEST_TOLERANCE,
 ) -> StrengthSuggestion:
-    """The smallest strength at which ``domain`` moves held-out faces as far along the CLIP text direction as it can.
+    """The smallest strength at which ``edit`` moves held-out faces as far along the CLIP text direction as it can.
 
-    The directional loss rewards the direction of the change, not its size, so an optimised domain usually goes
-    on past the point where the direction stops improving; the extra magnitude only exaggerates the style (on
-    SynthFaces it lowers the ground-truth PSNR of every style). See ``suggest_edit_strength`` for the measurement;
-    this applies it to ``strength × domain`` residuals.
-    """
-    domain.check_compatible(G)
-    tokens = domain.token_set()
-    return suggest_edit_strength(G, clips, lambda ws, strength: G.synthesis(ws, tokens=[(tokens, strength)]),
-                                 source=source, target=target, target_images=target_images, faces=faces, seed=seed,
-                                 step=step, max_strength=max_strength, tolerance=tolerance)
-
-
-@torch.no_grad()
-def suggest_edit_strength(
-    G: StyleGAN2Generator,
-    clips: Sequence[CLIPGuide],
-    synthesize: Callable[[torch.Tensor, float], torch.Tensor],
-    *,
-    source: str,
-    target: Optional[str],
-    target_images: Optional[torch.Tensor] = None,
-    faces: int = SUGGEST_FACES,
-    seed: int = SUGGEST_SEED,
-    step: float = SUGGEST_STEP,
-    max_strength: float = SUGGEST_MAX_STRENGTH,
-    tolerance: float = SUGGEST_TOLERANCE,
-) -> StrengthSuggestion:
-    """The strength suggestion for any edit of ``G`` that has a strength: ``synthesize(ws, s)`` renders the edit at
-    strength ``s`` (0: the frozen ``G``), e.g. tokens times ``s`` or fine-tuned weights ``W0 + s·ΔW``.
+    The directional loss rewards the direction of the change, not its size, so an optimised edit usually goes on
+    past the point where the direction stops improving; the extra magnitude only exaggerates the style (on
+    SynthFaces it lowers the ground-truth PSNR of every style). ``edit`` is a domain (its residual times the
+    strength) or any ``synthesize(ws, s)`` that renders an edit of ``G`` at strength ``s`` (0: the frozen ``G``),
+    e.g. fine-tuned weights ``W0 + s·ΔW``.
 
     On ``faces`` latents of ``seed`` (untruncated) it measures the mean
-    ``cos(E_I(synthesize(w, s)) - E_I(G(w)), E_T(target) - E_T(source))`` at strengths ``step``, ``2·step``, … up
-    to ``max_strength`` (averaged over the CLIPs, as the loss is), and returns the smallest strength within
+    ``cos(E_I(G_s(w)) - E_I(G(w)), E_T(target) - E_T(source))`` at strengths ``step``, ``2·step``, … up to
+    ``max_strength`` (averaged over the CLIPs, as the loss is), and returns the smallest strength within
     ``tolerance`` (relative) of the best. ``strength`` is None when no strength moves the images along the
     direction at all (best similarity ≤ 0) or a CLIP returns non-finite values. Only the CLIPs are consulted,
     never a ground truth.
@@ -465,6 +442,16 @@ def suggest_edit_strength(
         raise ValueError(f"need 0 < step <= max_strength <= 10, got step={step!r}, max_strength={max_strength!r}")
     if not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 0.5:
         raise ValueError(f"tolerance must be in [0, 0.5), got {tolerance!r}")
+    if isinstance(edit, DomainTokens):
+        edit.check_compatible(G)
+        tokens = edit.token_set()
+
+        def synthesize(ws: torch.Tensor, strength: float) -> torch.Tensor:
+            return G.synthesis(ws, tokens=[(tokens, strength)])
+    elif callable(edit):
+        synthesize = edit
+    else:
+        raise TypeError(f"edit must be a DomainTokens or a synthesize(ws, strength) callable, got {type(edit).__name__}")
     directions = text_directions(clips, source, target, target_images)
     device = G.mapping_module.w_avg.device
     z = torch.randn(faces, G.config.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)  # [N, z_dim]
@@ -482,7 +469,7 @@ def suggest_edit_strength(
         if not math.isfinite(similarity[-1]):
             break  # a CLIP gave NaN/inf: no suggestion from this curve
         if similarity[-1] < (1 - 2 * tolerance) * max(similarity):
-            break  # 2% below the best so far: past the peak (no measured curve climbed back)
+            break  # 2 × tolerance below the best so far: past the peak (no measured curve climbed back)
     best = max(similarity)
     chosen = None
     if all(math.isfinite(v) for v in similarity) and best > 0:

@@ -363,6 +363,13 @@ def test_suggested_strength_halves_when_the_residual_doubles(tiny_model, sketch_
     assert twice.directional[:n] == pytest.approx(original.directional[:n], abs=1e-5)
     if len(original.directional) == len(twice.directional):  # neither curve was cut short by the grid's end
         assert twice.strength == pytest.approx(original.strength / 2)
+    # Any edit with a strength: the same doubling as a synthesize(ws, s) callable gives the same curve.
+    tokens = sketch_domain.token_set()
+    as_callable = suggest_strength(G, clips, lambda ws, s: G.synthesis(ws, tokens=[(tokens, 2 * s)]), step=0.05,
+                                   max_strength=1.0, **prompts)
+    assert as_callable.directional == pytest.approx(twice.directional, abs=1e-5)
+    with pytest.raises(TypeError, match="edit must be a DomainTokens or a synthesize"):
+        suggest_strength(G, clips, 3, **prompts)
 
 
 def test_suggested_strength_none_and_bad_inputs(tiny_model, sketch_domain):
