@@ -304,6 +304,7 @@ from refinestyle import RefineStyleModel
 
 model = RefineStyleModel.from_pretrained("hub/refinestyle-synthfaces")
 images = model.generate(seeds=range(8), truncation_psi=0.7, domain="sketch")
+softer = model.generate(seeds=range(8), truncation_psi=0.7, domain="sketch", strength="suggested")  # its card value
 ```
 
 Licence: Apache-2.0 (the data is synthetic, made by the project's renderer).
