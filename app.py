@@ -205,7 +205,7 @@ class App:
         rows = [self.model.generate(z=z, truncation_psi=0.7), self.model.generate(z=z, truncation_psi=0.7, domain={dom: 1.0})]
         suggested = dom.config.suggested_strength
         if suggested is not None:
-            rows.append(self.model.generate(z=z, truncation_psi=0.7, domain={dom: suggested}))
+            rows.append(self.model.generate(z=z, truncation_psi=0.7, domain=dom, strength="suggested"))
         status = f"domain **{name}** ready ({dom.num_parameters():,} parameters)" + (
             f"; suggested strength **{suggested:g}** (bottom row: where the CLIPs see the style reached; 1 = as optimised, "
             "stronger)" if suggested is not None else "") + (

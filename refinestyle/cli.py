@@ -194,13 +194,14 @@ def cmd_adapt(args: argparse.Namespace) -> int:
                       lr_schedule=args.lr_schedule, batch=args.batch, seed=args.seed, num_tokens=args.num_tokens,
                       torgb_tokens=args.torgb_tokens, warmup_tokens=args.warmup_tokens, warmup_steps=args.warmup_steps,
                       global_weight=args.global_weight, layers=args.layers, augment_views=args.augment_views,
-                      content_weight=args.content_weight, suggest_strength=not args.no_suggest_strength,
-                      progress=not args.quiet)
+                      content_weight=args.content_weight, progress=not args.quiet,
+                      # with --store-rank the stored residual differs: it is measured once, below
+                      suggest_strength=not args.no_suggest_strength and args.store_rank is None)
     out = Path(args.out)
     hist, adapted_k = dom.history, _describe_tokens(dom)
     if args.store_rank is not None:
         dom = dom.truncated(args.store_rank)  # the best rank-R residual per layer: a file R/K the size
-        if not args.no_suggest_strength:  # another residual: measure its own
+        if not args.no_suggest_strength:
             found = model.suggest_strength(dom, source=args.source, target=args.target,
                                            target_images=None if args.target else args.target_image)
             if found.strength is not None:

@@ -184,8 +184,7 @@ class RefineStyleModel:
                 return float(strength)
             if dom.config.suggested_strength is None:
                 raise ValueError(f"domain {name} has no suggested strength (it was made before model.adapt measured one, or "
-                                 "with suggest_strength off): pass a number, or measure one with "
-                                 "refinestyle.adaptation.suggest_strength")
+                                 "with suggest_strength off): pass a number, or measure one with model.suggest_strength(domain)")
             return float(dom.config.suggested_strength)
 
         if isinstance(domain, DomainTokens):
@@ -290,6 +289,12 @@ class RefineStyleModel:
             w_only = G.synthesis(ws)
         return InversionOutput(images=refined, ws=ws, tokens=tokens, w_images=w_only, targets=targets, seconds=seconds, method=method)
 
+    def _reference_tensor(self, target_images):
+        """Reference images (PIL, paths, bytes or a tensor) as the generator-sized tensor the CLIP losses take."""
+        if target_images is None or isinstance(target_images, torch.Tensor):
+            return target_images
+        return images_to_tensor(target_images, self.generator.config.resolution).to(self.device)
+
     def suggest_strength(self, domain: DomainTokens, *, source: Optional[str] = None, target: Optional[str] = None,
                          target_images=None):
         """``adaptation.suggest_strength`` for ``domain`` with this model's generator and CLIPs: where the CLIPs see
@@ -305,10 +310,9 @@ class RefineStyleModel:
         if not self.clips:
             raise ValueError("this model has no CLIP (model.clip is None): the suggestion is measured with the CLIPs")
         source = source if source is not None else domain.config.source
+        target_images = self._reference_tensor(target_images)
         if target_images is not None:
             target = None
-            if not isinstance(target_images, torch.Tensor):
-                target_images = images_to_tensor(target_images, self.generator.config.resolution).to(self.device)
         elif target is None:
             target = domain.config.target
             if target == REFERENCE_IMAGES_TARGET:
@@ -361,8 +365,7 @@ class RefineStyleModel:
         if not clips:
             raise ValueError("this model has no CLIP (model.clip is None): load a repo with a clip/ folder, or set "
                              "model.clip = CLIPGuide.from_open_clip('ViT-B-32', 'openai') where it can be downloaded")
-        if target_images is not None and not isinstance(target_images, torch.Tensor):
-            target_images = images_to_tensor(target_images, self.generator.config.resolution).to(self.device)
+        target_images = self._reference_tensor(target_images)
         config = AdaptConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, batch=batch, seed=seed, num_tokens=num_tokens,
                              torgb_tokens=torgb_tokens, warmup_tokens=warmup_tokens, warmup_steps=warmup_steps, layers=layers,
                              content_weight=content_weight, global_weight=global_weight, augment_views=augment_views,
