@@ -100,6 +100,37 @@ def run(*, model_path: str | Path = ROOT / "hub" / "refinestyle-synthfaces", n: 
     return out
 
 
+@torch.no_grad()
+def eye_colour_sweep(model, *, values=(-1.0, -0.5, 0.0, 0.5, 1.0), faces: int = 16, seed: int = 5) -> list[dict]:
+    """Move only the eye-colour axis of z for ``faces`` fixed faces: the mean RGB of the dark pixels inside the
+    renderer's eye masks (iris and pupil), renderer against generator, and the eye colour the labels give."""
+    from refinestyle.data.synthfaces import ATTRIBUTES, attribute_labels, z_to_params
+
+    G = model.generator
+    axis = ATTRIBUTES.index("eye_color")
+    z0 = torch.randn(faces, G.config.z_dim, generator=torch.Generator().manual_seed(seed))
+    rows = []
+    for value in values:
+        z = z0.clone()
+        z[:, axis] = value
+        params = z_to_params(z)
+        truth, masks = render(params, style="photo", resolution=G.config.resolution, return_masks=True)
+        fake = G.synthesis(G.mapping(z), noise_mode="const").clamp(-1, 1)
+        iris = (truth.mean(1, keepdim=True) < 0.5).float() * masks["eyes"]  # [N, 1, R, R]
+
+        def mean_rgb(images):
+            return ((images * iris).sum((0, 2, 3)) / iris.sum((0, 2, 3))).tolist()
+
+        rows.append({"z": value, "colour": EYE_COLORS[int(attribute_labels(params)["eye_color"][0])],
+                     "renderer": mean_rgb(truth), "generator": mean_rgb(fake)})
+    print(f"\n## Eye-colour axis of z alone ({faces} fixed faces, seed {seed}): mean iris RGB\n")
+    print("| z | colour | renderer | generator |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['z']:+.2f} | {r['colour']} | " + ", ".join(f"{v:+.2f}" for v in r["renderer"]) + " | "
+              + ", ".join(f"{v:+.2f}" for v in r["generator"]) + " |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "hub" / "refinestyle-synthfaces"))
@@ -107,7 +138,12 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--compare-generators", nargs="*", default=[],
                         help="generator folders (e.g. experiments) to score against the renderer beside the shipped one")
+    parser.add_argument("--eye-colour-sweep", action="store_true",
+                        help="only the eye-colour sweep: the renderer's and the generator's iris along that axis of z")
     args = parser.parse_args()
+    if args.eye_colour_sweep:
+        eye_colour_sweep(RefineStyleModel.from_pretrained(args.model))
+        return
     out = run(model_path=args.model, n=args.n)
     if args.compare_generators:
         from refinestyle import StyleGAN2Generator
