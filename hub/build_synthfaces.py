@@ -7,6 +7,7 @@
 Training runs (each resumable; see README):
     python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 26000 --minutes 62 --threads 1
     python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 50000 --minutes 116 --threads 1 --resume
+    python -m refinestyle.train.generator --out runs/synthfaces-generator-bins --init-from <that generator> --device cuda ...
     python -m refinestyle.train.clip --out runs/synthfaces-clip --steps 4000 --minutes 45 --threads 1 --export runs/synthfaces-clip/export
     python -m refinestyle.train.clip --out runs/synthfaces-clip-smile --init-from runs/synthfaces-clip/export --attribute-weight 2 ...
     python -m refinestyle.train.encoder ...   (see refinestyle/train/encoder.py)
@@ -49,11 +50,40 @@ CLIP_RUNS = {"clip": ("synthfaces-clip-smile", "resnet"), "clip-vit": ("synthfac
 
 
 # The latest training round of each shipped encoder variant (the card lists every round's command).
-ENCODER_RUNS = {"one-stage": "synthfaces-encoder-one-stage-r4", "two-stage": "synthfaces-encoder-two-stage-r12"}
+ENCODER_RUNS = {"one-stage": "s10-enc-one-stage", "two-stage": "s10-enc-two-stage"}
+# The shipped generator: the CPU run's EMA generator fine-tuned on a GPU with z-bin inputs (its exported folder:
+# the GPU machine is lent per session, so only the fp16 export and the log came back, not the checkpoint).
+GENERATOR_BASE_RUN, GENERATOR_RUN = "synthfaces-generator", "synthfaces-generator-bins"
+PARTS = ("generator", "clip", "encoders")
 
 
-def assemble() -> None:
-    ckpt = torch.load(RUNS / "synthfaces-generator" / "checkpoint.pt", weights_only=True)
+def _last_log_record(path: Path) -> dict:
+    return json.loads(path.read_text().strip().splitlines()[-1])
+
+
+def assemble(parts: tuple[str, ...] = PARTS) -> None:
+    info = json.loads((HUB / "build_info.json").read_text()) if (HUB / "build_info.json").exists() else {}
+    if "generator" in parts:
+        info["generator"] = assemble_generator()
+    if "clip" in parts:
+        info.update(assemble_clips())
+    if "encoders" in parts:
+        info["encoders"] = assemble_encoders()
+    (HUB / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
+    write_index()
+    print(json.dumps(info, indent=2))
+
+
+def assemble_generator() -> dict:
+    ckpt = torch.load(RUNS / GENERATOR_BASE_RUN / "checkpoint.pt", weights_only=True)
+    base = {"steps": int(ckpt["step"]), "minutes": float(ckpt["elapsed"]) / 60}
+    export = RUNS / GENERATOR_RUN / "export"
+    if (export / "config.json").exists():
+        G = StyleGAN2Generator.from_pretrained(export).eval()
+        G.save_pretrained(HUB / "generator", dtype=torch.float16)  # exported in fp16 by the training script
+        last = _last_log_record(RUNS / GENERATOR_RUN / "log.jsonl")
+        return {"base": base, "fine_tune": {"steps": int(last["step"]), "minutes": float(last["minutes"])},
+                "dtype": "torch.float16", "fp16_worst_psnr_vs_fp32": None}
     G = StyleGAN2Generator(**ckpt["config"])
     G.load_state_dict(ckpt["G_ema"])
     G.eval()
@@ -64,8 +94,11 @@ def assemble() -> None:
     worst = _fp16_is_lossless(G)
     dtype = torch.float16 if worst >= FP16_MIN_PSNR else torch.float32
     G.save_pretrained(HUB / "generator", dtype=dtype)
-    info = {"generator": {"steps": int(ckpt["step"]), "minutes": float(ckpt["elapsed"]) / 60, "dtype": str(dtype),
-                          "fp16_worst_psnr_vs_fp32": worst}}
+    return {"base": base, "dtype": str(dtype), "fp16_worst_psnr_vs_fp32": worst}
+
+
+def assemble_clips() -> dict:
+    info = {}
     for folder, (run, arch) in CLIP_RUNS.items():
         clip_ckpt = RUNS / run / "checkpoint.pt"
         if clip_ckpt.exists():
@@ -75,6 +108,10 @@ def assemble() -> None:
             clip.model.load_state_dict(state["model"])
             clip.save_pretrained(HUB / folder, dtype=torch.float16)
             info[folder] = {"steps": int(state["step"]), "minutes": float(state["elapsed"]) / 60}
+    return info
+
+
+def assemble_encoders() -> dict:
     encoders = {}
     for variant in ("one-stage", "two-stage"):
         src = RUNS / ENCODER_RUNS[variant] / "export"
@@ -86,10 +123,7 @@ def assemble() -> None:
             folder = "encoder" if variant == "two-stage" else "encoder-one-stage"
             enc.save_pretrained(HUB / folder, dtype=torch.float16)
             encoders[variant] = folder
-    info["encoders"] = encoders
-    (HUB / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
-    write_index()
-    print(json.dumps(info, indent=2))
+    return encoders
 
 
 def write_index() -> None:
@@ -134,6 +168,7 @@ def card(*, recompute: bool = False) -> None:
         domain_rows.append(f"| {name} | {dom.config.source} → {dom.config.target} | {dom.num_parameters():,} | {kb:.0f} KB | "
                            f"{m['clip_target_similarity_before']:.3f} → {m['clip_target_similarity_after']:.3f} | {gt_cells} |")
     g, c = metrics["generator"], metrics.get("clip", {})
+    gen = info["generator"]
     size_mb = sum(f.stat().st_size for f in HUB.rglob("*") if f.is_file()) / 2**20
     text = f"""---
 library_name: refinestyle
@@ -146,21 +181,32 @@ tags: [stylegan2, refinestyle, synthetic, safetensors]
 The default model of [refinestyle](../../README.md): a StyleGAN2 generator trained to reproduce the
 procedural SynthFaces renderer, a small open_clip model trained on its images and captions, and shared
 token sets (domains) adapted from text. Everything here was made by scripts in the repository from fixed
-seeds, offline, on a 2-core CPU; the folder is {size_mb:.1f} MB.
+seeds, offline, on a 2-core CPU, except the generator's last 10 minutes (one GPU, below); the folder is {size_mb:.1f} MB.
 
 ![samples (truncation 0.7)](samples.png)
 
 ## Generator
 
 `generator/`: `StyleGAN2Generator`, 64 px, channels 64/64/64/32/16, w_dim 128, 4 mapping layers with lr
-multiplier 1, z = the Gaussianised renderer parameters (24 attributes; not normalised), {info['generator']['steps']:,}
-steps ({info['generator']['minutes']:.0f} min) of Adam (lr 5e-3, betas 0.9/0.99, batch 16, EMA 0.995) on an L1+L2
-loss weighted ×5 on eyes, brows, mouth and glasses (renderer part masks). Weights stored as
-{info['generator']['dtype'].replace('torch.', '')} (worst-case PSNR of fp16 vs fp32 images {info['generator']['fp16_worst_psnr_vs_fp32']:.1f} dB).
+multiplier 1, z = the Gaussianised renderer parameters (24 attributes; not normalised). The renderer draws eye
+colour, hair style, hair colour and the glasses (on / shape / frame) by bins of one z coordinate each, so the mapping
+also gets each of those coordinates' bin as a one-hot input (`z_bins` in its config; the edges come from
+`categorical_z_edges()`): without it a smooth mapping glides from brown to green eyes and never draws the blue bin
+between them.
+
+Trained in two parts. On one CPU thread, {gen['base']['steps']:,} steps ({gen['base']['minutes']:.0f} min) of Adam
+(lr 5e-3, betas 0.9/0.99, batch 16, EMA 0.995) on an L1+L2 loss weighted ×5 on eyes, brows, mouth and glasses
+(renderer part masks), without bin inputs. Then that EMA generator fine-tuned with the bin inputs (starting at zero,
+a no-op) on one NVIDIA H100, {gen['fine_tune']['steps']:,} steps ({gen['fine_tune']['minutes']:.1f} min; three runs
+shared the card, so the minutes, not the planned steps, ended it) of batch 64 at lr 2e-3, eyes weighted ×17 and
+the mouth ×9. Weights stored as float16, as the training script exports them.
 
     python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 26000 --minutes 62 --threads 1
     # second session: the same run continued with a longer cosine schedule (a warm restart of the learning rate)
     python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 50000 --minutes 116 --threads 1 --resume
+    # tenth session, on a GPU; --init-from: that run's EMA generator (this folder's generator/ at commit 8406ebc)
+    python -m refinestyle.train.generator --out runs/synthfaces-generator-bins --init-from <that generator/> --batch 64 --lr 2e-3 --part-weights eyes=16,mouth=8 --steps 7500 --minutes 6 --device cuda --threads 5
+    python -m refinestyle.train.generator --out runs/synthfaces-generator-bins --init-from <that generator/> --batch 64 --lr 2e-3 --part-weights eyes=16,mouth=8 --steps 11500 --minutes 9.9 --device cuda --threads 5 --resume --export runs/synthfaces-generator-bins/export
 
 On {g['n']} held-out z (seed 12345) against `render(z_to_params(z), "photo")`:
 
@@ -182,7 +228,7 @@ Validity (classifier confidence, renders = reference): {', '.join(f"{k} {v:.3f}"
         conf = g["eye_color_confusion"]
         per_colour = ", ".join(f"{name} {row[i] / max(1, sum(row)):.2f}" for i, (name, row) in enumerate(zip(EYE_COLORS, conf)))
         text += (f"\nEye colour read from `G(z)` (columns) by true colour (rows); agreement per colour: {per_colour} "
-                 "(the repository README, The default model, explains the gap).\n\n| true \\ read | " + " | ".join(EYE_COLORS)
+                 "(before the bin inputs: brown 0.94, blue 0.05, green 0.95).\n\n| true \\ read | " + " | ".join(EYE_COLORS)
                  + " |\n|---|" + "---|" * len(EYE_COLORS) + "\n"
                  + "".join(f"| {name} | " + " | ".join(str(v) for v in row) + " |\n"
                            for name, row in zip(EYE_COLORS, conf)))
@@ -318,12 +364,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=["assemble", "card", "index"])
     parser.add_argument("--recompute", action="store_true", help="card: re-run the evaluation even if metrics.json exists")
+    parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="assemble: only these parts")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.step == "card":
         card(recompute=args.recompute)
+    elif args.step == "assemble":
+        assemble(tuple(args.parts))
     else:
-        {"assemble": assemble, "index": write_index}[args.step]()
+        write_index()
 
 
 if __name__ == "__main__":

@@ -89,6 +89,37 @@ def test_zero_residual_is_bit_exact(batch):
         assert torch.equal(G.synthesis(ws, tokens=[(dom.token_set(), 0.0)]), G.synthesis(ws))
 
 
+def test_z_bins_start_as_a_no_op_and_read_the_bins(tmp_path):
+    """One-hot bin inputs of the mapping: zero weights leave the plain mapping bit for bit; each z gets the
+    one-hot of the bin it falls in (edges counted as the bin above, as ``floor`` does); trained weights survive
+    save / load."""
+    torch.manual_seed(0)
+    plain = StyleGAN2Generator(**tiny_config(16)).eval()
+    bins = [[0, [-0.5, 0.5]], [3, [0.0]]]
+    binned = StyleGAN2Generator(**tiny_config(16, z_bins=bins)).eval()
+    missing, unexpected = binned.load_state_dict(plain.state_dict(), strict=False)
+    assert missing == ["mapping.fc0_bins"] and unexpected == []
+    z = torch.randn(64, 32)
+    with torch.no_grad():
+        assert torch.equal(binned.mapping(z), plain.mapping(z))
+    z[:3, 0] = torch.tensor([-0.5, 0.49, 0.5])
+    z[:3, 3] = torch.tensor([-1.0, 0.0, 2.0])
+    features = binned.mapping_module.bin_features(z)
+    assert features[:3].tolist() == [[0, 1, 0, 1, 0], [0, 1, 0, 0, 1], [0, 0, 1, 0, 1]]
+    assert torch.equal(features.sum(1), torch.full([64], 2.0))  # one bin per binned coordinate
+    with torch.no_grad():
+        binned.mapping_module.fc0_bins.normal_()
+    changed = binned.mapping(z)
+    assert not torch.equal(changed, plain.mapping(z))
+    binned.save_pretrained(tmp_path / "g")
+    loaded = StyleGAN2Generator.from_pretrained(tmp_path / "g")
+    assert loaded.config.z_bins == bins and torch.equal(loaded.mapping(z), changed)
+    for bad, message in (([[0, [0.5, -0.5]]], "sorted finite"), ([[32, [0.0]]], "out of range"),
+                         ([[1, [0.0]], [1, [0.2]]], "repeated"), ([[1, []]], "not \\[z index"), ("0:1", "must be a list")):
+        with pytest.raises(ValueError, match=message):
+            StyleGAN2Generator(**tiny_config(16, z_bins=bad))
+
+
 @pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-10), (torch.float32, 1e-5)])
 def test_two_paths_agree(dtype, tol):
     torch.manual_seed(0)

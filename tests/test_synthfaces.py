@@ -16,6 +16,7 @@ from refinestyle.data.synthfaces import (
     FaceParams,
     attribute_labels,
     caption,
+    categorical_z_edges,
     params_to_z,
     render,
     sample_params,
@@ -114,6 +115,28 @@ def test_z_roundtrip() -> None:
     q = sample_params(64, seed=1)
     assert torch.allclose(z_to_params(params_to_z(q)).u, q.u.clamp(1e-6, 1 - 1e-6), atol=1e-6)
     assert torch.isfinite(params_to_z(FaceParams(u=torch.tensor([[0.0, 1.0] * 12])))).all()
+
+
+def test_categorical_z_edges_are_where_the_labels_change() -> None:
+    """The edges a generator's one-hot inputs use agree with the renderer's own labels and glasses switch."""
+    from refinestyle.data.synthfaces import decode
+
+    z = torch.randn(4000, len(ATTRIBUTES), generator=torch.Generator().manual_seed(3))
+    params = z_to_params(z)
+    labels, values = attribute_labels(params), decode(params)
+    edges = categorical_z_edges()
+    bin_of = {name: (z[:, ATTRIBUTES.index(name), None] >= torch.tensor(e)).sum(1) for name, e in edges.items()}
+    for name in ("eye_color", "hair_style", "hair_color"):
+        assert torch.equal(bin_of[name], labels[name]), name
+    assert torch.equal(bin_of["glasses"] > 0, labels["glasses"].bool())
+    # Shape and frame are constant inside each glasses bin, and every bin draws different glasses.
+    code = values["glasses_shape"] * 3 + values["glasses_frame"]
+    on = bin_of["glasses"] > 0
+    for b in range(1, len(edges["glasses"]) + 1):
+        inside = code[bin_of["glasses"] == b]
+        assert inside.numel() > 0 and torch.all(inside == inside[0]), b
+    n = len(edges["glasses"])
+    assert len({code[bin_of["glasses"] == b][0].item() for b in range(1, n + 1)}) == n and on.any()
 
 
 def test_sample_params_prior_and_seed() -> None:

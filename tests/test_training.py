@@ -1,5 +1,7 @@
 """Training scripts: a run interrupted and resumed equals an uninterrupted one (same seed), on tiny settings."""
 
+import json
+
 import pytest
 import torch
 
@@ -28,7 +30,9 @@ def test_generator_training_resumes_exactly(tmp_path):
     resumed = gen_train.train(out=tmp_path / "b", resume=True, **kwargs)
     a, b = straight.state_dict(), resumed.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert (tmp_path / "b" / "log.jsonl").read_text().strip(), "the log records losses"
+    records = [json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()]
+    assert any("loss" in r for r in records), "the log records losses"
+    assert records[-1]["event"] == "stop" and records[-1]["step"] == 5  # the exact last step, not every 10th
     # Truncation needs the true mean w of the trained mapping, not the zeros it starts with.
     from refinestyle.convert import estimate_w_avg
 
@@ -44,18 +48,31 @@ def test_generator_prefetch_and_fine_tuning(tmp_path):
     assert all(torch.equal(plain[k], threaded[k]) for k in plain)
     # --init-from starts from a saved generator's weights: the first step's loss is that generator's own
     # loss on the first batch. A generator of another width is refused.
-    saved = gen_train.train(out=tmp_path / "a", **kwargs)
+    # The saved generator has no z-bin inputs (an earlier release); the new run adds them at zero, a no-op.
+    saved = gen_train.train(out=tmp_path / "a", z_bins=False, **kwargs)
+    assert saved.config.z_bins is None
     saved.save_pretrained(tmp_path / "saved")
     z = gen_train.batch_z(0, batch=2, seed=0, z_dim=saved.config.z_dim)
     real, weight = gen_train.targets(z, resolution=16)
     with torch.no_grad():
         expected = gen_train.weighted_loss(saved.synthesis(saved.mapping(z)), real, weight).item()
     first = []
-    gen_train.train(out=tmp_path / "c", init_from=tmp_path / "saved", callback=lambda step, total, state: first.append(state.loss),
-                    **{**kwargs, "steps": 1})
+    binned = gen_train.train(out=tmp_path / "c", init_from=tmp_path / "saved",
+                             callback=lambda step, total, state: first.append(state.loss), **{**kwargs, "steps": 1})
     assert first[0] == pytest.approx(expected, rel=1e-5)
+    binned.save_pretrained(tmp_path / "binned")
+    with pytest.raises(ValueError, match="has z_bins inputs; drop --no-z-bins"):
+        gen_train.train(out=tmp_path / "f", init_from=tmp_path / "binned", z_bins=False, **kwargs)
     with pytest.raises(ValueError, match="pass matching --channels"):
         gen_train.train(out=tmp_path / "e", init_from=tmp_path / "saved", **{**kwargs, "channels": (32, 16, 8)})
+    # --train mapping leaves the synthesis bit for bit (encoders and domains made on it keep their images).
+    mapped = gen_train.train(out=tmp_path / "g", init_from=tmp_path / "saved", train_parts="mapping", **kwargs)
+    before, after = saved.state_dict(), mapped.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("synthesis."))
+    assert not torch.equal(after["mapping.fc0.weight"], before["mapping.fc0.weight"])
+    assert mapped.mapping_module.fc0_bins.abs().sum() > 0
+    with pytest.raises(ValueError, match="trained --train mapping; resume it with that"):
+        gen_train.train(out=tmp_path / "g", init_from=tmp_path / "saved", resume=True, **{**kwargs, "steps": 8})
 
 
 def test_generator_part_weights(capsys):

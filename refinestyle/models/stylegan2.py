@@ -74,9 +74,16 @@ class EqualLinear(nn.Module):
 
 
 class MappingNetwork(nn.Module):
-    """z → w: 2nd-moment normalisation, then ``num_layers`` equalized-lr FC layers with leaky ReLU."""
+    """z → w: 2nd-moment normalisation, then ``num_layers`` equalized-lr FC layers with leaky ReLU.
 
-    def __init__(self, *, z_dim: int, w_dim: int, num_layers: int, lr_multiplier: float, normalize_z: bool = True):
+    ``z_bins`` lists ``(z index, edges)`` for coordinates of z that encode a categorical choice by bins
+    (SynthFaces' eye colour: three bins of one Gaussian coordinate). Each such coordinate also enters the
+    first layer as a one-hot of its bin, through ``fc0_bins`` (zero at initialisation: a no-op, bit for bit),
+    so the network can jump between categories where the data does instead of gliding through them.
+    """
+
+    def __init__(self, *, z_dim: int, w_dim: int, num_layers: int, lr_multiplier: float, normalize_z: bool = True,
+                 z_bins: Sequence[tuple[int, Sequence[float]]] = ()):
         super().__init__()
         self.num_layers = num_layers
         self.normalize_z = normalize_z
@@ -84,11 +91,31 @@ class MappingNetwork(nn.Module):
             in_features = z_dim if idx == 0 else w_dim
             setattr(self, f"fc{idx}", EqualLinear(in_features, w_dim, lr_multiplier=lr_multiplier))
         self.register_buffer("w_avg", torch.zeros(w_dim))
+        self.z_bins = [(int(index), [float(e) for e in edges]) for index, edges in z_bins]
+        if self.z_bins:
+            num_features = sum(len(edges) + 1 for _, edges in self.z_bins)
+            # Stored / lr_mul like EqualLinear; one feature per group is on, so the gain divides by √groups.
+            self.fc0_bins = nn.Parameter(torch.zeros(w_dim, num_features))
+            self.bins_gain = lr_multiplier / math.sqrt(len(self.z_bins))
+            for index, edges in self.z_bins:
+                self.register_buffer(f"bin_edges_{index}", torch.tensor(edges), persistent=False)
+
+    def bin_features(self, z: torch.Tensor) -> torch.Tensor:
+        """One-hot bin of each binned coordinate of the raw z, concatenated: ``[N, Σ (edges + 1)]``."""
+        groups = []
+        for index, _ in self.z_bins:
+            edges = getattr(self, f"bin_edges_{index}").to(z.dtype)
+            bin_index = (z[:, index, None] >= edges).sum(dim=1)  # [N]: edges at or below the value
+            groups.append(F.one_hot(bin_index, len(edges) + 1).to(z.dtype))  # [N, edges + 1]
+        return torch.cat(groups, dim=1)  # [N, num_features]
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt() if self.normalize_z else z  # [N, z_dim]
         for idx in range(self.num_layers):
-            x = F.leaky_relu(getattr(self, f"fc{idx}")(x), LRELU_SLOPE) * LRELU_GAIN  # [N, w_dim]
+            x = getattr(self, f"fc{idx}")(x)  # [N, w_dim]
+            if idx == 0 and self.z_bins:
+                x = x + self.bin_features(z) @ (self.fc0_bins * self.bins_gain).t()  # [N, w_dim]
+            x = F.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN  # [N, w_dim]
         return x
 
 
@@ -198,6 +225,27 @@ class SynthesisNetwork(nn.Module):
         return out
 
 
+def _check_z_bins(z_bins: Optional[list], *, z_dim: int) -> list[tuple[int, list[float]]]:
+    if z_bins is None:
+        return []
+    fix = "give [[z index, [edges, ...]], ...] with distinct indices below z_dim and sorted finite edges"
+    if not isinstance(z_bins, (list, tuple)):
+        raise ValueError(f"z_bins must be a list, got {type(z_bins).__name__}; {fix}")
+    out, seen = [], set()
+    for item in z_bins:
+        if not (isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], int)
+                and isinstance(item[1], (list, tuple)) and item[1]):
+            raise ValueError(f"z_bins entry {item!r} is not [z index, [edges, ...]]; {fix}")
+        index, edges = item
+        if not 0 <= index < z_dim or index in seen:
+            raise ValueError(f"z_bins index {index} is out of range or repeated (z_dim {z_dim}); {fix}")
+        if not all(isinstance(e, (int, float)) and math.isfinite(e) for e in edges) or list(edges) != sorted(edges):
+            raise ValueError(f"z_bins edges {list(edges)!r} for index {index} must be sorted finite numbers; {fix}")
+        seen.add(index)
+        out.append((index, [float(e) for e in edges]))
+    return out
+
+
 class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
     r"""StyleGAN2 generator (config-f, skip architecture) with RefineStyle dynamic-kernel refinement.
 
@@ -219,6 +267,9 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         refine_torgb: whether token sets also refine the toRGB layers by default.
         normalize_z: StyleGAN2's 2nd-moment normalisation of z. Turn it off when z carries information in its
             norm (SynthFaces: z is the Gaussianised renderer parameter vector, every coordinate matters).
+        z_bins: ``[[z index, [edges, ...]], ...]``: coordinates of z that pick a category by bins (sorted edges
+            in z units); the mapping also sees each one's bin as a one-hot (see ``MappingNetwork``). Empty for
+            official checkpoints.
 
     Examples:
         ```py
@@ -249,6 +300,7 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         num_tokens: int = 8,
         refine_torgb: bool = False,
         normalize_z: bool = True,
+        z_bins: Optional[list] = None,
     ):
         super().__init__()
         if not isinstance(resolution, int) or resolution < 8 or resolution > 1024 or resolution & (resolution - 1):
@@ -262,8 +314,9 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         if len(chans) != num_res or any(not isinstance(c, int) or c < 1 for c in chans):
             raise ValueError(f"channels must list {num_res} positive ints (resolutions 4..{resolution}), got {channels!r}")
         self.channels = chans
+        bins = _check_z_bins(z_bins, z_dim=z_dim)
         self.mapping = MappingNetwork(z_dim=z_dim, w_dim=w_dim, num_layers=mapping_layers, lr_multiplier=mapping_lr_multiplier,
-                                      normalize_z=normalize_z)
+                                      normalize_z=normalize_z, z_bins=bins)
         self.synthesis = SynthesisNetwork(w_dim=w_dim, resolution=resolution, channels=chans,
                                                   img_channels=img_channels, conv_clamp=conv_clamp)
         self._layers = self.synthesis_module.layers()

@@ -23,7 +23,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from ..data.synthfaces import ATTRIBUTES, render, z_to_params
+from ..data.synthfaces import ATTRIBUTES, categorical_z_edges, render, z_to_params
 from ..convert import estimate_w_avg
 from ..evaluation import psnr
 from ..models.stylegan2 import StyleGAN2Generator
@@ -34,17 +34,22 @@ DEFAULT_PART_WEIGHTS = {part: 4.0 for part in SMALL_PARTS}
 
 
 SHIPPED_CHANNELS = (64, 64, 64, 32, 16)
+TRAIN_PARTS = ("all", "mapping")
 
 
-def synthfaces_generator_config(*, resolution: int = 64, channels: Optional[tuple[int, ...]] = None) -> dict:
+def synthfaces_generator_config(*, resolution: int = 64, channels: Optional[tuple[int, ...]] = None,
+                                z_bins: bool = True) -> dict:
     """The narrow 64 px generator: channels 64/64/64/32/16 (one per resolution from 4 px), mapping lr
-    multiplier 1, z not normalised (z is the Gaussianised parameter vector: its norm carries information)."""
+    multiplier 1, z not normalised (z is the Gaussianised parameter vector: its norm carries information),
+    and (``z_bins``) the renderer's categorical attributes also as one-hot inputs of the mapping: a smooth
+    mapping glides through a middle category (blue eyes, between brown and green) instead of drawing it."""
     n_res = int(math.log2(resolution)) - 1
     channels = list(channels) if channels is not None else list(SHIPPED_CHANNELS)
     if len(channels) < n_res:
         raise ValueError(f"channels: need one width per resolution from 4 to {resolution} px ({n_res}), got {len(channels)}")
+    bins = [[ATTRIBUTES.index(name), edges] for name, edges in categorical_z_edges().items()] if z_bins else None
     return dict(z_dim=len(ATTRIBUTES), w_dim=128, resolution=resolution, channels=channels[:n_res],
-                mapping_layers=4, mapping_lr_multiplier=1.0, num_tokens=8, normalize_z=False)
+                mapping_layers=4, mapping_lr_multiplier=1.0, num_tokens=8, normalize_z=False, z_bins=bins)
 
 
 def batch_z(step: int, *, batch: int, seed: int, z_dim: int) -> torch.Tensor:
@@ -108,7 +113,9 @@ def train(
     resolution: int = 64,
     resume: bool = False,
     channels: Optional[tuple[int, ...]] = None,
+    z_bins: bool = True,
     init_from: Optional[Path] = None,
+    train_parts: str = "all",
     device: str = "cpu",
     prefetch: Optional[bool] = None,
     part_weights: Optional[dict[str, float]] = None,
@@ -120,21 +127,33 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     torch.manual_seed(seed)
-    G = StyleGAN2Generator(**synthfaces_generator_config(resolution=resolution, channels=channels))
+    G = StyleGAN2Generator(**synthfaces_generator_config(resolution=resolution, channels=channels, z_bins=z_bins))
     if init_from is not None:
         # Fine-tune a saved generator (same config): its W space stays close, so encoders trained on it transfer.
         source = StyleGAN2Generator.from_pretrained(init_from)
         if source.config.channels != G.config.channels or source.config.resolution != resolution:
             raise ValueError(f"--init-from {init_from}: channels {list(source.config.channels)} at {source.config.resolution} px, "
                              f"but this run builds {list(G.config.channels)} at {resolution} px; pass matching --channels")
-        G.load_state_dict(source.state_dict())
+        if source.config.z_bins and not z_bins:
+            raise ValueError(f"--init-from {init_from}: that generator has z_bins inputs; drop --no-z-bins")
+        missing, unexpected = G.load_state_dict(source.state_dict(), strict=False)
+        # A generator without bin inputs starts this one exactly: its bin weights stay zero (a no-op).
+        if unexpected or set(missing) - {"mapping.fc0_bins"}:
+            raise ValueError(f"--init-from {init_from}: missing keys {missing}, unexpected keys {unexpected}")
+    if train_parts not in TRAIN_PARTS:
+        raise ValueError(f"--train {train_parts!r}: choose one of {', '.join(TRAIN_PARTS)}")
+    if train_parts == "mapping":
+        # Synthesis frozen: every W+ keeps its image, so encoders and domains made on this synthesis still hold.
+        G.synthesis_module.requires_grad_(False)
     G = G.to(dev)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    opt = torch.optim.Adam(G.parameters(), lr=lr, betas=(0.9, 0.99))
+    opt = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.99))
     start, elapsed = 0, 0.0
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=True, map_location=dev)
+        if ckpt.get("train_parts", "all") != train_parts:
+            raise ValueError(f"--resume: {ckpt_path} trained --train {ckpt.get('train_parts', 'all')}; resume it with that")
         G.load_state_dict(ckpt["G"])
         G_ema.load_state_dict(ckpt["G_ema"])
         opt.load_state_dict(ckpt["opt"])
@@ -150,7 +169,7 @@ def train(
         G_ema.mapping_module.w_avg.copy_(estimate_w_avg(G_ema))
         tmp = out / "checkpoint.tmp"
         torch.save({"G": G.state_dict(), "G_ema": G_ema.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "elapsed": elapsed, "config": dict(G.config)}, tmp)
+                    "elapsed": elapsed, "config": dict(G.config), "train_parts": train_parts}, tmp)
         tmp.replace(ckpt_path)  # atomic: an interrupted save never corrupts the last checkpoint
 
     from tqdm import tqdm
@@ -213,6 +232,7 @@ def train(
     if pool is not None:
         pool.shutdown(wait=True, cancel_futures=True)
     save(step)
+    log.write(json.dumps({"event": "stop", "step": step, "minutes": elapsed / 60}) + "\n")  # the exact last step
     log.close()
     return G_ema.cpu()
 
@@ -256,6 +276,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channels", type=_channels_arg, default=None,
                         help="widths per resolution from 4 px, comma-separated (default: 64,64,64,32,16)")
     parser.add_argument("--init-from", type=Path, default=None, help="fine-tune this saved generator folder (same config)")
+    parser.add_argument("--train", dest="train_parts", choices=TRAIN_PARTS, default="all",
+                        help="what to optimise: everything, or the mapping only (with --init-from: the synthesis, and "
+                             "so the encoders and domains made on it, stay exactly as they were)")
+    parser.add_argument("--no-z-bins", dest="z_bins", action="store_false",
+                        help="no one-hot inputs for the categorical attributes (the generator of earlier releases)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--part-weights", type=_part_weights_arg, default=None,
                         help="extra loss weight per small part, e.g. eyes=16 (default 4 for eyes, brows, mouth, glasses)")
@@ -264,7 +289,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     G_ema = train(out=args.out, steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, seed=args.seed,
-                  resume=args.resume, channels=args.channels, init_from=args.init_from, device=args.device,
+                  resume=args.resume, channels=args.channels, z_bins=args.z_bins, init_from=args.init_from,
+                  train_parts=args.train_parts, device=args.device,
                   part_weights=args.part_weights)
     if args.export is not None:
         G_ema.save_pretrained(args.export, dtype=torch.float16)

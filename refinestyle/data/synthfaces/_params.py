@@ -52,6 +52,8 @@ EYE_COLORS: tuple[str, ...] = ("brown", "blue", "green")
 
 GLASSES_THRESHOLD = 0.6
 """``u_glasses > 0.6`` means the face wears glasses (40% of the prior)."""
+GLASSES_FRAME_STEPS = 6
+"""Glasses' shape and frame change at ``GLASSES_FRAME_STEPS`` equal steps of u above the threshold."""
 SMILE_THRESHOLD = 0.5
 """``u_smile > 0.5`` means the ``smile`` label is 1 (mouth curvature above ~0.25)."""
 
@@ -368,6 +370,33 @@ def _piecewise(u: Tensor, xs: tuple[float, ...], ys: tuple[float, ...]) -> Tenso
     return out
 
 
+def categorical_z_edges() -> dict[str, list[float]]:
+    """Where each attribute that the renderer draws by category jumps, in z units (sorted edges).
+
+    The renderer bins u = Φ(z): eye colour, hair style and hair colour in equal-width bins of u, glasses
+    on above ``GLASSES_THRESHOLD`` with shape and frame changing in ``GLASSES_FRAME_STEPS`` steps above it.
+    A generator sees these as one-hot inputs (``StyleGAN2Generator(z_bins=...)``), since its image jumps
+    there too.
+
+    Examples:
+
+    ```python
+    >>> from refinestyle.data.synthfaces import categorical_z_edges
+    >>> [round(e, 4) for e in categorical_z_edges()["eye_color"]]
+    [-0.4307, 0.4307]
+
+    ```
+    """
+    def z_of(u: float) -> float:
+        return math.sqrt(2.0) * torch.special.erfinv(torch.tensor(2.0 * u - 1.0, dtype=torch.float64)).item()
+
+    edges = {name: [z_of(k / len(classes)) for k in range(1, len(classes))]
+             for name, classes in (("hair_style", HAIR_STYLES), ("hair_color", HAIR_COLORS), ("eye_color", EYE_COLORS))}
+    steps = [GLASSES_THRESHOLD + (1.0 - GLASSES_THRESHOLD) * k / GLASSES_FRAME_STEPS for k in range(GLASSES_FRAME_STEPS)]
+    edges["glasses"] = [z_of(u) for u in steps]
+    return edges
+
+
 def decode(params: FaceParams) -> dict[str, Tensor]:
     """Physical values of every attribute (float64 `[N]` tensors; class indices as long).
 
@@ -391,7 +420,7 @@ def decode(params: FaceParams) -> dict[str, Tensor]:
     out["glasses_on"] = (g > GLASSES_THRESHOLD).to(torch.float64)
     r = ((g - GLASSES_THRESHOLD) / (1.0 - GLASSES_THRESHOLD)).clamp(0.0, 1.0)
     out["glasses_shape"] = (r > 0.5).to(torch.float64)
-    out["glasses_frame"] = torch.floor(r * 6.0).remainder(3.0)
+    out["glasses_frame"] = torch.floor(r * GLASSES_FRAME_STEPS).remainder(3.0)
     for name in OOD_FIELDS:
         out[name] = getattr(params, name).to(torch.float64)
     return out
