@@ -283,7 +283,7 @@ and `encoder-one-stage/` (W+ heads and token branch trained together; load it wi
 `RefineStyleEncoder.from_pretrained(repo, subfolder="encoder-one-stage")` and set `model.encoder`):
 `RefineStyleEncoder` with a small CNN backbone and grouped transformer blocks (coarse/medium/fine), K = 8
 tokens per layer, trained on renderer `photo` images and generator samples only (never other styles); in
-rounds four to twelve half of the renders are colour-jittered (`--photometric-augment 0.5`: saturation down to grey,
+rounds four to fourteen half of the renders are colour-jittered (`--photometric-augment 0.5`: saturation down to grey,
 contrast, brightness, a tint; the same transform on input and target), which the generator alone cannot
 reproduce, so the token branch learns to reach images outside its domain.
 
@@ -292,7 +292,9 @@ started from round one's weights (`--init-from`) against the final generator, ro
 two's weights (the two-stage run was interrupted twice and continued each time with `--resume` from its
 last checkpoint; the batch of each step depends only on the seed and the step, so the result is that
 of an uninterrupted run), round four from round three's weights with the colour jitter, rounds five to twelve (two-stage only) each
-from the previous round's weights with fresh batches (`--seed 1` to `--seed 8`):
+from the previous round's weights with fresh batches (`--seed 1` to `--seed 8`), and round fourteen (this release; a thirteenth
+two-stage round on the previous generator was not shipped) against the generator with bin inputs, whose synthesis changed: stage one from round two's, two-stage from round twelve's
+and one-stage from round four's weights (`--seed 9`). The last round is what ships:
 
     # round one
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage-v1 --mode one-stage --steps 4000 --minutes 34 --threads 1 --export runs/synthfaces-encoder-one-stage-v1/export
@@ -324,6 +326,10 @@ from the previous round's weights with fresh batches (`--seed 1` to `--seed 8`):
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r11 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-r10/export --photometric-augment 0.5 --seed 7 --steps 3000 --minutes 40 --threads 1 --export runs/synthfaces-encoder-two-stage-r11/export
     # round twelve
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-two-stage-r12 --mode two-stage --stage-one runs/synthfaces-encoder-stage-one/export --init-from runs/synthfaces-encoder-two-stage-r11/export --photometric-augment 0.5 --seed 8 --steps 3000 --minutes 33 --threads 1 --export runs/synthfaces-encoder-two-stage-r12/export
+    # round fourteen, against the generator with bin inputs; PREV = this folder at commit 8406ebc (rounds twelve and four, fp16)
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/s10-enc-stage-one --mode stage-one --init-from runs/synthfaces-encoder-stage-one/export --steps 1500 --minutes 12 --threads 1 --export runs/s10-enc-stage-one/export
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/s10-enc-two-stage --mode two-stage --stage-one runs/s10-enc-stage-one/export --init-from $PREV/encoder --photometric-augment 0.5 --seed 9 --steps 2400 --minutes 27 --threads 1 --export runs/s10-enc-two-stage/export
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/s10-enc-one-stage --mode one-stage --init-from $PREV/encoder-one-stage --photometric-augment 0.5 --seed 9 --steps 1500 --minutes 25 --threads 1 --export runs/s10-enc-one-stage/export
 """
         if inversion_json.exists():
             inv = json.loads(inversion_json.read_text())
