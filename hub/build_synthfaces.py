@@ -50,7 +50,7 @@ CLIP_RUNS = {"clip": ("synthfaces-clip-smile", "resnet"), "clip-vit": ("synthfac
 
 
 # The latest training round of each shipped encoder variant (the card lists every round's command).
-ENCODER_RUNS = {"one-stage": "s10-enc-one-stage", "two-stage": "s10-enc-two-stage"}
+ENCODER_RUNS = {"one-stage": "s10-enc-one-stage", "two-stage": "s10-enc-two-stage-r15"}
 # The shipped generator: the CPU run's EMA generator fine-tuned on a GPU with z-bin inputs (its exported folder:
 # the GPU machine is lent per session, so only the fp16 export and the log came back, not the checkpoint).
 GENERATOR_BASE_RUN, GENERATOR_RUN = "synthfaces-generator", "synthfaces-generator-bins"
@@ -294,7 +294,9 @@ last checkpoint; the batch of each step depends only on the seed and the step, s
 of an uninterrupted run), round four from round three's weights with the colour jitter, rounds five to twelve (two-stage only) each
 from the previous round's weights with fresh batches (`--seed 1` to `--seed 8`), and round fourteen (this release; a thirteenth
 two-stage round on the previous generator was not shipped) against the generator with bin inputs, whose synthesis changed: stage one from round two's, two-stage from round twelve's
-and one-stage from round four's weights (`--seed 9`). The last round is what ships:
+and one-stage from round four's weights (`--seed 9`), then a fifteenth two-stage round from the fourteenth
+(`--seed 10`; better on a disjoint 128-face probe, `bench/encoder_probe.py`, in domain 31.47 → 31.66 dB). The last
+round of each is what ships:
 
     # round one
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage-v1 --mode one-stage --steps 4000 --minutes 34 --threads 1 --export runs/synthfaces-encoder-one-stage-v1/export
@@ -330,6 +332,8 @@ and one-stage from round four's weights (`--seed 9`). The last round is what shi
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/s10-enc-stage-one --mode stage-one --init-from runs/synthfaces-encoder-stage-one/export --steps 1500 --minutes 12 --threads 1 --export runs/s10-enc-stage-one/export
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/s10-enc-two-stage --mode two-stage --stage-one runs/s10-enc-stage-one/export --init-from $PREV/encoder --photometric-augment 0.5 --seed 9 --steps 2400 --minutes 27 --threads 1 --export runs/s10-enc-two-stage/export
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/s10-enc-one-stage --mode one-stage --init-from $PREV/encoder-one-stage --photometric-augment 0.5 --seed 9 --steps 1500 --minutes 25 --threads 1 --export runs/s10-enc-one-stage/export
+    # round fifteen (two-stage only)
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/s10-enc-two-stage-r15 --mode two-stage --stage-one runs/s10-enc-stage-one/export --init-from runs/s10-enc-two-stage/export --photometric-augment 0.5 --seed 10 --steps 1600 --minutes 20 --threads 1 --export runs/s10-enc-two-stage-r15/export
 """
         if inversion_json.exists():
             inv = json.loads(inversion_json.read_text())
