@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from refinestyle import RefineStyleModel  # noqa: E402
-from refinestyle.data.synthfaces import EYE_COLORS, STYLES, render, sample_params  # noqa: E402
+from refinestyle.data.synthfaces import ATTRIBUTES, EYE_COLORS, STYLES, attribute_labels, render, sample_params, z_to_params  # noqa: E402
 from refinestyle.evaluation import cached_attribute_classifier, domain_quality, evaluate_generator, validity_scores  # noqa: E402
 from refinestyle.train.clip import zero_shot_eval  # noqa: E402
 
@@ -104,8 +104,6 @@ def run(*, model_path: str | Path = ROOT / "hub" / "refinestyle-synthfaces", n: 
 def eye_colour_sweep(model, *, values=(-1.0, -0.5, 0.0, 0.5, 1.0), faces: int = 16, seed: int = 5) -> list[dict]:
     """Move only the eye-colour axis of z for ``faces`` fixed faces: the mean RGB of the dark pixels inside the
     renderer's eye masks (iris and pupil), renderer against generator, and the eye colour the labels give."""
-    from refinestyle.data.synthfaces import ATTRIBUTES, attribute_labels, z_to_params
-
     G = model.generator
     axis = ATTRIBUTES.index("eye_color")
     z0 = torch.randn(faces, G.config.z_dim, generator=torch.Generator().manual_seed(seed))

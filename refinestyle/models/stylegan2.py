@@ -91,7 +91,7 @@ class MappingNetwork(nn.Module):
             in_features = z_dim if idx == 0 else w_dim
             setattr(self, f"fc{idx}", EqualLinear(in_features, w_dim, lr_multiplier=lr_multiplier))
         self.register_buffer("w_avg", torch.zeros(w_dim))
-        self.z_bins = [(int(index), [float(e) for e in edges]) for index, edges in z_bins]
+        self.z_bins = list(z_bins)  # validated by the generator (_check_z_bins)
         if self.z_bins:
             num_features = sum(len(edges) + 1 for _, edges in self.z_bins)
             # Stored / lr_mul like EqualLinear; one feature per group is on, so the gain divides by √groups.

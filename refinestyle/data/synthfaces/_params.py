@@ -351,8 +351,12 @@ def params_to_z(params: FaceParams) -> Tensor:
     """
     if not isinstance(params, FaceParams):
         raise TypeError(f"params must be a FaceParams, got {type(params).__name__}")
-    u = params.u.to(torch.float64).clamp(1e-6, 1.0 - 1e-6)
-    return (math.sqrt(2.0) * torch.special.erfinv(2.0 * u - 1.0)).to(torch.float32)
+    return _normal_icdf(params.u.to(torch.float64).clamp(1e-6, 1.0 - 1e-6)).to(torch.float32)
+
+
+def _normal_icdf(u: Tensor) -> Tensor:
+    """Phi^-1(u): the z of a prior quantile (float64 in, float64 out)."""
+    return math.sqrt(2.0) * torch.special.erfinv(2.0 * u - 1.0)
 
 
 def _bins(u: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -388,7 +392,7 @@ def categorical_z_edges() -> dict[str, list[float]]:
     ```
     """
     def z_of(u: float) -> float:
-        return math.sqrt(2.0) * torch.special.erfinv(torch.tensor(2.0 * u - 1.0, dtype=torch.float64)).item()
+        return _normal_icdf(torch.tensor(u, dtype=torch.float64)).item()
 
     edges = {name: [z_of(k / len(classes)) for k in range(1, len(classes))]
              for name, classes in (("hair_style", HAIR_STYLES), ("hair_color", HAIR_COLORS), ("eye_color", EYE_COLORS))}
