@@ -1,6 +1,6 @@
 """Build the default Hub repo ``hub/refinestyle-synthfaces`` from the training runs, then write its card.
 
-    python hub/build_synthfaces.py assemble   # generator (+ clip, encoder) from runs/ → hub folder (fp16 where lossless enough)
+    python hub/build_synthfaces.py assemble   # generator (+ clip, encoders) from runs/ → hub folder (fp16)
     bash hub/make_domains.sh                  # domains, each from one `refinestyle adapt` command
     python hub/build_synthfaces.py card       # evaluate everything, write model_index.json, metrics.json, README.md
 
@@ -8,6 +8,7 @@ Training runs (each resumable; see README):
     python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 26000 --minutes 62 --threads 1
     python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 50000 --minutes 116 --threads 1 --resume
     python -m refinestyle.train.generator --out runs/synthfaces-generator-bins --init-from <that generator> --device cuda ...
+    python -m refinestyle.train.generator --out runs/synthfaces-generator-bins-r2 --init-from <that export> --device cuda ...
     python -m refinestyle.train.clip --out runs/synthfaces-clip --steps 4000 --minutes 45 --threads 1 --export runs/synthfaces-clip/export
     python -m refinestyle.train.clip --out runs/synthfaces-clip-smile --init-from runs/synthfaces-clip/export --attribute-weight 2 ...
     python -m refinestyle.train.encoder ...   (see refinestyle/train/encoder.py)
@@ -27,33 +28,21 @@ sys.path.insert(0, str(ROOT))
 from refinestyle import StyleGAN2Generator  # noqa: E402
 from refinestyle.cli import save_grid  # noqa: E402
 from refinestyle.clip import CLIPGuide  # noqa: E402
-from refinestyle.evaluation import psnr  # noqa: E402
 
 HUB = ROOT / "hub" / "refinestyle-synthfaces"
 RUNS = ROOT / "runs"
-FP16_MIN_PSNR = 45.0  # fp16 weights are kept when the images they give stay this close to fp32 ones
-
-
-def _fp16_is_lossless(G: StyleGAN2Generator) -> float:
-    import copy
-
-    z = torch.randn(64, G.config.z_dim, generator=torch.Generator().manual_seed(0))
-    half = copy.deepcopy(G)
-    with torch.no_grad():
-        for p in half.parameters():
-            p.copy_(p.half().float())
-        return psnr(half(z), G(z)).min().item()
-
 
 # Hub folder → (run folder, architecture). The ResNet is model.clip; the others become model.extra_clips.
 CLIP_RUNS = {"clip": ("synthfaces-clip-smile", "resnet"), "clip-vit": ("synthfaces-clip-vit", "vit")}
 
 
 # The latest training round of each shipped encoder variant (the card lists every round's command).
-ENCODER_RUNS = {"one-stage": "s10-enc-one-stage", "two-stage": "s10-enc-two-stage-r15"}
-# The shipped generator: the CPU run's EMA generator fine-tuned on a GPU with z-bin inputs (its exported folder:
-# the GPU machine is lent per session, so only the fp16 export and the log came back, not the checkpoint).
-GENERATOR_BASE_RUN, GENERATOR_RUN = "synthfaces-generator", "synthfaces-generator-bins"
+ENCODER_RUNS = {"one-stage": "s11-enc-one-stage", "two-stage": "s11-enc-two-stage-r17"}
+# The shipped generator: the CPU run's EMA generator, then GPU fine-tunes with z-bin inputs, each from the previous
+# one's export (the GPU machine is lent per session, so only the fp16 export and the log came back, not the
+# checkpoint). The last one's export ships; a run folder missing here keeps its record in build_info.json.
+GENERATOR_BASE_RUN = "synthfaces-generator"
+GENERATOR_FINE_TUNES = ("synthfaces-generator-bins", "synthfaces-generator-bins-r2")
 PARTS = ("generator", "clip", "encoders")
 
 
@@ -61,40 +50,41 @@ def _last_log_record(path: Path) -> dict:
     return json.loads(path.read_text().strip().splitlines()[-1])
 
 
-def assemble(parts: tuple[str, ...] = PARTS) -> None:
+def assemble(parts: tuple[str, ...] = PARTS, *, encoder_runs: dict[str, str] = ENCODER_RUNS) -> None:
     info = json.loads((HUB / "build_info.json").read_text()) if (HUB / "build_info.json").exists() else {}
     if "generator" in parts:
-        info["generator"] = assemble_generator()
+        info["generator"] = assemble_generator(info.get("generator", {}))
     if "clip" in parts:
         info.update(assemble_clips())
     if "encoders" in parts:
-        info["encoders"] = assemble_encoders()
+        info["encoders"] = assemble_encoders(encoder_runs)
     (HUB / "build_info.json").write_text(json.dumps(info, indent=2) + "\n")
     write_index()
     print(json.dumps(info, indent=2))
 
 
-def assemble_generator() -> dict:
-    ckpt = torch.load(RUNS / GENERATOR_BASE_RUN / "checkpoint.pt", weights_only=True)
-    base = {"steps": int(ckpt["step"]), "minutes": float(ckpt["elapsed"]) / 60}
-    export = RUNS / GENERATOR_RUN / "export"
-    if (export / "config.json").exists():
-        G = StyleGAN2Generator.from_pretrained(export).eval()
-        G.save_pretrained(HUB / "generator", dtype=torch.float16)  # exported in fp16 by the training script
-        last = _last_log_record(RUNS / GENERATOR_RUN / "log.jsonl")
-        return {"base": base, "fine_tune": {"steps": int(last["step"]), "minutes": float(last["minutes"])},
-                "dtype": "torch.float16", "fp16_worst_psnr_vs_fp32": None}
-    G = StyleGAN2Generator(**ckpt["config"])
-    G.load_state_dict(ckpt["G_ema"])
-    G.eval()
-    from refinestyle.convert import estimate_w_avg
-
-    with torch.no_grad():  # runs before the w_avg fix saved zeros here: always set the true mean
-        G.mapping_module.w_avg.copy_(estimate_w_avg(G))
-    worst = _fp16_is_lossless(G)
-    dtype = torch.float16 if worst >= FP16_MIN_PSNR else torch.float32
-    G.save_pretrained(HUB / "generator", dtype=dtype)
-    return {"base": base, "dtype": str(dtype), "fp16_worst_psnr_vs_fp32": worst}
+def assemble_generator(previous: dict) -> dict:
+    base_ckpt = RUNS / GENERATOR_BASE_RUN / "checkpoint.pt"
+    if base_ckpt.exists():
+        ckpt = torch.load(base_ckpt, weights_only=True)
+        base = {"steps": int(ckpt["step"]), "minutes": float(ckpt["elapsed"]) / 60}
+    else:
+        base = previous["base"]
+    known = {t["run"]: t for t in previous.get("fine_tunes", [])}
+    fine_tunes = []
+    for run in GENERATOR_FINE_TUNES:
+        log = RUNS / run / "log.jsonl"
+        if log.exists():
+            last = _last_log_record(log)
+            fine_tunes.append({"run": run, "steps": int(last["step"]), "minutes": float(last["minutes"])})
+        elif run in known:
+            fine_tunes.append(known[run])
+        else:
+            raise FileNotFoundError(f"{log} is missing and build_info.json has no record of {run}: train it first (see the card)")
+    export = RUNS / GENERATOR_FINE_TUNES[-1] / "export"
+    G = StyleGAN2Generator.from_pretrained(export).eval()
+    G.save_pretrained(HUB / "generator", dtype=torch.float16)  # exported in fp16 by the training script
+    return {"base": base, "fine_tunes": fine_tunes, "dtype": "torch.float16"}
 
 
 def assemble_clips() -> dict:
@@ -111,10 +101,10 @@ def assemble_clips() -> dict:
     return info
 
 
-def assemble_encoders() -> dict:
+def assemble_encoders(runs: dict[str, str]) -> dict:
     encoders = {}
     for variant in ("one-stage", "two-stage"):
-        src = RUNS / ENCODER_RUNS[variant] / "export"
+        src = RUNS / runs[variant] / "export"
         if (src / "config.json").exists():
             from refinestyle.models.encoder import RefineStyleEncoder
 
@@ -169,6 +159,7 @@ def card(*, recompute: bool = False) -> None:
                            f"{m['clip_target_similarity_before']:.3f} → {m['clip_target_similarity_after']:.3f} | {gt_cells} |")
     g, c = metrics["generator"], metrics.get("clip", {})
     gen = info["generator"]
+    ft = gen["fine_tunes"]
     size_mb = sum(f.stat().st_size for f in HUB.rglob("*") if f.is_file()) / 2**20
     text = f"""---
 library_name: refinestyle
@@ -181,7 +172,7 @@ tags: [stylegan2, refinestyle, synthetic, safetensors]
 The default model of [refinestyle](../../README.md): a StyleGAN2 generator trained to reproduce the
 procedural SynthFaces renderer, a small open_clip model trained on its images and captions, and shared
 token sets (domains) adapted from text. Everything here was made by scripts in the repository from fixed
-seeds, offline, on a 2-core CPU, except the generator's last 10 minutes (one GPU, below); the folder is {size_mb:.1f} MB.
+seeds, offline, on a 2-core CPU, except the generator's last 18 minutes (one GPU, below); the folder is {size_mb:.1f} MB.
 
 ![samples (truncation 0.7)](samples.png)
 
@@ -194,12 +185,16 @@ also gets each of those coordinates' bin as a one-hot input (`z_bins` in its con
 `categorical_z_edges()`): without it a smooth mapping glides from brown to green eyes and never draws the blue bin
 between them.
 
-Trained in two parts. On one CPU thread, {gen['base']['steps']:,} steps ({gen['base']['minutes']:.0f} min) of Adam
+Trained in three parts. On one CPU thread, {gen['base']['steps']:,} steps ({gen['base']['minutes']:.0f} min) of Adam
 (lr 5e-3, betas 0.9/0.99, batch 16, EMA 0.995) on an L1+L2 loss weighted ×5 on eyes, brows, mouth and glasses
 (renderer part masks), without bin inputs. Then that EMA generator fine-tuned with the bin inputs (starting at zero,
-a no-op) on one NVIDIA H100, {gen['fine_tune']['steps']:,} steps ({gen['fine_tune']['minutes']:.1f} min; three runs
-shared the card, so the minutes, not the planned steps, ended it) of batch 64 at lr 2e-3, eyes weighted ×17 and
-the mouth ×9. Weights stored as float16, as the training script exports them.
+a no-op) on one NVIDIA H100, {ft[0]['steps']:,} steps ({ft[0]['minutes']:.1f} min; three runs shared the card, so
+the minutes, not the planned steps, ended it) of batch 64 at lr 2e-3, eyes weighted ×17 and the mouth ×9. Last, in
+another session on one H100, that export fine-tuned again for {ft[1]['steps']:,} steps ({ft[1]['minutes']:.1f} min, a
+fresh cosine schedule) at lr 1e-3 with the eyes and the mouth weighted ×17, the best balance of three runs side by
+side (`bench/synthfaces.py --compare-generators`, 1,000 held-out z; eyes / mouth weights 16 / 8, 16 / 16, 24 / 24:
+PSNR 29.28 / 29.24 / 29.06, eyes 25.66 / 25.61 / 25.95, mouth 23.60 / 24.25 / 24.46 dB). Weights stored as
+float16, as the training script exports them.
 
     python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 26000 --minutes 62 --threads 1
     # second session: the same run continued with a longer cosine schedule (a warm restart of the learning rate)
@@ -207,6 +202,8 @@ the mouth ×9. Weights stored as float16, as the training script exports them.
     # tenth session, on a GPU; --init-from: that run's EMA generator (this folder's generator/ at commit 8406ebc)
     python -m refinestyle.train.generator --out runs/synthfaces-generator-bins --init-from <that generator/> --batch 64 --lr 2e-3 --part-weights eyes=16,mouth=8 --steps 7500 --minutes 6 --device cuda --threads 5
     python -m refinestyle.train.generator --out runs/synthfaces-generator-bins --init-from <that generator/> --batch 64 --lr 2e-3 --part-weights eyes=16,mouth=8 --steps 11500 --minutes 9.9 --device cuda --threads 5 --resume --export runs/synthfaces-generator-bins/export
+    # eleventh session, on a GPU; --init-from: that export (this folder's generator/ at commit cec3bcb)
+    python -m refinestyle.train.generator --out runs/synthfaces-generator-bins-r2 --init-from <that generator/> --batch 64 --lr 1e-3 --part-weights eyes=16,mouth=16 --steps 9000 --minutes 8.3 --device cuda --threads 5 --export runs/synthfaces-generator-bins-r2/export
 
 On {g['n']} held-out z (seed 12345) against `render(z_to_params(z), "photo")`:
 
@@ -283,7 +280,7 @@ and `encoder-one-stage/` (W+ heads and token branch trained together; load it wi
 `RefineStyleEncoder.from_pretrained(repo, subfolder="encoder-one-stage")` and set `model.encoder`):
 `RefineStyleEncoder` with a small CNN backbone and grouped transformer blocks (coarse/medium/fine), K = 8
 tokens per layer, trained on renderer `photo` images and generator samples only (never other styles); in
-rounds four to fourteen half of the renders are colour-jittered (`--photometric-augment 0.5`: saturation down to grey,
+rounds four to sixteen half of the renders are colour-jittered (`--photometric-augment 0.5`: saturation down to grey,
 contrast, brightness, a tint; the same transform on input and target), which the generator alone cannot
 reproduce, so the token branch learns to reach images outside its domain.
 
@@ -292,11 +289,14 @@ started from round one's weights (`--init-from`) against the final generator, ro
 two's weights (the two-stage run was interrupted twice and continued each time with `--resume` from its
 last checkpoint; the batch of each step depends only on the seed and the step, so the result is that
 of an uninterrupted run), round four from round three's weights with the colour jitter, rounds five to twelve (two-stage only) each
-from the previous round's weights with fresh batches (`--seed 1` to `--seed 8`), and round fourteen (this release; a thirteenth
+from the previous round's weights with fresh batches (`--seed 1` to `--seed 8`), and round fourteen (the previous release; a thirteenth
 two-stage round on the previous generator was not shipped) against the generator with bin inputs, whose synthesis changed: stage one from round two's, two-stage from round twelve's
 and one-stage from round four's weights (`--seed 9`), then a fifteenth two-stage round from the fourteenth
-(`--seed 10`; better on a disjoint 128-face probe, `bench/encoder_probe.py`, in domain 31.47 → 31.66 dB). The last
-round of each is what ships:
+(`--seed 10`; better on a disjoint 128-face probe, `bench/encoder_probe.py`, in domain 31.47 → 31.66 dB), and round
+sixteen (this release) against the generator fine-tuned once more, by the commands of `hub/cascade.sh` (`TAG=s11
+SEED=11`): stage one from the W+ part of the fifteenth two-stage encoder, then two-stage and one-stage from the
+shipped ones (`--seed 11`), then a seventeenth two-stage round from the sixteenth (`--seed 12`; on the disjoint probe
+photo 31.58 → 31.98 dB, zombie +0.27, the other sets within 0.08). The last round of each is what ships:
 
     # round one
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/synthfaces-encoder-one-stage-v1 --mode one-stage --steps 4000 --minutes 34 --threads 1 --export runs/synthfaces-encoder-one-stage-v1/export
@@ -334,6 +334,13 @@ round of each is what ships:
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/s10-enc-one-stage --mode one-stage --init-from $PREV/encoder-one-stage --photometric-augment 0.5 --seed 9 --steps 1500 --minutes 25 --threads 1 --export runs/s10-enc-one-stage/export
     # round fifteen (two-stage only)
     python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --out runs/s10-enc-two-stage-r15 --mode two-stage --stage-one runs/s10-enc-stage-one/export --init-from runs/s10-enc-two-stage/export --photometric-augment 0.5 --seed 10 --steps 1600 --minutes 20 --threads 1 --export runs/s10-enc-two-stage-r15/export
+    # round sixteen (hub/cascade.sh with TAG=s11 SEED=11), against the generator fine-tuned again; PREV = runs/s11-prev,
+    # this folder's encoders at commit cec3bcb (rounds fifteen and fourteen, fp16)
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --threads 1 --mode stage-one --out runs/s11-enc-stage-one --init-from $PREV/encoder --steps 1500 --minutes 12 --export runs/s11-enc-stage-one/export
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --threads 1 --photometric-augment 0.5 --seed 11 --mode two-stage --out runs/s11-enc-two-stage --stage-one runs/s11-enc-stage-one/export --init-from $PREV/encoder --steps 2400 --minutes 27 --export runs/s11-enc-two-stage/export
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --threads 1 --photometric-augment 0.5 --seed 11 --mode one-stage --out runs/s11-enc-one-stage --init-from $PREV/encoder-one-stage --steps 1500 --minutes 25 --export runs/s11-enc-one-stage/export
+    # round seventeen (two-stage only)
+    python -m refinestyle.train.encoder --generator hub/refinestyle-synthfaces --threads 1 --photometric-augment 0.5 --seed 12 --mode two-stage --out runs/s11-enc-two-stage-r17 --stage-one runs/s11-enc-stage-one/export --init-from runs/s11-enc-two-stage/export --steps 1600 --minutes 22 --export runs/s11-enc-two-stage-r17/export
 """
         if inversion_json.exists():
             inv = json.loads(inversion_json.read_text())
@@ -375,12 +382,19 @@ def main() -> None:
     parser.add_argument("step", choices=["assemble", "card", "index"])
     parser.add_argument("--recompute", action="store_true", help="card: re-run the evaluation even if metrics.json exists")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="assemble: only these parts")
+    parser.add_argument("--encoder-runs", nargs=2, metavar=("ONE_STAGE", "TWO_STAGE"), default=None,
+                        help="assemble: the run folders (under runs/) of the encoders to ship "
+                             f"(default: {ENCODER_RUNS['one-stage']} {ENCODER_RUNS['two-stage']})")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.step == "card":
         card(recompute=args.recompute)
     elif args.step == "assemble":
-        assemble(tuple(args.parts))
+        runs = dict(zip(("one-stage", "two-stage"), args.encoder_runs)) if args.encoder_runs else ENCODER_RUNS
+        for variant, run in runs.items():
+            if args.encoder_runs and "encoders" in args.parts and not (RUNS / run / "export" / "config.json").exists():
+                parser.error(f"--encoder-runs: {RUNS / run / 'export'} holds no exported {variant} encoder; train it first")
+        assemble(tuple(args.parts), encoder_runs=runs)
     else:
         write_index()
 

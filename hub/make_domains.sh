@@ -10,11 +10,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 R=.venv/bin/refinestyle
 M=hub/refinestyle-synthfaces
+# MODEL: where the generator and CLIPs load from (default: the hub folder); a copy of it without the encoders lets
+# the domains be re-made for a new generator while its encoders are still being retrained.
+MODEL=${MODEL:-$M}
 STEPS=${STEPS:-200}
 for spec in "sketch|a pencil sketch of a face" "popart|a pop art painting of a face" "zombie|a zombie face" \
             "watercolor|a watercolor painting of a face" "pixelart|a pixel art image of a face"; do
   name=${spec%%|*}
   target=${spec#*|}
-  $R adapt --model $M --source "a photo of a face" --target "$target" --steps "$STEPS" --num-tokens 1 --torgb-tokens 3 \
+  $R adapt --model "$MODEL" --source "a photo of a face" --target "$target" --steps "$STEPS" --num-tokens 1 --torgb-tokens 3 \
     --warmup-tokens 8 --warmup-steps $((STEPS * 2 / 5)) --global-weight 0.5 --seed 0 --out "$M/domains/$name"
 done

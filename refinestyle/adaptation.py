@@ -203,13 +203,23 @@ def text_directions(clips: Sequence[CLIPGuide], source: str, target: Optional[st
     return out
 
 
+# An embedding change at most this fraction of the embedding's norm is rounding, not an edit (see clip_losses).
+ZERO_DELTA = 1e-5
+
+
 def clip_losses(clips: Sequence[CLIPGuide], directions, refined: torch.Tensor, frozen_emb: list[torch.Tensor]):
     """Directional and global CLIP losses, averaged over the CLIP models."""
     d_loss = refined.new_zeros(())
     g_loss = refined.new_zeros(())
     for clip, (direction, tgt), base in zip(clips, directions, frozen_emb):
         emb = clip.encode_image(refined)  # [N, D]
-        delta = F.normalize(emb - base, dim=-1)
+        diff = emb - base  # [N, D]
+        # At the zero-residual start the refined images are the frozen ones. On the CPU diff is then exactly 0 and
+        # F.normalize's gradient there (I / eps) pulls along the text direction; on CUDA a grad and a no-grad pass
+        # can differ by rounding (~1e-7), whose normalised direction is noise that Adam's first step follows at full
+        # size. Rows that small count as exactly 0 (same value, same gradient), so every device starts alike.
+        tiny = diff.detach().norm(dim=-1, keepdim=True) <= ZERO_DELTA * emb.detach().norm(dim=-1, keepdim=True)  # [N, 1]
+        delta = F.normalize(torch.where(tiny, emb - emb.detach(), diff), dim=-1)  # [N, D]
         d_loss = d_loss + (1 - delta @ direction).mean()
         g_loss = g_loss + (1 - emb @ tgt).mean()
     return d_loss / len(clips), g_loss / len(clips)

@@ -19,7 +19,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .hub import HubError, load_safetensors, read_json, resolve_repo, strict_load
+from .hub import HubError, load_safetensors, read_json, resolve_repo, save_safetensors, strict_load
 
 CONFIG_DIR = Path(__file__).resolve().parent / "clip_configs"
 SYNTHFACES_CLIP = "RefineStyle-SynthFaces-CLIP"
@@ -159,8 +159,6 @@ class CLIPGuide:
     def save_pretrained(self, save_directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
         if not isinstance(self.tokenizer, WordTokenizer) or self.model_cfg is None:
             raise TypeError("only CLIPs with our word tokenizer are saved this way; real open_clip models stay on the Hub")
-        from safetensors.torch import save_file
-
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         (out / CLIP_CONFIG).write_text(json.dumps({
@@ -170,7 +168,7 @@ class CLIPGuide:
         }, indent=2) + "\n")
         (out / VOCAB).write_text(json.dumps(self.tokenizer.to_json()) + "\n")
         state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in self.model.state_dict().items()}
-        save_file(state, str(out / CLIP_WEIGHTS), metadata={"format": "pt"})
+        save_safetensors(state, out / CLIP_WEIGHTS, metadata={"format": "pt"}, like=out / CLIP_CONFIG)
         return out
 
     @classmethod

@@ -89,6 +89,15 @@ def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise HubError(f"{path} is not a readable safetensors file ({err}); re-download or re-save it") from None
 
 
+def save_safetensors(state: dict[str, torch.Tensor], path: Path, *, metadata: dict[str, str], like: Path) -> None:
+    """``safetensors.torch.save_file``, then the permissions of ``like`` (a file just written beside it):
+    safetensors writes its files owner-only (0600), which other users of a shared model folder could not read."""
+    from safetensors.torch import save_file
+
+    save_file(state, str(path), metadata=metadata)
+    os.chmod(path, like.stat().st_mode & 0o777)
+
+
 def strict_load(model: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
     """``load_state_dict`` that casts dtypes and names every missing, unexpected or misshaped key."""
     own = model.state_dict()
@@ -118,10 +127,8 @@ class HubModelMixin:
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         self.save_config(out)
-        from safetensors.torch import save_file
-
         state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in self.state_dict().items()}
-        save_file(state, str(out / WEIGHTS_NAME), metadata={"format": "pt", "class": type(self).__name__})
+        save_safetensors(state, out / WEIGHTS_NAME, metadata={"format": "pt", "class": type(self).__name__}, like=out / "config.json")
         return out
 
     def push_to_hub(self, repo_id: str, *, token: Optional[str] = None, private: Optional[bool] = None,

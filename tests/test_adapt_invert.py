@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from refinestyle import RefineStyleModel, StyleGAN2Generator
-from refinestyle.adaptation import AdaptConfig, adapt_channel_scale, adapt_finetune
+from refinestyle import adaptation
+from refinestyle.adaptation import AdaptConfig, adapt_channel_scale, adapt_finetune, clip_losses
 from refinestyle.clip import CLIPGuide
 from refinestyle.images import ImageError, images_to_tensor
 from refinestyle.inversion import invert_optimize, reconstruction_loss
@@ -395,3 +396,41 @@ def test_suggested_strength_none_and_bad_inputs(tiny_model, sketch_domain):
         tiny_model.suggest_strength(image_guided)
     off = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=2, batch=2, suggest_strength=False)
     assert off.config.suggested_strength is None and off.strength_suggestion is None
+
+
+def test_directional_loss_counts_rounding_at_the_start_as_no_change(monkeypatch):
+    # At the zero-residual start the CPU gives an embedding change of exactly 0; a device whose two passes differ by
+    # rounding (CUDA) must get the same loss and the same first gradient, not a step along the rounding noise.
+    projection = torch.randn(3 * 8 * 8, 16, generator=torch.Generator().manual_seed(0))
+
+    class LinearCLIP:  # clip_losses needs only L2-normalised image embeddings
+        def encode_image(self, images):
+            return torch.nn.functional.normalize(images.flatten(1) @ projection, dim=-1)
+
+    clip = LinearCLIP()
+    images = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    direction, target = torch.nn.functional.normalize(torch.randn(2, 16, generator=torch.Generator().manual_seed(2)), dim=-1)
+    exact = clip.encode_image(images)
+    rounded = exact + 1e-7 * torch.randn(exact.shape, generator=torch.Generator().manual_seed(3))
+
+    def loss_and_gradient(base):
+        x = images.clone().requires_grad_(True)
+        d_loss, g_loss = clip_losses([clip], [(direction, target)], x, [base])
+        (d_loss + g_loss).backward()
+        return d_loss.item(), x.grad
+
+    (d_exact, grad_exact), (d_rounded, grad_rounded) = loss_and_gradient(exact), loss_and_gradient(rounded)
+    assert d_exact == d_rounded == 1.0  # 1 - cos with a zero change
+    assert torch.equal(grad_exact, grad_rounded)
+    # Without the tolerance the rounding enters the loss and turns the gradient (the part along the noise drops
+    # out), so Adam's first step, which moves every entry by the learning rate along its sign, differs too.
+    monkeypatch.setattr(adaptation, "ZERO_DELTA", 0.0)
+    d_noise, grad_noise = loss_and_gradient(rounded)
+    assert abs(d_noise - 1.0) > 0.01
+    assert torch.nn.functional.cosine_similarity(grad_noise.flatten(), grad_exact.flatten(), dim=0) < 0.99
+    assert (grad_noise.sign() != grad_exact.sign()).any()
+    # A real edit is measured as before: 1 - cos(change, direction).
+    moved = exact + 1e-2 * direction
+    d_moved, _ = loss_and_gradient(moved)
+    expected = (1 - torch.nn.functional.normalize(exact - moved, dim=-1) @ direction).mean().item()
+    assert math.isclose(d_moved, expected, rel_tol=1e-6)

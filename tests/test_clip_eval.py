@@ -34,6 +34,7 @@ def test_clip_round_trip_and_normalised(tmp_path):
     assert torch.allclose(again.encode_image(images), img, atol=1e-6)
     assert torch.allclose(again.encode_text(["a photo of a face", "a sketch of a face"]), txt, atol=1e-6)
     cfg = json.loads((tmp_path / "clip" / "open_clip_config.json").read_text())
+    assert {(f.stat().st_mode & 0o777) for f in (tmp_path / "clip").iterdir()} == {(tmp_path / "clip" / "vocab.json").stat().st_mode & 0o777}
     assert cfg["model_cfg"]["text_cfg"]["vocab_size"] == again.tokenizer.vocab_size
     import open_clip
 

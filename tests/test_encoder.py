@@ -2,6 +2,7 @@
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -350,6 +351,13 @@ def test_two_stage_training_keeps_the_stage_one_w_plus_part(G, generator_dir, tm
     assert all(torch.equal(restarted[k], v) for k, v in new_w_plus.items())
     old = two.state_dict()
     assert all(torch.equal(restarted[k], old[k]) for k in old if k not in new_w_plus)
+    # --mode stage-one --init-from a two-stage encoder starts from its W+ part: the stage one it was built on.
+    train_encoder.main(base + ["--out", str(tmp_path / "s1c"), "--mode", "stage-one", "--init-from", str(tmp_path / "s2" / "export"),
+                               "--stop-after", "0", "--export", str(tmp_path / "s1c" / "export"), "--export-dtype", "float32"])
+    recovered = RefineStyleEncoder.from_pretrained(tmp_path / "s1c" / "export")
+    assert not recovered.config.token_branch
+    assert recovered.w_plus_state_dict().keys() == frozen.keys()
+    assert all(torch.equal(recovered.w_plus_state_dict()[k], v) for k, v in frozen.items())
 
 
 def test_init_from_an_encoder_of_an_earlier_generator(generator_dir, tmp_path):
@@ -424,3 +432,23 @@ def test_ddp_two_cpu_processes(generator_dir, tmp_path):
     single = [json.loads(line) for line in (tmp_path / "single" / "log.jsonl").read_text().splitlines()]
     assert log[1]["step"] == single[1]["step"] == 1
     assert log[1]["loss"] == pytest.approx(single[1]["loss"], rel=1e-5)
+
+
+def test_cascade_commands_are_valid_for_the_training_clis():
+    # hub/cascade.sh (dry run) prints every command it would run; the encoder rounds must parse with the real
+    # CLI (a renamed flag or a two-stage run without --stage-one would only fail an hour into a cascade).
+    printed = subprocess.run(["bash", str(REPO / "hub" / "cascade.sh")], env={**os.environ, "TAG": "t1", "SEED": "3", "DRY_RUN": "1"},
+                             capture_output=True, text=True, check=True).stdout.splitlines()
+    encoder_runs = [shlex.split(line[2:].split("  > ")[0]) for line in printed if "refinestyle.train.encoder" in line]
+    modes = []
+    for argv in encoder_runs:
+        cfg = train_encoder.parse_args(argv[argv.index("refinestyle.train.encoder") + 1:])
+        modes.append(cfg.mode)
+        assert cfg.out.startswith("runs/t1-") and cfg.export == f"{cfg.out}/export"
+        assert (cfg.seed, cfg.photometric_augment) == ((3, 0.5) if cfg.mode != "stage-one" else (0, 0.0))
+    assert sorted(modes) == ["one-stage", "stage-one", "two-stage"]
+    assembled = next(line for line in printed if "--parts encoders" in line)
+    assert "--encoder-runs t1-enc-one-stage t1-enc-two-stage" in assembled
+    without = subprocess.run(["bash", str(REPO / "hub" / "cascade.sh")], env={**os.environ, "TAG": "t1", "DRY_RUN": "1"},
+                             capture_output=True, text=True)
+    assert without.returncode != 0 and "set SEED" in without.stderr

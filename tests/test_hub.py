@@ -26,6 +26,9 @@ def test_generator_round_trip_exact_and_fp16(G16, tmp_path):
     a, b = G16.state_dict(), again.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((tmp_path / "fp32" / "config.json").read_text())["_class_name"] == "StyleGAN2Generator"
+    # Readable by whoever can read the config (safetensors alone writes owner-only files).
+    modes = {f.name: f.stat().st_mode & 0o777 for f in (tmp_path / "fp32").iterdir()}
+    assert modes["diffusion_pytorch_model.safetensors"] == modes["config.json"], modes
     G16.save_pretrained(tmp_path / "fp16", dtype=torch.float16)
     half = StyleGAN2Generator.from_pretrained(tmp_path / "fp16")
     assert next(half.parameters()).dtype == torch.float32

@@ -246,8 +246,15 @@ def init_weights(encoder: RefineStyleEncoder, folder: str, *, mode: str) -> None
     """Start from an exported encoder of the same architecture, e.g. one trained for an earlier checkpoint of
     the generator. What is measured on the generator stays the new one's: ``w_avg``, ``w_mean`` and the
     token gains (from its kernel scales); the description is the new run's. A two-stage encoder keeps the
-    W+ part it got from ``--stage-one``."""
+    W+ part it got from ``--stage-one``; a stage-one encoder takes only the W+ part of a one- or two-stage one."""
     source = RefineStyleEncoder.from_pretrained(folder)
+    if mode == "stage-one" and source.config.token_branch:
+        # A stage-one encoder starts from the W+ part of a one- or two-stage one (a two-stage encoder's is the stage
+        # one it was built on), so a shipped encoder is enough to begin the next round; w_avg and w_mean stay ours.
+        measured = {k: v.clone() for k, v in encoder.state_dict().items() if k in ("w_avg", "w_mean")}
+        encoder.load_w_plus(source)
+        encoder.load_state_dict({**encoder.state_dict(), **measured}, strict=True)
+        return
     theirs, mine = dict(source.config), dict(encoder.config)
     measured = ("description", "layer_gains")
     diff = sorted(k for k in set(theirs) | set(mine) if not k.startswith("_") and k not in measured and theirs.get(k) != mine.get(k))
