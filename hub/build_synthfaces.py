@@ -68,8 +68,10 @@ def assemble_generator(previous: dict) -> dict:
     if base_ckpt.exists():
         ckpt = torch.load(base_ckpt, weights_only=True)
         base = {"steps": int(ckpt["step"]), "minutes": float(ckpt["elapsed"]) / 60}
-    else:
+    elif "base" in previous:
         base = previous["base"]
+    else:
+        raise FileNotFoundError(f"{base_ckpt} is missing and build_info.json has no record of it: train it first (see the card)")
     known = {t["run"]: t for t in previous.get("fine_tunes", [])}
     fine_tunes = []
     for run in GENERATOR_FINE_TUNES:

@@ -214,10 +214,11 @@ def clip_losses(clips: Sequence[CLIPGuide], directions, refined: torch.Tensor, f
     for clip, (direction, tgt), base in zip(clips, directions, frozen_emb):
         emb = clip.encode_image(refined)  # [N, D]
         diff = emb - base  # [N, D]
-        # At the zero-residual start the refined images are the frozen ones. On the CPU diff is then exactly 0 and
-        # F.normalize's gradient there (I / eps) pulls along the text direction; on CUDA a grad and a no-grad pass
-        # can differ by rounding (~1e-7), whose normalised direction is noise that Adam's first step follows at full
-        # size. Rows that small count as exactly 0 (same value, same gradient), so every device starts alike.
+        # At the zero-residual start the refined images are the frozen ones, so diff should be exactly 0, where
+        # F.normalize's gradient (I / eps) pulls along the text direction. But the CLIP's grad and no-grad passes
+        # may round differently (~1e-7, on CPUs and GPUs alike); normalised, that noise would enter the loss and
+        # turn the first gradient, whose sign Adam's first step follows at full size. Rows that small count as
+        # exactly 0 (same value, same gradient), so every device and thread count starts alike.
         tiny = diff.detach().norm(dim=-1, keepdim=True) <= ZERO_DELTA * emb.detach().norm(dim=-1, keepdim=True)  # [N, 1]
         delta = F.normalize(torch.where(tiny, emb - emb.detach(), diff), dim=-1)  # [N, D]
         d_loss = d_loss + (1 - delta @ direction).mean()
