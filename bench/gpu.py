@@ -81,10 +81,10 @@ def parity_fixtures(fixtures: Path, dev: torch.device) -> list[dict]:
 
 def parity_synthfaces(model_path: Path, dev: torch.device) -> list[dict]:
     cpu = RefineStyleModel.from_pretrained(model_path)
+    if not cpu.domains:  # before loading the second copy
+        raise ValueError(f"{model_path} ships no domain; the parity checks apply one (use the default model, or one with domains/)")
     gpu = RefineStyleModel.from_pretrained(model_path).to(dev)
     rows = []
-    if not cpu.domains:
-        raise ValueError(f"{model_path} ships no domain; the parity checks apply one (use the default model, or one with domains/)")
     domain = sorted(cpu.domains)[0]
     with torch.no_grad():
         for path in ("materialized", "lowrank"):

@@ -393,9 +393,10 @@ def main() -> None:
         card(recompute=args.recompute)
     elif args.step == "assemble":
         runs = dict(zip(("one-stage", "two-stage"), args.encoder_runs)) if args.encoder_runs else ENCODER_RUNS
-        for variant, run in runs.items():
-            if args.encoder_runs and "encoders" in args.parts and not (RUNS / run / "export" / "config.json").exists():
-                parser.error(f"--encoder-runs: {RUNS / run / 'export'} holds no exported {variant} encoder; train it first")
+        if args.encoder_runs and "encoders" in args.parts:  # named runs must exist (the defaults are skipped if absent)
+            for variant, run in runs.items():
+                if not (RUNS / run / "export" / "config.json").exists():
+                    parser.error(f"--encoder-runs: {RUNS / run / 'export'} holds no exported {variant} encoder; train it first")
         assemble(tuple(args.parts), encoder_runs=runs)
     else:
         write_index()

@@ -128,7 +128,7 @@ class HubModelMixin:
         out.mkdir(parents=True, exist_ok=True)
         self.save_config(out)
         state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in self.state_dict().items()}
-        save_safetensors(state, out / WEIGHTS_NAME, metadata={"format": "pt", "class": type(self).__name__}, like=out / "config.json")
+        save_safetensors(state, out / WEIGHTS_NAME, metadata={"format": "pt", "class": type(self).__name__}, like=out / CONFIG_NAME)
         return out
 
     def push_to_hub(self, repo_id: str, *, token: Optional[str] = None, private: Optional[bool] = None,
