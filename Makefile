@@ -22,6 +22,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/generator.py
 	$(VENV)/bin/python bench/synthfaces_renderer.py
 	$(VENV)/bin/python bench/synthfaces.py
+	$(VENV)/bin/python bench/attribute_classifier.py --retrain
 	$(VENV)/bin/python bench/inversion.py
 	$(VENV)/bin/python bench/adaptation.py --strengths 0.25 0.5 0.75
 	$(VENV)/bin/python bench/domain_diagnostics.py

@@ -4,7 +4,8 @@ ground truth.
 
 For each style reachable by text: trainable parameters, domain file size, seconds per step, wall time,
 ground-truth PSNR/SSIM of ``G_domain(z)`` vs ``render(z_to_params(z), style)`` on held-out z, accuracy of an
-independent style classifier (a CNN trained here on renders, not CLIP), and content preservation
+independent style classifier (a CNN trained on renders only, not CLIP: the shipped copy in bench/assets,
+see bench/attribute_classifier.py), and content preservation
 (glasses / smile / eye colour read by the same classifier agree with the face's parameters).
 Curves of quality against wall time are saved to bench/out/adaptation.png.
 
@@ -192,8 +193,8 @@ def main() -> None:
     model = RefineStyleModel.from_pretrained(args.model)
     G = model.generator
     clips = model.clips  # the directional loss is averaged over them, as in model.adapt
-    print("the independent style/attribute classifier (trained on renders once, cached in bench/out) ...", flush=True)
-    classifier = cached_attribute_classifier(OUT, steps=600)
+    print("the independent style/attribute classifier (trained on renders only; the copy in bench/assets) ...", flush=True)
+    classifier = cached_attribute_classifier(ROOT / "bench" / "assets", steps=600)
     gen_bytes = sum(p.numel() for p in G.parameters()) * 2
     results = []
     print(f"\nsteps {args.steps}, batch 8, learning rates {lrs} (cosine decay), CLIPs {[c.name for c in clips]}, "

@@ -29,7 +29,7 @@ from refinestyle.train.clip import zero_shot_eval  # noqa: E402
 def run(*, model_path: str | Path = ROOT / "hub" / "refinestyle-synthfaces", n: int = 1000, quiet: bool = False) -> dict:
     model = RefineStyleModel.from_pretrained(model_path)
     G = model.generator
-    classifier = cached_attribute_classifier(ROOT / "bench" / "out", steps=600)
+    classifier = cached_attribute_classifier(ROOT / "bench" / "assets", steps=600)
     gen = evaluate_generator(G, classifier, n=n)
     validity = validity_scores(G, classifier)
     # Speed of the shipped generator vs the renderer at 64 px (median of 5, batch 64).
@@ -146,7 +146,7 @@ def main() -> None:
     if args.compare_generators:
         from refinestyle import StyleGAN2Generator
 
-        classifier = cached_attribute_classifier(ROOT / "bench" / "out", steps=600)
+        classifier = cached_attribute_classifier(ROOT / "bench" / "assets", steps=600)
         rows = {"shipped": out["generator"]}
         for path in args.compare_generators:
             with torch.no_grad():

@@ -93,16 +93,40 @@ def train_attribute_classifier(*, steps: int = 600, batch: int = 64, seed: int =
     return model.eval()
 
 
+def attribute_classifier_path(folder, *, steps: int = 600, seed: int = 0, resolution: int = 64) -> Path:
+    """Where ``cached_attribute_classifier`` keeps the classifier of (steps, seed, resolution) in ``folder``."""
+    return Path(folder) / f"attribute-classifier-{resolution}px-{steps}steps-seed{seed}.safetensors"
+
+
+def load_attribute_classifier(path, *, resolution: int = 64) -> AttributeClassifier:
+    """A saved ``AttributeClassifier`` (safetensors; weights only, strict: missing or unexpected keys are named)."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no attribute classifier at {path}; train one with cached_attribute_classifier(folder)")
+    model = AttributeClassifier(resolution)
+    state = load_file(str(path))
+    missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
+    if missing or unexpected:
+        raise ValueError(f"{path} is not an AttributeClassifier at {resolution} px: missing keys {sorted(missing)}, "
+                         f"unexpected keys {sorted(unexpected)}")
+    own = model.state_dict()
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    return model.eval()
+
+
 def cached_attribute_classifier(cache_dir, *, steps: int = 600, seed: int = 0, resolution: int = 64) -> AttributeClassifier:
     """``train_attribute_classifier`` once per (steps, seed, resolution); later calls load its weights
-    (safetensors) from ``cache_dir``, so benchmarks that share the classifier do not train it twice."""
-    from safetensors.torch import load_file, save_file
+    (safetensors) from ``cache_dir``, so benchmarks that share the classifier do not train it twice.
 
-    path = Path(cache_dir) / f"attribute-classifier-{resolution}px-{steps}steps-seed{seed}.safetensors"
+    Training is deterministic on one machine but not across CPUs (float reductions differ by thread count and
+    instruction set): the repo ships the copy its published numbers were read with (``bench/assets``)."""
+    from safetensors.torch import save_file
+
+    path = attribute_classifier_path(cache_dir, steps=steps, seed=seed, resolution=resolution)
     if path.exists():
-        model = AttributeClassifier(resolution)
-        model.load_state_dict(load_file(str(path)))
-        return model.eval()
+        return load_attribute_classifier(path, resolution=resolution)
     model = train_attribute_classifier(steps=steps, seed=seed, resolution=resolution)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))

@@ -113,3 +113,25 @@ def test_eye_colour_confusion_counts_what_the_classifier_reads():
     assert m.eye_color_confusion == expected
     assert sum(m.eye_color_confusion[i][i] for i in range(len(EYE_COLORS))) / 60 == pytest.approx(m.agree_eye_color)
     assert [sum(row) for row in m.eye_color_confusion] == [int((truth == t).sum()) for t in range(len(EYE_COLORS))]
+
+
+def test_attribute_classifier_files_load_strictly(tmp_path):
+    """A saved classifier round-trips (fp16 storage loads into fp32 weights); a file missing a weight or with an
+    extra one is refused with the key named, and a missing file says how to make one."""
+    from safetensors.torch import save_file
+
+    from refinestyle.evaluation import AttributeClassifier, load_attribute_classifier
+
+    torch.manual_seed(0)
+    model = AttributeClassifier(32).eval()
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file({k: v.half() if v.is_floating_point() else v for k, v in state.items()}, str(tmp_path / "half.safetensors"))
+    loaded = load_attribute_classifier(tmp_path / "half.safetensors", resolution=32)
+    assert loaded.heads["smile"].weight.dtype == torch.float32
+    assert torch.equal(loaded.heads["smile"].weight, state["heads.smile.weight"].half().float())
+    save_file({k: v for k, v in state.items() if k != "heads.style.bias"} | {"heads.hat.weight": torch.zeros(1)},
+              str(tmp_path / "bad.safetensors"))
+    with pytest.raises(ValueError, match=r"missing keys \['heads.style.bias'\], unexpected keys \['heads.hat.weight'\]"):
+        load_attribute_classifier(tmp_path / "bad.safetensors", resolution=32)
+    with pytest.raises(FileNotFoundError, match="cached_attribute_classifier"):
+        load_attribute_classifier(tmp_path / "none.safetensors")

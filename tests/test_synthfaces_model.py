@@ -68,6 +68,34 @@ def test_clip_zero_shot_glasses_and_smile(model, card):
         assert accuracy >= min(0.9, card["clip"][name] - 0.05), (name, accuracy, card["clip"][name])
 
 
+@pytest.mark.slow
+def test_shipped_classifier_reads_renders_and_gives_the_cards_numbers(model, card):
+    """The benchmarks' attribute classifier (bench/assets, fp16) reads fresh renders' labels, and gives the card's
+    classifier numbers exactly: agreement on the 1,000 held-out z, each style domain's style accuracy and content."""
+    from refinestyle.data.synthfaces import attribute_labels
+    from refinestyle.evaluation import attribute_classifier_path, domain_quality, evaluate_generator, load_attribute_classifier
+
+    classifier = load_attribute_classifier(attribute_classifier_path(REPO / "bench" / "assets", steps=600, seed=0))
+    params = sample_params(50, seed=8080)
+    labels = attribute_labels(params)
+    pred = classifier.predict(render(params, style="photo", resolution=64))
+    for head in ("glasses", "smile", "eye_color"):
+        assert (pred[head] == labels[head].long()).float().mean() >= 0.9, head
+    for idx, style in enumerate(STYLES):
+        assert (classifier.predict(render(params, style=style, resolution=64))["style"] == idx).float().mean() >= 0.9, style
+    with torch.no_grad():
+        gen = evaluate_generator(model.generator, classifier, n=card["generator"]["n"])
+    for key in ("agree_glasses", "agree_smile", "agree_eye_color", "classifier_on_renders"):
+        assert getattr(gen, key) == pytest.approx(card["generator"][key], abs=1e-6), key
+    assert gen.eye_color_confusion == card["generator"]["eye_color_confusion"]
+    G = model.generator
+    for name, recorded in card["domains"].items():
+        with torch.no_grad():
+            got = domain_quality(lambda ws, d=name: model.generate(ws=ws, domain=d), G, classifier, name)
+        for key in ("style_acc", "content"):
+            assert got[key] == pytest.approx(recorded["adapted"][key], abs=1e-6), (name, key)
+
+
 def test_domains_reproduce_their_cards(model):
     assert len(model.domains) >= 4
     for name, dom in model.domains.items():
