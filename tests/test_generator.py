@@ -226,3 +226,37 @@ def test_path_choice_depends_on_shapes_only():
     # One image: a 512x512x3x3 kernel is larger than 4x4 activations, a 128-channel one smaller than 256x256 ones.
     assert choose_path(1, in_channels=512, out_channels=512, kernel_size=3, height=4, width=4) == "lowrank"
     assert choose_path(1, in_channels=128, out_channels=128, kernel_size=3, height=256, width=256) == "materialized"
+
+
+def test_wider_mapping_draws_the_same_images(tmp_path):
+    """``with_wider_mapping``: more hidden units, the same w for every z (new units start with zero outgoing
+    weights; the old ones are rescaled for the larger fan-in of equalized lr), synthesis and w_avg untouched; the
+    wider config saves and loads; narrowing and bad widths are refused."""
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(z_dim=12, w_dim=16, resolution=8, channels=[8, 8], mapping_layers=3, mapping_lr_multiplier=0.01,
+                           z_bins=[[2, [-0.5, 0.5]]]).eval()
+    with torch.no_grad():
+        G.mapping_module.fc0_bins.normal_()  # a trained generator's bin inputs are not zero
+        G.mapping_module.w_avg.normal_()
+    wide = G.with_wider_mapping(40, seed=3)
+    assert wide.config.mapping_hidden_dim == 40 and G.config.mapping_hidden_dim is None
+    assert [tuple(getattr(wide.mapping_module, f"fc{i}").weight.shape) for i in range(3)] == [(40, 12), (40, 40), (16, 40)]
+    z = torch.randn(32, 12)
+    with torch.no_grad():
+        torch.testing.assert_close(wide.mapping(z), G.mapping(z), rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(wide.mapping(z, truncation_psi=0.5), G.mapping(z, truncation_psi=0.5), rtol=1e-5, atol=1e-6)
+        # The new units are live (they learn), only their outgoing weights are zero.
+        assert wide.mapping_module.fc0.weight[16:].abs().min() > 0
+        assert wide.mapping_module.fc1.weight[:16, 16:].abs().max() == 0
+    assert all(torch.equal(wide.state_dict()[k], v) for k, v in G.state_dict().items() if not k.startswith("mapping.fc"))
+    wide.save_pretrained(tmp_path / "wide")
+    again = StyleGAN2Generator.from_pretrained(tmp_path / "wide")
+    assert again.config.mapping_hidden_dim == 40
+    with torch.no_grad():
+        torch.testing.assert_close(again.mapping(z), G.mapping(z), rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="at least the current width 40"):
+        wide.with_wider_mapping(20)
+    with pytest.raises(ValueError, match="mapping_hidden_dim must be a positive integer or None"):
+        StyleGAN2Generator(z_dim=12, w_dim=16, resolution=8, channels=[8, 8], mapping_hidden_dim=0)
+    with pytest.raises(ValueError, match="one-layer mapping"):
+        StyleGAN2Generator(z_dim=12, w_dim=16, resolution=8, channels=[8, 8], mapping_layers=1).with_wider_mapping(32)

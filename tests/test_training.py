@@ -75,6 +75,32 @@ def test_generator_prefetch_and_fine_tuning(tmp_path):
         gen_train.train(out=tmp_path / "g", init_from=tmp_path / "saved", resume=True, **{**kwargs, "steps": 8})
 
 
+def test_generator_fine_tuning_widens_the_mapping(tmp_path):
+    """--mapping-width with --init-from: the run starts from the saved generator's exact images (the first loss is
+    its loss), trains only the mapping (synthesis bit for bit), saves the wider config; resuming it at another
+    width, or narrowing a wider generator, is refused by name."""
+    kwargs = dict(steps=2, minutes=10, batch=2, resolution=16, progress=False, channels=(16, 16, 8))
+    saved = gen_train.train(out=tmp_path / "a", **kwargs)
+    saved.save_pretrained(tmp_path / "saved")
+    z = gen_train.batch_z(0, batch=2, seed=0, z_dim=saved.config.z_dim)
+    real, weight = gen_train.targets(z, resolution=16)
+    with torch.no_grad():
+        expected = gen_train.weighted_loss(saved.synthesis(saved.mapping(z)), real, weight).item()
+    first = []
+    wide = gen_train.train(out=tmp_path / "w", init_from=tmp_path / "saved", train_parts="mapping", mapping_width=160,
+                           callback=lambda step, total, state: first.append(state.loss), **kwargs)
+    assert first[0] == pytest.approx(expected, rel=1e-5)
+    assert wide.config.mapping_hidden_dim == 160 and wide.mapping_module.fc1.weight.shape == (160, 160)
+    before, after = saved.state_dict(), wide.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("synthesis."))
+    with pytest.raises(ValueError, match="resume it with --mapping-width 160"):
+        gen_train.train(out=tmp_path / "w", init_from=tmp_path / "saved", train_parts="mapping", resume=True,
+                        **{**kwargs, "steps": 4})
+    wide.save_pretrained(tmp_path / "wide")
+    with pytest.raises(ValueError, match="its mapping is 160 wide; pass --mapping-width 160 or more"):
+        gen_train.train(out=tmp_path / "n", init_from=tmp_path / "wide", **kwargs)
+
+
 def test_generator_part_weights(capsys):
     z = gen_train.batch_z(0, batch=4, seed=0, z_dim=len(gen_train.ATTRIBUTES))
     _, masks = gen_train.render(gen_train.z_to_params(z), style="photo", resolution=32, return_masks=True)

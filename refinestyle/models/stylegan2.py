@@ -83,19 +83,21 @@ class MappingNetwork(nn.Module):
     """
 
     def __init__(self, *, z_dim: int, w_dim: int, num_layers: int, lr_multiplier: float, normalize_z: bool = True,
-                 z_bins: Sequence[tuple[int, Sequence[float]]] = ()):
+                 z_bins: Sequence[tuple[int, Sequence[float]]] = (), hidden_dim: Optional[int] = None):
         super().__init__()
         self.num_layers = num_layers
         self.normalize_z = normalize_z
+        self.hidden_dim = w_dim if hidden_dim is None else hidden_dim
         for idx in range(num_layers):
-            in_features = z_dim if idx == 0 else w_dim
-            setattr(self, f"fc{idx}", EqualLinear(in_features, w_dim, lr_multiplier=lr_multiplier))
+            in_features = z_dim if idx == 0 else self.hidden_dim
+            out_features = w_dim if idx == num_layers - 1 else self.hidden_dim
+            setattr(self, f"fc{idx}", EqualLinear(in_features, out_features, lr_multiplier=lr_multiplier))
         self.register_buffer("w_avg", torch.zeros(w_dim))
         self.z_bins = list(z_bins)  # validated by the generator (_check_z_bins)
         if self.z_bins:
             num_features = sum(len(edges) + 1 for _, edges in self.z_bins)
             # Stored / lr_mul like EqualLinear; one feature per group is on, so the gain divides by √groups.
-            self.fc0_bins = nn.Parameter(torch.zeros(w_dim, num_features))
+            self.fc0_bins = nn.Parameter(torch.zeros(self.fc0.weight.shape[0], num_features))
             self.bins_gain = lr_multiplier / math.sqrt(len(self.z_bins))
             for index, edges in self.z_bins:
                 self.register_buffer(f"bin_edges_{index}", torch.tensor(edges), persistent=False)
@@ -112,10 +114,10 @@ class MappingNetwork(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt() if self.normalize_z else z  # [N, z_dim]
         for idx in range(self.num_layers):
-            x = getattr(self, f"fc{idx}")(x)  # [N, w_dim]
+            x = getattr(self, f"fc{idx}")(x)  # [N, hidden_dim], [N, w_dim] after the last layer
             if idx == 0 and self.z_bins:
-                x = x + self.bin_features(z) @ (self.fc0_bins * self.bins_gain).t()  # [N, w_dim]
-            x = F.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN  # [N, w_dim]
+                x = x + self.bin_features(z) @ (self.fc0_bins * self.bins_gain).t()  # [N, hidden_dim]
+            x = F.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN
         return x
 
 
@@ -261,6 +263,8 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         channels: explicit channels per block resolution 4, 8, ..., ``resolution`` (overrides base/max).
         mapping_layers: number of FC layers in the mapping network.
         mapping_lr_multiplier: equalized-lr multiplier of the mapping network (0.01 in official StyleGAN2).
+        mapping_hidden_dim: width of the mapping's hidden layers; None: ``w_dim``, as official StyleGAN2 (NVlabs'
+            ``layer_features``). ``with_wider_mapping`` widens a trained generator without changing its output.
         img_channels: output image channels.
         conv_clamp: clamp activations to ±``conv_clamp`` after each layer (NVlabs' ADA configs use 256).
         num_tokens: K, the default rank of token sets (tokens per layer) made for this generator.
@@ -301,6 +305,7 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         refine_torgb: bool = False,
         normalize_z: bool = True,
         z_bins: Optional[list] = None,
+        mapping_hidden_dim: Optional[int] = None,
     ):
         super().__init__()
         if not isinstance(resolution, int) or resolution < 8 or resolution > 1024 or resolution & (resolution - 1):
@@ -309,6 +314,8 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
                             ("img_channels", img_channels), ("num_tokens", num_tokens)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if mapping_hidden_dim is not None and (not isinstance(mapping_hidden_dim, int) or mapping_hidden_dim < 1):
+            raise ValueError(f"mapping_hidden_dim must be a positive integer or None (= w_dim), got {mapping_hidden_dim!r}")
         num_res = int(math.log2(resolution)) - 1
         chans = list(channels) if channels is not None else default_channels(resolution, channel_base, channel_max)
         if len(chans) != num_res or any(not isinstance(c, int) or c < 1 for c in chans):
@@ -316,7 +323,7 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         self.channels = chans
         bins = _check_z_bins(z_bins, z_dim=z_dim)
         self.mapping = MappingNetwork(z_dim=z_dim, w_dim=w_dim, num_layers=mapping_layers, lr_multiplier=mapping_lr_multiplier,
-                                      normalize_z=normalize_z, z_bins=bins)
+                                      normalize_z=normalize_z, z_bins=bins, hidden_dim=mapping_hidden_dim)
         self.synthesis = SynthesisNetwork(w_dim=w_dim, resolution=resolution, channels=chans,
                                                   img_channels=img_channels, conv_clamp=conv_clamp)
         self._layers = self.synthesis_module.layers()
@@ -357,6 +364,46 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
             "w_dim": self.config.w_dim,
             "layers": {name: [l.out_channels, l.in_channels, l.kernel_size] for name, l, _ in self._layers},
         }
+
+    @torch.no_grad()
+    def with_wider_mapping(self, hidden_dim: int, *, seed: int = 0) -> "StyleGAN2Generator":
+        """A copy whose mapping has ``hidden_dim`` hidden units and draws exactly the same images.
+
+        More mapping capacity without touching the synthesis, so the encoders and domains made on it still hold.
+        The new units get random input weights (from ``seed``) and zero output weights, so they change nothing
+        until trained; the old units' weights into the next layer are rescaled for its larger fan-in (the
+        equalized learning rate divides by √in). Checked on random z: the copy's ``mapping`` equals this one's.
+        """
+        mapping = self.mapping_module
+        if mapping.num_layers < 2:
+            raise ValueError("a one-layer mapping has no hidden layer to widen")
+        if not isinstance(hidden_dim, int) or hidden_dim < mapping.hidden_dim:
+            raise ValueError(f"hidden_dim must be an integer of at least the current width {mapping.hidden_dim}, got {hidden_dim!r}")
+        config = {k: v for k, v in self.config.items() if not k.startswith("_")}
+        ref = self.mapping_network_weight
+        wide = type(self)(**{**config, "mapping_hidden_dim": hidden_dim}).to(ref.device)
+        if ref.dtype != torch.float32:
+            wide = wide.to(dtype=ref.dtype)
+        g = torch.Generator().manual_seed(seed)
+        state = self.state_dict()
+        for idx in range(mapping.num_layers):
+            old, new = getattr(mapping, f"fc{idx}"), getattr(wide.mapping_module, f"fc{idx}")
+            (o_old, i_old), (o_new, i_new) = old.weight.shape, new.weight.shape
+            lr_mul = old.bias_gain
+            weight = torch.randn(o_new, i_new, generator=g).to(ref) / lr_mul  # [O', I']: new units hear all, as at init
+            weight[:o_old] = 0  # the old units hear nothing from the new ones ...
+            weight[:o_old, :i_old] = old.weight * math.sqrt(i_new / i_old)  # ... and keep their run-time weights
+            state[f"mapping.fc{idx}.weight"] = weight
+            state[f"mapping.fc{idx}.bias"] = torch.cat([old.bias, old.bias.new_zeros(o_new - o_old)])  # [O']
+        if mapping.z_bins:
+            bins = mapping.fc0_bins
+            state["mapping.fc0_bins"] = torch.cat([bins, bins.new_zeros(hidden_dim - bins.shape[0], bins.shape[1])])
+        wide.load_state_dict(state, strict=True)
+        z = torch.randn(64, self.config.z_dim, generator=g).to(ref)
+        before, after = self.mapping_module(z), wide.mapping_module(z)  # [64, w_dim]
+        if not torch.allclose(before, after, rtol=1e-4, atol=1e-4 * float(before.abs().max())):
+            raise RuntimeError(f"widened mapping differs by {float((before - after).abs().max()):.3g}: please report this")
+        return wide.train(self.training)
 
     @torch.no_grad()
     def kernel_scale(self, name: str) -> float:

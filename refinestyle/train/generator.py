@@ -38,7 +38,7 @@ TRAIN_PARTS = ("all", "mapping")
 
 
 def synthfaces_generator_config(*, resolution: int = 64, channels: Optional[tuple[int, ...]] = None,
-                                z_bins: bool = True) -> dict:
+                                z_bins: bool = True, mapping_width: Optional[int] = None) -> dict:
     """The narrow 64 px generator: channels 64/64/64/32/16 (one per resolution from 4 px), mapping lr
     multiplier 1, z not normalised (z is the Gaussianised parameter vector: its norm carries information),
     and (``z_bins``) the renderer's categorical attributes also as one-hot inputs of the mapping: a smooth
@@ -49,7 +49,8 @@ def synthfaces_generator_config(*, resolution: int = 64, channels: Optional[tupl
         raise ValueError(f"channels: need one width per resolution from 4 to {resolution} px ({n_res}), got {len(channels)}")
     bins = [[ATTRIBUTES.index(name), edges] for name, edges in categorical_z_edges().items()] if z_bins else None
     return dict(z_dim=len(ATTRIBUTES), w_dim=128, resolution=resolution, channels=channels[:n_res],
-                mapping_layers=4, mapping_lr_multiplier=1.0, num_tokens=8, normalize_z=False, z_bins=bins)
+                mapping_layers=4, mapping_lr_multiplier=1.0, num_tokens=8, normalize_z=False, z_bins=bins,
+                mapping_hidden_dim=mapping_width)
 
 
 def batch_z(step: int, *, batch: int, seed: int, z_dim: int) -> torch.Tensor:
@@ -119,6 +120,7 @@ def train(
     device: str = "cpu",
     prefetch: Optional[bool] = None,
     part_weights: Optional[dict[str, float]] = None,
+    mapping_width: Optional[int] = None,
     checkpoint_every: int = 200,
     eval_every: int = 250,
     callback: Optional[Callable[[int, int, TrainState], None]] = None,
@@ -127,7 +129,8 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     torch.manual_seed(seed)
-    G = StyleGAN2Generator(**synthfaces_generator_config(resolution=resolution, channels=channels, z_bins=z_bins))
+    G = StyleGAN2Generator(**synthfaces_generator_config(resolution=resolution, channels=channels, z_bins=z_bins,
+                                                         mapping_width=mapping_width))
     if init_from is not None:
         # Fine-tune a saved generator (same config): its W space stays close, so encoders trained on it transfer.
         source = StyleGAN2Generator.from_pretrained(init_from)
@@ -136,6 +139,13 @@ def train(
                              f"but this run builds {list(G.config.channels)} at {resolution} px; pass matching --channels")
         if source.config.z_bins and not z_bins:
             raise ValueError(f"--init-from {init_from}: that generator has z_bins inputs; drop --no-z-bins")
+        width = G.mapping_module.hidden_dim
+        if source.mapping_module.hidden_dim > width:
+            raise ValueError(f"--init-from {init_from}: its mapping is {source.mapping_module.hidden_dim} wide; "
+                             f"pass --mapping-width {source.mapping_module.hidden_dim} or more")
+        if source.mapping_module.hidden_dim < width:
+            # Same images at the start; the new units learn from there (see with_wider_mapping).
+            source = source.with_wider_mapping(width, seed=seed)
         missing, unexpected = G.load_state_dict(source.state_dict(), strict=False)
         # A generator without bin inputs starts this one exactly: its bin weights stay zero (a no-op).
         if unexpected or set(missing) - {"mapping.fc0_bins"}:
@@ -152,6 +162,10 @@ def train(
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.exists():
         ckpt = torch.load(ckpt_path, weights_only=True, map_location=dev)
+        theirs = ckpt["config"].get("mapping_hidden_dim")
+        if theirs != G.config.mapping_hidden_dim:
+            raise ValueError(f"--resume: {ckpt_path} has a mapping {theirs or G.config.w_dim} wide; "
+                             f"resume it with --mapping-width {theirs or G.config.w_dim}")
         if ckpt.get("train_parts", "all") != train_parts:
             raise ValueError(f"--resume: {ckpt_path} trained --train {ckpt.get('train_parts', 'all')}; resume it with that")
         G.load_state_dict(ckpt["G"])
@@ -284,6 +298,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--part-weights", type=_part_weights_arg, default=None,
                         help="extra loss weight per small part, e.g. eyes=16 (default 4 for eyes, brows, mouth, glasses)")
+    parser.add_argument("--mapping-width", type=int, default=None,
+                        help="hidden width of the mapping (default: w_dim, 128); with --init-from a narrower generator "
+                             "is widened first, drawing the same images (StyleGAN2Generator.with_wider_mapping)")
     parser.add_argument("--export", type=Path, default=None, help="save the EMA generator here (save_pretrained, fp16)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -291,7 +308,7 @@ def main(argv: list[str] | None = None) -> None:
     G_ema = train(out=args.out, steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, seed=args.seed,
                   resume=args.resume, channels=args.channels, z_bins=args.z_bins, init_from=args.init_from,
                   train_parts=args.train_parts, device=args.device,
-                  part_weights=args.part_weights)
+                  part_weights=args.part_weights, mapping_width=args.mapping_width)
     if args.export is not None:
         G_ema.save_pretrained(args.export, dtype=torch.float16)
         print(f"exported EMA generator to {args.export}")
