@@ -4,6 +4,8 @@ Prints markdown tables; the numbers go into the model card (hub/build_synthfaces
 Renderer throughput has its own script: bench/synthfaces_renderer.py.
 
     python bench/synthfaces.py [--model hub/refinestyle-synthfaces] [--n 1000] [--json out.json]
+    python bench/synthfaces.py --compare-generators runs/a runs/b   # experiments beside the shipped generator
+    python bench/synthfaces.py --w-ceiling     # what the frozen synthesis draws from one optimised w per face
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from refinestyle import RefineStyleModel  # noqa: E402
 from refinestyle.data.synthfaces import ATTRIBUTES, EYE_COLORS, STYLES, attribute_labels, render, sample_params, z_to_params  # noqa: E402
-from refinestyle.evaluation import cached_attribute_classifier, domain_quality, evaluate_generator, validity_scores  # noqa: E402
+from refinestyle.evaluation import cached_attribute_classifier, domain_quality, evaluate_generator, psnr, ssim, validity_scores  # noqa: E402
 from refinestyle.train.clip import zero_shot_eval  # noqa: E402
 
 
@@ -129,6 +131,46 @@ def eye_colour_sweep(model, *, values=(-1.0, -0.5, 0.0, 0.5, 1.0), faces: int = 
     return rows
 
 
+def w_ceiling(model, *, n: int = 64, steps: int = 400, seed: int = 12345, part_weights: str = "eyes=16,mouth=16") -> dict:
+    """What the frozen synthesis can draw: for the first ``n`` of the card's held-out z, optimise one w per face (and
+    one W+ per face) against the render with the generator's own training loss, starting from ``mapping(z)``.
+
+    If these beat ``G(z)`` by far, the synthesis is not what limits the card's numbers: the mapping is."""
+    from refinestyle.train.generator import parse_part_weights, targets, weighted_loss
+
+    G = model.generator.eval().requires_grad_(False)
+    z = torch.randn(1000, G.config.z_dim, generator=torch.Generator().manual_seed(seed))[:n]
+    real, masks = render(z_to_params(z), style="photo", resolution=G.config.resolution, return_masks=True)
+    _, weight = targets(z, resolution=G.config.resolution, part_weights=parse_part_weights(part_weights))
+
+    def scores(ws: torch.Tensor) -> dict:
+        with torch.no_grad():
+            fake = G.synthesis(ws, noise_mode="const").clamp(-1, 1)
+        return {"psnr": psnr(fake, real).mean().item(), "ssim": ssim(fake, real).mean().item(),
+                "psnr_eyes": psnr(fake, real, masks["eyes"]).mean().item(), "psnr_mouth": psnr(fake, real, masks["mouth"]).mean().item()}
+
+    with torch.no_grad():
+        start = G.mapping(z)  # [n, num_ws, w_dim]
+    rows = {"G(z) = synthesis(mapping(z))": scores(start)}
+    for space in ("w", "W+"):
+        param = (start[:, :1] if space == "w" else start).clone().requires_grad_(True)  # [n, 1 or num_ws, w_dim]
+        opt = torch.optim.Adam([param], lr=0.01)
+        for step in range(1, steps + 1):
+            ws = param.expand_as(start)  # one w per face broadcast to every layer, or W+ as is
+            loss = weighted_loss(G.synthesis(ws, noise_mode="const"), real, weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if step in (100, steps):
+                rows[f"one {space} per face, {step} steps"] = scores(param.detach().expand_as(start))
+    print(f"\n## What the frozen synthesis can draw ({n} of the card's held-out z; Adam lr 0.01 from mapping(z), "
+          f"loss as in training with {part_weights})\n")
+    print("| latent | PSNR | SSIM | eyes PSNR | mouth PSNR |\n|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['psnr']:.2f} | {r['ssim']:.3f} | {r['psnr_eyes']:.2f} | {r['psnr_mouth']:.2f} |")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "hub" / "refinestyle-synthfaces"))
@@ -138,9 +180,16 @@ def main() -> None:
                         help="generator folders (e.g. experiments) to score against the renderer beside the shipped one")
     parser.add_argument("--eye-colour-sweep", action="store_true",
                         help="only the eye-colour sweep: the renderer's and the generator's iris along that axis of z")
+    parser.add_argument("--w-ceiling", action="store_true",
+                        help="only the ceiling of the frozen synthesis: one optimised w (and W+) per face against G(z)")
     args = parser.parse_args()
     if args.eye_colour_sweep:
         eye_colour_sweep(RefineStyleModel.from_pretrained(args.model))
+        return
+    if args.w_ceiling:
+        rows = w_ceiling(RefineStyleModel.from_pretrained(args.model))
+        if args.json:
+            Path(args.json).write_text(json.dumps(rows, indent=2))
         return
     out = run(model_path=args.model, n=args.n)
     if args.compare_generators:

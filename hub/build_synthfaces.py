@@ -2,6 +2,7 @@
 
     python hub/build_synthfaces.py assemble   # generator (+ clip, encoders) from runs/ → hub folder (fp16)
     bash hub/make_domains.sh                  # domains, each from one `refinestyle adapt` command
+    python hub/build_synthfaces.py refresh-domains   # instead, after a new mapping on the same synthesis
     python hub/build_synthfaces.py card       # evaluate everything, write model_index.json, metrics.json, README.md
 
 Training runs (each resumable; see README):
@@ -9,6 +10,7 @@ Training runs (each resumable; see README):
     python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 50000 --minutes 116 --threads 1 --resume
     python -m refinestyle.train.generator --out runs/synthfaces-generator-bins --init-from <that generator> --device cuda ...
     python -m refinestyle.train.generator --out runs/synthfaces-generator-bins-r2 --init-from <that export> --device cuda ...
+    python -m refinestyle.train.generator --out runs/synthfaces-generator-mapping512 --init-from <that export> --train mapping --mapping-width 512 ...
     python -m refinestyle.train.clip --out runs/synthfaces-clip --steps 4000 --minutes 45 --threads 1 --export runs/synthfaces-clip/export
     python -m refinestyle.train.clip --out runs/synthfaces-clip-smile --init-from runs/synthfaces-clip/export --attribute-weight 2 ...
     python -m refinestyle.train.encoder ...   (see refinestyle/train/encoder.py)
@@ -40,9 +42,10 @@ CLIP_RUNS = {"clip": ("synthfaces-clip-smile", "resnet"), "clip-vit": ("synthfac
 ENCODER_RUNS = {"one-stage": "s11-enc-one-stage", "two-stage": "s11-enc-two-stage-r17"}
 # The shipped generator: the CPU run's EMA generator, then GPU fine-tunes with z-bin inputs, each from the previous
 # one's export (the GPU machine is lent per session, so only the fp16 export and the log came back, not the
-# checkpoint). The last one's export ships; a run folder missing here keeps its record in build_info.json.
+# checkpoint), then a CPU fine-tune of a widened mapping. The last one's export ships; a run folder missing here
+# keeps its record in build_info.json.
 GENERATOR_BASE_RUN = "synthfaces-generator"
-GENERATOR_FINE_TUNES = ("synthfaces-generator-bins", "synthfaces-generator-bins-r2")
+GENERATOR_FINE_TUNES = ("synthfaces-generator-bins", "synthfaces-generator-bins-r2", "synthfaces-generator-mapping512")
 PARTS = ("generator", "clip", "encoders")
 
 
@@ -174,20 +177,21 @@ tags: [stylegan2, refinestyle, synthetic, safetensors]
 The default model of [refinestyle](../../README.md): a StyleGAN2 generator trained to reproduce the
 procedural SynthFaces renderer, a small open_clip model trained on its images and captions, and shared
 token sets (domains) adapted from text. Everything here was made by scripts in the repository from fixed
-seeds, offline, on a 2-core CPU, except the generator's last 18 minutes (one GPU, below); the folder is {size_mb:.1f} MB.
+seeds, offline, on a 2-core CPU, except two fine-tunes of the generator (18 minutes on one GPU, below); the folder is
+{size_mb:.1f} MB.
 
 ![samples (truncation 0.7)](samples.png)
 
 ## Generator
 
-`generator/`: `StyleGAN2Generator`, 64 px, channels 64/64/64/32/16, w_dim 128, 4 mapping layers with lr
-multiplier 1, z = the Gaussianised renderer parameters (24 attributes; not normalised). The renderer draws eye
+`generator/`: `StyleGAN2Generator`, 64 px, channels 64/64/64/32/16, w_dim 128, 4 mapping layers of 512 hidden units
+with lr multiplier 1, z = the Gaussianised renderer parameters (24 attributes; not normalised). The renderer draws eye
 colour, hair style, hair colour and the glasses (on / shape / frame) by bins of one z coordinate each, so the mapping
 also gets each of those coordinates' bin as a one-hot input (`z_bins` in its config; the edges come from
 `categorical_z_edges()`): without it a smooth mapping glides from brown to green eyes and never draws the blue bin
 between them.
 
-Trained in three parts. On one CPU thread, {gen['base']['steps']:,} steps ({gen['base']['minutes']:.0f} min) of Adam
+Trained in four parts. On one CPU thread, {gen['base']['steps']:,} steps ({gen['base']['minutes']:.0f} min) of Adam
 (lr 5e-3, betas 0.9/0.99, batch 16, EMA 0.995) on an L1+L2 loss weighted ×5 on eyes, brows, mouth and glasses
 (renderer part masks), without bin inputs. Then that EMA generator fine-tuned with the bin inputs (starting at zero,
 a no-op) on one NVIDIA H100, {ft[0]['steps']:,} steps ({ft[0]['minutes']:.1f} min; three runs shared the card, so
@@ -195,8 +199,15 @@ the minutes, not the planned steps, ended it) of batch 64 at lr 2e-3, eyes weigh
 another session on one H100, that export fine-tuned again for {ft[1]['steps']:,} steps ({ft[1]['minutes']:.1f} min, a
 fresh cosine schedule) at lr 1e-3 with the eyes and the mouth weighted ×17, the best balance of three runs side by
 side (`bench/synthfaces.py --compare-generators`, 1,000 held-out z; eyes / mouth weights 16 / 8, 16 / 16, 24 / 24:
-PSNR 29.28 / 29.24 / 29.06, eyes 25.66 / 25.61 / 25.95, mouth 23.60 / 24.25 / 24.46 dB). Weights stored as
-float16, as the training script exports them.
+PSNR 29.28 / 29.24 / 29.06, eyes 25.66 / 25.61 / 25.95, mouth 23.60 / 24.25 / 24.46 dB). Last, on this
+machine's CPU with the synthesis frozen (`--train mapping`), the mapping widened from 128 to 512 hidden units
+(`StyleGAN2Generator.with_wider_mapping`: the new units start with zero outgoing weights, so the first step draws the
+previous images exactly) and trained for {ft[2]['steps']:,} steps ({ft[2]['minutes']:.0f} min, one thread, then two
+from its checkpoint; stopped by hand once the validation PSNR had flattened) at batch 16, lr 1e-3, eyes and mouth
+×17: with one w optimised per face the frozen synthesis meets every target (`bench/synthfaces.py --w-ceiling`),
+so the mapping, not the synthesis, held the numbers back, and the encoders and domains made on this synthesis hold
+unchanged. The same run with the 128-wide mapping gained 0.03 dB in 12 minutes (7,750 steps; validation PSNR). Weights stored as float16, as the
+training script exports them.
 
     python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 26000 --minutes 62 --threads 1
     # second session: the same run continued with a longer cosine schedule (a warm restart of the learning rate)
@@ -206,6 +217,11 @@ float16, as the training script exports them.
     python -m refinestyle.train.generator --out runs/synthfaces-generator-bins --init-from <that generator/> --batch 64 --lr 2e-3 --part-weights eyes=16,mouth=8 --steps 11500 --minutes 9.9 --device cuda --threads 5 --resume --export runs/synthfaces-generator-bins/export
     # eleventh session, on a GPU; --init-from: that export (this folder's generator/ at commit cec3bcb)
     python -m refinestyle.train.generator --out runs/synthfaces-generator-bins-r2 --init-from <that generator/> --batch 64 --lr 1e-3 --part-weights eyes=16,mouth=16 --steps 9000 --minutes 8.3 --device cuda --threads 5 --export runs/synthfaces-generator-bins-r2/export
+    # twelfth session, on the CPU; --init-from: that export (this folder's generator/ at commit 04c263c)
+    python -m refinestyle.train.generator --out runs/synthfaces-generator-mapping512 --init-from <that generator/> --train mapping --mapping-width 512 --batch 16 --lr 1e-3 --part-weights eyes=16,mouth=16 --steps 40000 --minutes 70 --threads 1
+    python -m refinestyle.train.generator --out runs/synthfaces-generator-mapping512 --init-from <that generator/> --train mapping --mapping-width 512 --batch 16 --lr 1e-3 --part-weights eyes=16,mouth=16 --steps 40000 --minutes 62 --threads 2 --resume
+    # stopped by hand at step 27,930 (its checkpoint: 27,800); then the export, taking no further step:
+    python -m refinestyle.train.generator --out runs/synthfaces-generator-mapping512 --init-from <that generator/> --train mapping --mapping-width 512 --batch 16 --lr 1e-3 --part-weights eyes=16,mouth=16 --steps 28000 --minutes 0.01 --threads 2 --resume --export runs/synthfaces-generator-mapping512/export
 
 On {g['n']} held-out z (seed 12345) against `render(z_to_params(z), "photo")`:
 
@@ -379,9 +395,48 @@ Licence: Apache-2.0 (the data is synthetic, made by the project's renderer).
     print(f"wrote {HUB / 'README.md'} and metrics.json")
 
 
+def refresh_domains() -> None:
+    """After a generator change that keeps the synthesis (a new mapping), re-measure each shipped domain's own card:
+    its CLIP numbers (``metrics.json`` and the card line), its preview and its suggested strength. The tokens, and so
+    the files, stay as made; the suggestion changes only if the CLIPs now give another one (it is printed)."""
+    import re
+
+    from refinestyle import RefineStyleModel
+    from refinestyle.cli import domain_metrics
+
+    model = RefineStyleModel.from_pretrained(HUB)
+    for name, dom in sorted(model.domains.items()):
+        folder = HUB / "domains" / name
+        old = json.loads((folder / "metrics.json").read_text())
+        found = model.suggest_strength(dom, source=dom.config.source, target=dom.config.target)
+        if found.strength != dom.config.suggested_strength:
+            print(f"{name}: suggested strength {dom.config.suggested_strength} → {found.strength}")
+            dom.register_to_config(suggested_strength=found.strength)
+            config = json.loads((folder / "config.json").read_text())
+            config["suggested_strength"] = found.strength
+            (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        metrics = domain_metrics(model, dom, target=old["target"])
+        (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        z = torch.randn(8, model.generator.config.z_dim, generator=torch.Generator().manual_seed(0))  # the CLI's (seed 0)
+        rows = [model.generate(z=z, truncation_psi=0.7), model.generate(z=z, truncation_psi=0.7, domain=dom)]
+        if dom.config.suggested_strength is not None:
+            rows.append(model.generate(z=z, truncation_psi=0.7, domain=dom, strength="suggested"))
+        save_grid(torch.cat(rows), folder / "preview.png", columns=8)
+        card_text = (folder / "README.md").read_text()
+        line = (f"- CLIP similarity to the target prompt on 16 fixed seeds (1234): {metrics['clip_target_similarity_before']:.4f} "
+                f"before, {metrics['clip_target_similarity_after']:.4f} after (`metrics.json`; measured again on the "
+                f"generator as shipped now: the tokens are as made)")
+        card_text, count = re.subn(r"^- CLIP similarity to the target prompt on 16 fixed seeds.*$", line, card_text, flags=re.M)
+        if count != 1:
+            raise ValueError(f"{folder / 'README.md'}: no CLIP similarity line to update; remake the domain (hub/make_domains.sh)")
+        card_text = re.sub(r"(suggested strength: )[0-9.]+( \(`strength=)", rf"\g<1>{dom.config.suggested_strength:g}\2", card_text)
+        (folder / "README.md").write_text(card_text)
+        print(f"{name}: CLIP similarity after {old['clip_target_similarity_after']:.4f} → {metrics['clip_target_similarity_after']:.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["assemble", "card", "index"])
+    parser.add_argument("step", choices=["assemble", "refresh-domains", "card", "index"])
     parser.add_argument("--recompute", action="store_true", help="card: re-run the evaluation even if metrics.json exists")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="assemble: only these parts")
     parser.add_argument("--encoder-runs", nargs=2, metavar=("ONE_STAGE", "TWO_STAGE"), default=None,
@@ -391,6 +446,8 @@ def main() -> None:
     torch.set_num_threads(1)
     if args.step == "card":
         card(recompute=args.recompute)
+    elif args.step == "refresh-domains":
+        refresh_domains()
     elif args.step == "assemble":
         runs = dict(zip(("one-stage", "two-stage"), args.encoder_runs)) if args.encoder_runs else ENCODER_RUNS
         if args.encoder_runs and "encoders" in args.parts:  # named runs must exist (the defaults are skipped if absent)
