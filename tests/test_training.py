@@ -21,6 +21,14 @@ def _stop_at(n):
     return callback
 
 
+def _loss_on_first_batch(G) -> float:
+    """A generator's own training loss on step 0's batch (seed 0, batch 2, 16 px): a fine-tune's first loss."""
+    z = gen_train.batch_z(0, batch=2, seed=0, z_dim=G.config.z_dim)
+    real, weight = gen_train.targets(z, resolution=16)
+    with torch.no_grad():
+        return gen_train.weighted_loss(G.synthesis(G.mapping(z)), real, weight).item()
+
+
 def test_generator_training_resumes_exactly(tmp_path):
     kwargs = dict(steps=5, minutes=10, batch=2, resolution=16, progress=False, checkpoint_every=1)
     straight = gen_train.train(out=tmp_path / "a", **kwargs)
@@ -52,10 +60,7 @@ def test_generator_prefetch_and_fine_tuning(tmp_path):
     saved = gen_train.train(out=tmp_path / "a", z_bins=False, **kwargs)
     assert saved.config.z_bins is None
     saved.save_pretrained(tmp_path / "saved")
-    z = gen_train.batch_z(0, batch=2, seed=0, z_dim=saved.config.z_dim)
-    real, weight = gen_train.targets(z, resolution=16)
-    with torch.no_grad():
-        expected = gen_train.weighted_loss(saved.synthesis(saved.mapping(z)), real, weight).item()
+    expected = _loss_on_first_batch(saved)
     first = []
     binned = gen_train.train(out=tmp_path / "c", init_from=tmp_path / "saved",
                              callback=lambda step, total, state: first.append(state.loss), **{**kwargs, "steps": 1})
@@ -82,10 +87,7 @@ def test_generator_fine_tuning_widens_the_mapping(tmp_path):
     kwargs = dict(steps=2, minutes=10, batch=2, resolution=16, progress=False, channels=(16, 16, 8))
     saved = gen_train.train(out=tmp_path / "a", **kwargs)
     saved.save_pretrained(tmp_path / "saved")
-    z = gen_train.batch_z(0, batch=2, seed=0, z_dim=saved.config.z_dim)
-    real, weight = gen_train.targets(z, resolution=16)
-    with torch.no_grad():
-        expected = gen_train.weighted_loss(saved.synthesis(saved.mapping(z)), real, weight).item()
+    expected = _loss_on_first_batch(saved)
     first = []
     wide = gen_train.train(out=tmp_path / "w", init_from=tmp_path / "saved", train_parts="mapping", mapping_width=160,
                            callback=lambda step, total, state: first.append(state.loss), **kwargs)
