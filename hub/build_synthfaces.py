@@ -206,8 +206,8 @@ previous images exactly) and trained for {ft[2]['steps']:,} steps ({ft[2]['minut
 from its checkpoint; stopped by hand once the validation PSNR had flattened) at batch 16, lr 1e-3, eyes and mouth
 ×17: with one w optimised per face the frozen synthesis meets every target (`bench/synthfaces.py --w-ceiling`),
 so the mapping, not the synthesis, held the numbers back, and the encoders and domains made on this synthesis hold
-unchanged. The same run with the 128-wide mapping gained 0.03 dB in 12 minutes (7,750 steps; validation PSNR). Weights stored as float16, as the
-training script exports them.
+unchanged. The same run with the 128-wide mapping gained 0.03 dB in 12 minutes (7,750 steps; validation PSNR).
+Weights stored as float16, as the training script exports them.
 
     python -m refinestyle.train.generator --out runs/synthfaces-generator --steps 26000 --minutes 62 --threads 1
     # second session: the same run continued with a longer cosine schedule (a warm restart of the learning rate)
@@ -219,7 +219,7 @@ training script exports them.
     python -m refinestyle.train.generator --out runs/synthfaces-generator-bins-r2 --init-from <that generator/> --batch 64 --lr 1e-3 --part-weights eyes=16,mouth=16 --steps 9000 --minutes 8.3 --device cuda --threads 5 --export runs/synthfaces-generator-bins-r2/export
     # twelfth session, on the CPU; --init-from: that export (this folder's generator/ at commit 04c263c)
     python -m refinestyle.train.generator --out runs/synthfaces-generator-mapping512 --init-from <that generator/> --train mapping --mapping-width 512 --batch 16 --lr 1e-3 --part-weights eyes=16,mouth=16 --steps 40000 --minutes 70 --threads 1
-    python -m refinestyle.train.generator --out runs/synthfaces-generator-mapping512 --init-from <that generator/> --train mapping --mapping-width 512 --batch 16 --lr 1e-3 --part-weights eyes=16,mouth=16 --steps 40000 --minutes 62 --threads 2 --resume
+    python -m refinestyle.train.generator --out runs/synthfaces-generator-mapping512 --init-from <that generator/> --train mapping --mapping-width 512 --batch 16 --lr 1e-3 --part-weights eyes=16,mouth=16 --steps 40000 --minutes 62 --threads 2 --resume --export runs/synthfaces-generator-mapping512/export
     # stopped by hand at step 27,930 (its checkpoint: 27,800); then the export, taking no further step:
     python -m refinestyle.train.generator --out runs/synthfaces-generator-mapping512 --init-from <that generator/> --train mapping --mapping-width 512 --batch 16 --lr 1e-3 --part-weights eyes=16,mouth=16 --steps 28000 --minutes 0.01 --threads 2 --resume --export runs/synthfaces-generator-mapping512/export
 
@@ -429,7 +429,8 @@ def refresh_domains() -> None:
         card_text, count = re.subn(r"^- CLIP similarity to the target prompt on 16 fixed seeds.*$", line, card_text, flags=re.M)
         if count != 1:
             raise ValueError(f"{folder / 'README.md'}: no CLIP similarity line to update; remake the domain (hub/make_domains.sh)")
-        card_text = re.sub(r"(suggested strength: )[0-9.]+( \(`strength=)", rf"\g<1>{dom.config.suggested_strength:g}\2", card_text)
+        if dom.config.suggested_strength is not None:
+            card_text = re.sub(r"(suggested strength: )[0-9.]+( \(`strength=)", rf"\g<1>{dom.config.suggested_strength:g}\2", card_text)
         (folder / "README.md").write_text(card_text)
         print(f"{name}: CLIP similarity after {old['clip_target_similarity_after']:.4f} → {metrics['clip_target_similarity_after']:.4f}")
 
