@@ -46,7 +46,8 @@ def renders_for_check(*, n_per_style: int = 200, seed: int = 31337) -> tuple[tor
 
 
 @torch.no_grad()
-def check(classifier, model, images, truth) -> dict:
+def check(classifier, model, images, truth) -> tuple[dict, dict]:
+    """Accuracy per head on the renders, agreement on G(z) of the card's 1,000 z; and the predictions on the renders."""
     pred = classifier.predict(images)
     out = {f"renders_{k}": (pred[k] == truth[k]).float().mean().item() for k in HEADS}
     gen = evaluate_generator(model.generator, classifier, n=1000)
