@@ -116,6 +116,10 @@ def assemble_encoders(runs: dict[str, str]) -> dict:
             from refinestyle.models.encoder import RefineStyleEncoder
 
             enc = RefineStyleEncoder.from_pretrained(src)
+            if enc.config.synthesis_digest is None:  # trained before encoders recorded it: stamp the shipped synthesis
+                generator = StyleGAN2Generator.from_pretrained(HUB / "generator")
+                enc.check_generator(generator)  # by w_avg: this is the generator it was trained for
+                enc.register_to_config(synthesis_digest=generator.synthesis_digest())
             # The two-stage encoder is the better one on every image set: it is the default (model.invert).
             folder = "encoder" if variant == "two-stage" else "encoder-one-stage"
             enc.save_pretrained(HUB / folder, dtype=torch.float16)

@@ -133,6 +133,36 @@ def test_layer_order_does_not_depend_on_config_dict_order(G):
     assert set(other.state_dict()) == set(enc.state_dict())
 
 
+def test_encoder_fits_a_generator_whose_mapping_alone_changed(G, tmp_path):
+    """An encoder records its generator's synthesis digest: a copy with a retrained mapping (w_avg moved far past
+    the 1% check) still fits it, a copy with one synthesis weight changed does not; the digest is the same for the
+    fp16 file loaded in fp32 and ignores the mapping. An encoder without a digest (older folders) keeps the w_avg check."""
+    enc = RefineStyleEncoder.from_generator(G, **TINY_ENCODER)
+    assert enc.config.synthesis_digest == G.synthesis_digest()
+    G.save_pretrained(tmp_path / "g", dtype=torch.float16)
+    half_then_full = StyleGAN2Generator.from_pretrained(tmp_path / "g")
+    assert half_then_full.synthesis_digest() == StyleGAN2Generator.from_pretrained(tmp_path / "g", torch_dtype=torch.float16).synthesis_digest()
+    remapped = StyleGAN2Generator.from_pretrained(tmp_path / "g")
+    with torch.no_grad():
+        for p in remapped.mapping_module.parameters():
+            p.mul_(1.5)
+        remapped.mapping_module.w_avg.mul_(1.5)  # as a retrained mapping re-estimates it
+    assert remapped.synthesis_digest() == half_then_full.synthesis_digest()
+    stamped = RefineStyleEncoder.from_generator(half_then_full, **TINY_ENCODER)
+    stamped.check_generator(remapped)
+    retouched = StyleGAN2Generator.from_pretrained(tmp_path / "g")
+    with torch.no_grad():
+        retouched.mapping_module.w_avg.mul_(1.5)
+        next(retouched.synthesis_module.parameters()).add_(0.01)
+    assert retouched.synthesis_digest() != half_then_full.synthesis_digest()
+    with pytest.raises(ValueError, match="a different w_avg and synthesis"):
+        stamped.check_generator(retouched)
+    unstamped = RefineStyleEncoder(**{**{k: v for k, v in stamped.config.items() if not k.startswith("_")}, "synthesis_digest": None})
+    unstamped.load_state_dict(stamped.state_dict())
+    with pytest.raises(ValueError, match="a different w_avg"):
+        unstamped.check_generator(remapped)
+
+
 def test_mismatched_generator_gives_clear_errors(G, tmp_path):
     enc = RefineStyleEncoder.from_generator(G, **TINY_ENCODER)
     narrow = tiny_generator(channels=(16, 8, 8))

@@ -349,6 +349,8 @@ class RefineStyleEncoder(HubModelMixin, ModelMixin, ConfigMixin):
             a second backbone sees the image and ``G.synthesis(ws)``; ``forward`` needs ``generator=``).
         w_plus: predict one w per index (W+); False predicts a single w from the coarse features, repeated.
         description: free text (how it was trained), for the model card.
+        synthesis_digest: ``StyleGAN2Generator.synthesis_digest()`` of the generator it was made for (set by
+            ``from_generator``), so that generator still fits after its mapping alone is retrained.
 
     Examples:
         ```py
@@ -392,6 +394,7 @@ class RefineStyleEncoder(HubModelMixin, ModelMixin, ConfigMixin):
         token_input: str = "image",
         w_plus: bool = True,
         description: str = "",
+        synthesis_digest: Optional[str] = None,
     ):
         super().__init__()
         log_res = _log2_int(resolution, "resolution")
@@ -516,6 +519,7 @@ class RefineStyleEncoder(HubModelMixin, ModelMixin, ConfigMixin):
                 pretrained_backbone=pretrained_backbone, base_channels=base_channels, d_model=d_model,
                 num_heads=num_heads, num_blocks=num_blocks, w_head_channels=w_head_channels, token_branch=token_branch,
                 token_input=token_input, w_plus=w_plus, description=description,
+                synthesis_digest=generator.synthesis_digest(),
             )
         with torch.no_grad():
             encoder.w_avg.copy_(generator.mapping_module.w_avg.detach().cpu())
@@ -589,8 +593,12 @@ class RefineStyleEncoder(HubModelMixin, ModelMixin, ConfigMixin):
         if not problems:
             theirs = generator.mapping_module.w_avg.detach().float().cpu()
             mine = self.w_avg.detach().float().cpu()
-            if (mine - theirs).norm() > 1e-2 * theirs.norm() + 1e-6:
-                problems.append("a different w_avg (same architecture, other weights: the encoder was trained for another generator)")
+            # w_avg within 1% (cheap; also accepts a copy cast to another dtype), or else the very synthesis the
+            # encoder was trained with: a generator whose mapping alone was retrained moves w_avg, not the images.
+            if (mine - theirs).norm() > 1e-2 * theirs.norm() + 1e-6 and (
+                    cfg.synthesis_digest is None or generator.synthesis_digest() != cfg.synthesis_digest):
+                problems.append("a different w_avg and synthesis (same architecture, other weights: the encoder was trained "
+                                "for another generator)")
         if problems:
             raise ValueError("this encoder does not fit the generator: " + "; ".join(problems[:6]) +
                              ". Use the encoder trained with this generator, or train one: python -m refinestyle.train.encoder")

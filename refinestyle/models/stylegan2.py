@@ -366,6 +366,19 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         }
 
     @torch.no_grad()
+    def synthesis_digest(self) -> str:
+        """A short hash of the synthesis weights (as float16, on the CPU): the same for the same synthesis loaded in
+        any float dtype it was saved in or on any device, different when any synthesis weight changes; the mapping
+        is not part of it. Encoders record it, so a generator whose mapping alone was retrained still fits them."""
+        import hashlib
+
+        digest = hashlib.sha256()
+        for name, tensor in sorted(self.synthesis_module.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().to("cpu", torch.float16).contiguous().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
+    @torch.no_grad()
     def with_wider_mapping(self, hidden_dim: int, *, seed: int = 0) -> "StyleGAN2Generator":
         """A copy whose mapping has ``hidden_dim`` hidden units and draws exactly the same images.
 

@@ -244,8 +244,8 @@ def make_encoder(cfg: EncoderTrainConfig, G: StyleGAN2Generator) -> RefineStyleE
 
 def init_weights(encoder: RefineStyleEncoder, folder: str, *, mode: str) -> None:
     """Start from an exported encoder of the same architecture, e.g. one trained for an earlier checkpoint of
-    the generator. What is measured on the generator stays the new one's: ``w_avg``, ``w_mean`` and the
-    token gains (from its kernel scales); the description is the new run's. A two-stage encoder keeps the
+    the generator. What is measured on the generator stays the new one's: ``w_avg``, ``w_mean``, the
+    token gains (from its kernel scales) and the synthesis digest; the description is the new run's. A two-stage encoder keeps the
     W+ part it got from ``--stage-one``; a stage-one encoder takes only the W+ part of a one- or two-stage one."""
     source = RefineStyleEncoder.from_pretrained(folder)
     if mode == "stage-one" and source.config.token_branch:
@@ -256,7 +256,7 @@ def init_weights(encoder: RefineStyleEncoder, folder: str, *, mode: str) -> None
         encoder.load_state_dict({**encoder.state_dict(), **measured}, strict=True)
         return
     theirs, mine = dict(source.config), dict(encoder.config)
-    measured = ("description", "layer_gains")
+    measured = ("description", "layer_gains", "synthesis_digest")
     diff = sorted(k for k in set(theirs) | set(mine) if not k.startswith("_") and k not in measured and theirs.get(k) != mine.get(k))
     if diff:
         raise ValueError(f"--init-from {folder}: its architecture differs in {diff}; start from scratch or match the flags")
