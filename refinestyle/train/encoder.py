@@ -245,8 +245,9 @@ def make_encoder(cfg: EncoderTrainConfig, G: StyleGAN2Generator) -> RefineStyleE
 def init_weights(encoder: RefineStyleEncoder, folder: str, *, mode: str) -> None:
     """Start from an exported encoder of the same architecture, e.g. one trained for an earlier checkpoint of
     the generator. What is measured on the generator stays the new one's: ``w_avg``, ``w_mean``, the
-    token gains (from its kernel scales) and the synthesis digest; the description is the new run's. A two-stage encoder keeps the
-    W+ part it got from ``--stage-one``; a stage-one encoder takes only the W+ part of a one- or two-stage one."""
+    token gains (from its kernel scales) and the synthesis digest; the description is the new run's. A two-stage
+    encoder keeps the W+ part it got from ``--stage-one``; a stage-one encoder takes only the W+ part of a one- or
+    two-stage one."""
     source = RefineStyleEncoder.from_pretrained(folder)
     if mode == "stage-one" and source.config.token_branch:
         # A stage-one encoder starts from the W+ part of a one- or two-stage one (a two-stage encoder's is the stage
