@@ -201,7 +201,7 @@ Trained in five parts. On one CPU thread, {gen['base']['steps']:,} steps ({gen['
 (lr 5e-3, betas 0.9/0.99, batch 16, EMA 0.995) on an L1+L2 loss weighted ×5 on eyes, brows, mouth and glasses
 (renderer part masks), without bin inputs. Then that EMA generator fine-tuned with the bin inputs (starting at zero,
 a no-op) on one NVIDIA H100, {ft[0]['steps']:,} steps ({ft[0]['minutes']:.1f} min; three runs shared the card, so
-the minutes, not the planned steps, ended it) of batch 64 at lr 2e-3, eyes weighted ×17 and the mouth ×9. Last, in
+the minutes, not the planned steps, ended it) of batch 64 at lr 2e-3, eyes weighted ×17 and the mouth ×9. Then, in
 another session on one H100, that export fine-tuned again for {ft[1]['steps']:,} steps ({ft[1]['minutes']:.1f} min, a
 fresh cosine schedule) at lr 1e-3 with the eyes and the mouth weighted ×17, the best balance of three runs side by
 side (`bench/synthfaces.py --compare-generators`, 1,000 held-out z; eyes / mouth weights 16 / 8, 16 / 16, 24 / 24:

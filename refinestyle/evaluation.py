@@ -100,19 +100,13 @@ def attribute_classifier_path(folder, *, steps: int = 600, seed: int = 0, resolu
 
 def load_attribute_classifier(path, *, resolution: int = 64) -> AttributeClassifier:
     """A saved ``AttributeClassifier`` (safetensors; weights only, strict: missing or unexpected keys are named)."""
-    from safetensors.torch import load_file
+    from .hub import load_safetensors, strict_load
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no attribute classifier at {path}; train one with cached_attribute_classifier(folder)")
     model = AttributeClassifier(resolution)
-    state = load_file(str(path))
-    missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
-    if missing or unexpected:
-        raise ValueError(f"{path} is not an AttributeClassifier at {resolution} px: missing keys {sorted(missing)}, "
-                         f"unexpected keys {sorted(unexpected)}")
-    own = model.state_dict()
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in state.items()})
+    strict_load(model, load_safetensors(path), source=str(path))
     return model.eval()
 
 

@@ -150,6 +150,11 @@ def test_encoder_fits_a_generator_whose_mapping_alone_changed(G, tmp_path):
     assert remapped.synthesis_digest() == half_then_full.synthesis_digest()
     stamped = RefineStyleEncoder.from_generator(half_then_full, **TINY_ENCODER)
     stamped.check_generator(remapped)
+    stamped.check_generator(remapped)  # the digest again (cached): still fits ...
+    with torch.no_grad():
+        next(remapped.synthesis_module.parameters()).add_(0.01)
+    with pytest.raises(ValueError, match="a different w_avg and synthesis"):  # ... until a synthesis weight changes in place
+        stamped.check_generator(remapped)
     retouched = StyleGAN2Generator.from_pretrained(tmp_path / "g")
     with torch.no_grad():
         retouched.mapping_module.w_avg.mul_(1.5)

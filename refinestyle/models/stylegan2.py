@@ -372,11 +372,18 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         is not part of it. Encoders record it, so a generator whose mapping alone was retrained still fits them."""
         import hashlib
 
+        state = sorted(self.synthesis_module.state_dict().items())
+        # Encoders check on every forward: hash again only when a tensor was replaced or changed in place.
+        key = tuple((t.data_ptr(), t._version) for _, t in state)
+        cached = getattr(self, "_synthesis_digest_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
         digest = hashlib.sha256()
-        for name, tensor in sorted(self.synthesis_module.state_dict().items()):
+        for name, tensor in state:
             digest.update(name.encode())
             digest.update(tensor.detach().to("cpu", torch.float16).contiguous().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        self._synthesis_digest_cache = (key, digest.hexdigest()[:16])
+        return self._synthesis_digest_cache[1]
 
     @torch.no_grad()
     def with_wider_mapping(self, hidden_dim: int, *, seed: int = 0) -> "StyleGAN2Generator":
