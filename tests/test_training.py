@@ -117,6 +117,29 @@ def test_generator_part_weights(capsys):
     assert "unknown part 'nose'" in capsys.readouterr().err
 
 
+def test_generator_ssim_term_closed_form(tmp_path):
+    """--ssim-weight adds w·(1 - SSIM). Two flat images of values a and b (in [0, 1]) have no variance, so SSIM is
+    its luminance term alone: (2ab + C1) / (a² + b² + C1), C1 = 0.01²; equal images add nothing."""
+    real = torch.full((2, 3, 16, 16), -0.2)  # a = 0.4
+    fake = torch.full((2, 3, 16, 16), 0.6)  # b = 0.8
+    weight = torch.ones(2, 1, 16, 16)
+    pixel = gen_train.weighted_loss(fake, real, weight).item()
+    assert pixel == pytest.approx(0.8 + 0.64)  # L1 + L2 of a 0.8 difference
+    a, b, c1 = 0.4, 0.8, 0.01**2
+    ssim_flat = (2 * a * b + c1) / (a * a + b * b + c1)
+    assert gen_train.weighted_loss(fake, real, weight, ssim_weight=3.0).item() == pytest.approx(pixel + 3 * (1 - ssim_flat), abs=3e-4)
+    # (abs 3e-4 of a 0.6 term: pytorch_msssim builds its Gaussian window in float32, so a flat image keeps a
+    # variance of ~1e-8 against C2 = 9e-4)
+    assert gen_train.weighted_loss(real, real, weight, ssim_weight=3.0).item() == pytest.approx(0.0, abs=1e-6)
+    # The term trains: a run with it moves the weights differently from one without (same seed).
+    kwargs = dict(steps=2, minutes=10, batch=2, resolution=16, progress=False, channels=(16, 16, 8))
+    plain = gen_train.train(out=tmp_path / "a", **kwargs).state_dict()
+    with_ssim = gen_train.train(out=tmp_path / "b", ssim_weight=2.0, **kwargs).state_dict()
+    assert not torch.equal(plain["mapping.fc0.weight"], with_ssim["mapping.fc0.weight"])
+    with pytest.raises(ValueError, match="--ssim-weight -1.0: must be 0"):
+        gen_train.train(out=tmp_path / "c", ssim_weight=-1.0, **kwargs)
+
+
 def test_generator_training_reduces_the_loss(tmp_path):
     seen = []
     gen_train.train(out=tmp_path / "g", steps=30, minutes=10, batch=4, resolution=16, progress=False, eval_every=1000,

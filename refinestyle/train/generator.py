@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ..data.synthfaces import ATTRIBUTES, categorical_z_edges, render, z_to_params
 from ..convert import estimate_w_avg
-from ..evaluation import psnr
+from ..evaluation import psnr, ssim
 from ..models.stylegan2 import StyleGAN2Generator
 
 SMALL_PARTS = ("eyes", "brows", "mouth", "glasses")
@@ -88,9 +88,14 @@ def parse_part_weights(text: str) -> dict[str, float]:
     return weights
 
 
-def weighted_loss(fake: torch.Tensor, real: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+def weighted_loss(fake: torch.Tensor, real: torch.Tensor, weight: torch.Tensor, *, ssim_weight: float = 0.0) -> torch.Tensor:
+    """L1 + L2 weighted per pixel by the part masks, plus ``ssim_weight * (1 - SSIM)`` (the card's SSIM, 7x7 window)."""
     diff = fake - real
-    return ((diff.abs() + diff.square()) * weight).mean()
+    loss = ((diff.abs() + diff.square()) * weight).mean()
+    if ssim_weight:
+        # A pixel loss spends little on local structure; SSIM rewards it directly (the card measures it).
+        loss = loss + ssim_weight * (1 - ssim(fake, real)).mean()
+    return loss
 
 
 @dataclass
@@ -121,11 +126,14 @@ def train(
     prefetch: Optional[bool] = None,
     part_weights: Optional[dict[str, float]] = None,
     mapping_width: Optional[int] = None,
+    ssim_weight: float = 0.0,
     checkpoint_every: int = 200,
     eval_every: int = 250,
     callback: Optional[Callable[[int, int, TrainState], None]] = None,
     progress: bool = True,
 ) -> StyleGAN2Generator:
+    if not ssim_weight >= 0:
+        raise ValueError(f"--ssim-weight {ssim_weight}: must be 0 (off) or more")
     out.mkdir(parents=True, exist_ok=True)
     dev = resolve_device(device)
     torch.manual_seed(seed)
@@ -214,7 +222,7 @@ def train(
         for group in opt.param_groups:
             group["lr"] = cur_lr
         fake = G.synthesis(G.mapping(z), noise_mode="const")
-        loss = weighted_loss(fake, real, weight)
+        loss = weighted_loss(fake, real, weight, ssim_weight=ssim_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -301,6 +309,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mapping-width", type=int, default=None,
                         help="hidden width of the mapping (default: w_dim, 128); with --init-from a narrower generator "
                              "is widened first, drawing the same images (StyleGAN2Generator.with_wider_mapping)")
+    parser.add_argument("--ssim-weight", type=float, default=0.0,
+                        help="add this weight times (1 - SSIM) to the pixel loss (default 0: off)")
     parser.add_argument("--export", type=Path, default=None, help="save the EMA generator here (save_pretrained, fp16)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -308,7 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     G_ema = train(out=args.out, steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, seed=args.seed,
                   resume=args.resume, channels=args.channels, z_bins=args.z_bins, init_from=args.init_from,
                   train_parts=args.train_parts, device=args.device,
-                  part_weights=args.part_weights, mapping_width=args.mapping_width)
+                  part_weights=args.part_weights, mapping_width=args.mapping_width, ssim_weight=args.ssim_weight)
     if args.export is not None:
         G_ema.save_pretrained(args.export, dtype=torch.float16)
         print(f"exported EMA generator to {args.export}")
