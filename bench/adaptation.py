@@ -32,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from refinestyle import RefineStyleModel  # noqa: E402
-from refinestyle.adaptation import (AUTO_WARMUP_FRACTION, AUTO_WARMUP_TOKENS, AdaptConfig,  # noqa: E402
+from refinestyle.adaptation import (AUTO_WARMUP_FRACTION, AUTO_WARMUP_TOKENS, LR_SCHEDULES, AdaptConfig,  # noqa: E402
                                      adapt_channel_scale, adapt_finetune, adapt_tokens, suggest_strength)
 from refinestyle.data.synthfaces import style_prompt  # noqa: E402
 from refinestyle.evaluation import cached_attribute_classifier, domain_quality  # noqa: E402
@@ -42,12 +42,12 @@ OUT = Path(__file__).resolve().parent / "out"
 
 def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int, seed: int, num_tokens: int,
                torgb_tokens: int | None, warmup: tuple[int | None, int], global_weight: float, lr: float,
-               store_ranks: tuple[int, ...] = (), strengths: tuple[float, ...] = ()) -> dict:
+               lr_schedule: str = "cosine", store_ranks: tuple[int, ...] = (), strengths: tuple[float, ...] = ()) -> dict:
     """Adapt photo → ``style`` with one method; evaluate along the way (evaluation time excluded from wall time)."""
     # The same losses for every method (global CLIP term included); the rank warm-up is RefineStyle's alone.
     # suggest_strength=False: the suggestion is measured (and timed) below, apart from the training's wall time.
     cfg = AdaptConfig(steps=steps, seed=seed, num_tokens=num_tokens, torgb_tokens=torgb_tokens, lr=lr, global_weight=global_weight,
-                      suggest_strength=False)
+                      lr_schedule=lr_schedule, suggest_strength=False)
     if name == "refinestyle":
         cfg.warmup_tokens, cfg.warmup_steps = warmup
     curve, eval_seconds = [], [0.0]
@@ -183,6 +183,8 @@ def main() -> None:
     parser.add_argument("--lr-tokens", type=float, default=0.01, help="RefineStyle tokens (our default)")
     parser.add_argument("--lr-finetune", type=float, default=0.002, help="full fine-tuning (StyleGAN-NADA's default)")
     parser.add_argument("--lr-channel-scale", type=float, default=0.02, help="per-channel kernel scales")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine",
+                        help="every method (as model.adapt; cosine-restart: the earlier domains' fresh decay after the truncation)")
     parser.add_argument("--store-ranks", type=int, nargs="*", default=[],
                         help="also evaluate each RefineStyle domain stored at these ranks (truncated SVD, as refinestyle adapt --store-rank)")
     parser.add_argument("--strengths", type=float, nargs="*", default=[],
@@ -197,7 +199,7 @@ def main() -> None:
     classifier = cached_attribute_classifier(ROOT / "bench" / "assets", steps=600)
     gen_bytes = sum(p.numel() for p in G.parameters()) * 2
     results = []
-    print(f"\nsteps {args.steps}, batch 8, learning rates {lrs} (cosine decay), CLIPs {[c.name for c in clips]}, "
+    print(f"\nsteps {args.steps}, batch 8, learning rates {lrs} ({args.lr_schedule} schedule), CLIPs {[c.name for c in clips]}, "
           f"generator {sum(p.numel() for p in G.parameters()):,} parameters; seed {args.seeds[0]}")
     print(f"RefineStyle: K = {args.num_tokens} (toRGB {args.torgb_tokens or args.num_tokens}), "
           + (f"warm-up with {args.warmup_tokens} tokens for {args.warmup_fraction:.0%} of the steps, " if args.warmup_tokens else "")
@@ -216,7 +218,7 @@ def main() -> None:
                 r = run_method(method, G, clips, style, classifier, steps=args.steps, eval_every=args.eval_every, seed=seed,
                                num_tokens=args.num_tokens, torgb_tokens=args.torgb_tokens or args.num_tokens,
                                warmup=warmup,
-                               global_weight=args.global_weight, lr=lrs[method],
+                               global_weight=args.global_weight, lr=lrs[method], lr_schedule=args.lr_schedule,
                                store_ranks=tuple(args.store_ranks), strengths=tuple(args.strengths))
                 r["unadapted"], r["seed"] = base, seed
                 results.append(r)

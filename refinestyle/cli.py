@@ -263,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--target-image", action="append", default=[], help="reference image(s) instead of a target prompt")
     ad.add_argument("--steps", type=int, default=300)
     ad.add_argument("--lr", type=float, default=0.01)
-    ad.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine", help="cosine decay to 0 over the steps, or constant")
+    ad.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine",
+                    help="cosine: one decay to 0 over all the steps (default); cosine-restart: a fresh decay after the "
+                         "rank warm-up's truncation (the earlier recipe); constant")
     ad.add_argument("--batch", type=int, default=8)
     ad.add_argument("--seed", type=int, default=0)
     ad.add_argument("--num-tokens", type=int, default=1, help="K, tokens per convolution (default 1: about 2%% of the generator)")

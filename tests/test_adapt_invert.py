@@ -69,13 +69,23 @@ def test_rank_warm_up_then_truncation(tiny_model):
     seconds = [s["seconds"] for s in dom.history.states]
     assert seconds == sorted(seconds)  # one clock over both phases
     assert set(dom.tokens_per_layer().items()) == {(n, 3 if n.endswith(".torgb") else 1) for n in dom.tokens_per_layer()}
-    # The warm-up is exactly a plain 6-step run with 4 tokens (same seed, batches and schedule).
+    # One cosine decay over the whole run: the steps after the truncation continue it (0.01 · (1 + cos(π t / 10)) / 2).
+    cosine = [0.01 * 0.5 * (1 + math.cos(math.pi * t / 10)) for t in range(10)]
+    assert [s["lr"] for s in dom.history.states] == pytest.approx(cosine, rel=1e-12, abs=1e-15)
+    # "cosine-restart" (the earlier recipe) starts a fresh decay after the truncation, and its warm-up is exactly
+    # a plain 6-step run with 4 tokens (same seed, batches and schedule).
+    seen.clear()
+    restart = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=10, batch=2, seed=3, num_tokens=1,
+                               torgb_tokens=3, warmup_tokens=4, warmup_steps=6, lr_schedule="cosine-restart",
+                               callback=callback)
+    lrs = [s["lr"] for s in restart.history.states]
+    assert lrs[5] == pytest.approx(0.01 * 0.5 * (1 + math.cos(math.pi * 5 / 6))) and lrs[6] == pytest.approx(0.01)
     plain = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=6, batch=2, seed=3, num_tokens=4, warmup_steps=0)
     with torch.no_grad():
         assert torch.equal(at_truncation["images"], G.synthesis(ws, tokens=plain.token_set()))
         # ...and the steps after it moved the truncated tokens on.
         start = plain.truncated(1, torgb_rank=3)
-        assert not all(torch.equal(a, b) for a, b in zip(start.parameters(), dom.parameters()))
+        assert not all(torch.equal(a, b) for a, b in zip(start.parameters(), restart.parameters()))
     with pytest.raises(ValueError, match="warmup_tokens .2. must be at least num_tokens"):
         tiny_model.adapt("a photo of a face", "a sketch of a face", steps=4, num_tokens=1, torgb_tokens=3,
                          warmup_tokens=2, warmup_steps=2)
