@@ -190,7 +190,12 @@ def main() -> None:
     parser.add_argument("--strengths", type=float, nargs="*", default=[],
                         help="also evaluate each RefineStyle domain applied at these strengths (model.generate(..., strength=s))")
     parser.add_argument("--tag", default="", help="suffix of the output files (bench/out/adaptation-<tag>.json/.png)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: the tables' setting; the machine's cores for the 60 s budget)")
     args = parser.parse_args()
+    if args.threads < 1:
+        parser.error(f"--threads {args.threads}: give 1 or more")
+    torch.set_num_threads(args.threads)
     lrs = {"refinestyle": args.lr_tokens, "finetune": args.lr_finetune, "channel_scale": args.lr_channel_scale}
     model = RefineStyleModel.from_pretrained(args.model)
     G = model.generator
@@ -199,7 +204,7 @@ def main() -> None:
     classifier = cached_attribute_classifier(ROOT / "bench" / "assets", steps=600)
     gen_bytes = sum(p.numel() for p in G.parameters()) * 2
     results = []
-    print(f"\nsteps {args.steps}, batch 8, learning rates {lrs} ({args.lr_schedule} schedule), CLIPs {[c.name for c in clips]}, "
+    print(f"\nsteps {args.steps}, batch 8, {args.threads} thread(s), learning rates {lrs} ({args.lr_schedule} schedule), CLIPs {[c.name for c in clips]}, "
           f"generator {sum(p.numel() for p in G.parameters()):,} parameters; seed {args.seeds[0]}")
     print(f"RefineStyle: K = {args.num_tokens} (toRGB {args.torgb_tokens or args.num_tokens}), "
           + (f"warm-up with {args.warmup_tokens} tokens for {args.warmup_fraction:.0%} of the steps, " if args.warmup_tokens else "")
@@ -319,5 +324,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    torch.set_num_threads(1)
     main()

@@ -4,8 +4,9 @@
 # Stored with K = 1 token per convolution and 3 per toRGB layer (a toRGB residual [3, I] has rank <= 3, so 3 tokens
 # re-colour freely for 0.5% of the generator): the file stays under 2% of the generator. The first 40% of the steps
 # optimise 8 tokens on every layer (quick to find the style), then each layer is truncated (SVD) to its final K and
-# optimised further; a global CLIP term (weight 0.5) keeps the images in the target class. With this recipe a
-# 150-step (60 s) sketch run reaches the style class; K = 1 alone does not (bench/adaptation.py, README).
+# optimised further, the learning rate decaying once over all the steps (the default --lr-schedule cosine); a global
+# CLIP term (weight 0.5) keeps the images in the target class. With this recipe a 150-step (60 s) sketch run
+# reaches the style class for two seeds of three; K = 1 alone does not (bench/adaptation.py, README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=.venv/bin/refinestyle

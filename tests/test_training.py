@@ -117,7 +117,7 @@ def test_generator_part_weights(capsys):
     assert "unknown part 'nose'" in capsys.readouterr().err
 
 
-def test_generator_ssim_term_closed_form(tmp_path):
+def test_generator_ssim_term_closed_form(tmp_path, capsys):
     """--ssim-weight adds w·(1 - SSIM). Two flat images of values a and b (in [0, 1]) have no variance, so SSIM is
     its luminance term alone: (2ab + C1) / (a² + b² + C1), C1 = 0.01²; equal images add nothing."""
     real = torch.full((2, 3, 16, 16), -0.2)  # a = 0.4
@@ -138,6 +138,9 @@ def test_generator_ssim_term_closed_form(tmp_path):
     assert not torch.equal(plain["mapping.fc0.weight"], with_ssim["mapping.fc0.weight"])
     with pytest.raises(ValueError, match="--ssim-weight -1.0: must be 0"):
         gen_train.train(out=tmp_path / "c", ssim_weight=-1.0, **kwargs)
+    with pytest.raises(SystemExit):
+        gen_train.main(["--ssim-weight", "nan"])
+    assert "--ssim-weight nan: give 0 (off) or a positive weight" in capsys.readouterr().err
 
 
 def test_generator_training_reduces_the_loss(tmp_path):

@@ -313,6 +313,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="add this weight times (1 - SSIM) to the pixel loss (default 0: off)")
     parser.add_argument("--export", type=Path, default=None, help="save the EMA generator here (save_pretrained, fp16)")
     args = parser.parse_args(argv)
+    if not args.ssim_weight >= 0:
+        parser.error(f"--ssim-weight {args.ssim_weight}: give 0 (off) or a positive weight, e.g. 4")
     if args.threads:
         torch.set_num_threads(args.threads)
     G_ema = train(out=args.out, steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, seed=args.seed,
