@@ -411,7 +411,7 @@ def refresh_domains() -> None:
     import re
 
     from refinestyle import RefineStyleModel
-    from refinestyle.cli import domain_metrics
+    from refinestyle.cli import domain_metrics, save_domain_preview
 
     model = RefineStyleModel.from_pretrained(HUB)
     for name, dom in sorted(model.domains.items()):
@@ -426,11 +426,7 @@ def refresh_domains() -> None:
             (folder / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         metrics = domain_metrics(model, dom, target=old["target"])
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        z = torch.randn(8, model.generator.config.z_dim, generator=torch.Generator().manual_seed(0))  # the CLI's (seed 0)
-        rows = [model.generate(z=z, truncation_psi=0.7), model.generate(z=z, truncation_psi=0.7, domain=dom)]
-        if dom.config.suggested_strength is not None:
-            rows.append(model.generate(z=z, truncation_psi=0.7, domain=dom, strength="suggested"))
-        save_grid(torch.cat(rows), folder / "preview.png", columns=8)
+        save_domain_preview(model, dom, folder / "preview.png", seed=0)  # as `refinestyle adapt --seed 0` made it
         card_text = (folder / "README.md").read_text()
         line = (f"- CLIP similarity to the target prompt on 16 fixed seeds (1234): {metrics['clip_target_similarity_before']:.4f} "
                 f"before, {metrics['clip_target_similarity_after']:.4f} after (`metrics.json`; measured again on the "

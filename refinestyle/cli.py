@@ -161,6 +161,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 @torch.no_grad()
+def save_domain_preview(model, domain, path: str | Path, *, seed: int) -> None:
+    """A domain card's preview: 8 faces of ``seed`` (truncation 0.7) before, with the domain, and at its suggested
+    strength when it has one, one row each."""
+    z = torch.randn(8, model.generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
+    rows = [model.generate(z=z, truncation_psi=0.7), model.generate(z=z, truncation_psi=0.7, domain=domain)]
+    if domain.config.suggested_strength is not None:
+        rows.append(model.generate(z=z, truncation_psi=0.7, domain=domain, strength="suggested"))
+    save_grid(torch.cat(rows), path, columns=8)
+
+
 def domain_metrics(model, domain, *, target: str | None, seed: int = 1234, n: int = 16) -> dict:
     """CLIP similarity to the target prompt before/after applying ``domain`` on fixed seeds (reproducible)."""
     if model.clip is None or not target:
@@ -209,11 +219,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
     dom.save_pretrained(out, dtype=torch.float16 if args.dtype == "float16" else torch.float32)
     dom = DomainTokens.from_pretrained(out)  # the card's numbers are those of the file as saved
     suggested = dom.config.suggested_strength
-    z = torch.randn(8, model.generator.config.z_dim, generator=torch.Generator().manual_seed(args.seed))
-    rows = [model.generate(z=z, truncation_psi=0.7), model.generate(z=z, truncation_psi=0.7, domain=dom)]
-    if suggested is not None:
-        rows.append(model.generate(z=z, truncation_psi=0.7, domain=dom, strength="suggested"))
-    save_grid(torch.cat(rows), out / "preview.png", columns=8)
+    save_domain_preview(model, dom, out / "preview.png", seed=args.seed)
     metrics = domain_metrics(model, dom, target=args.target)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     size_kb = sum(f.stat().st_size for f in out.glob("*.safetensors")) / 1024
