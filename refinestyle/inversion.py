@@ -73,7 +73,7 @@ def invert_optimize(
     n = targets.shape[0]
     total = w_steps + token_steps
     if init_ws is None:
-        init_ws = G.mapping_module.w_avg[None, None].expand(n, G.num_ws, -1)
+        init_ws = G.mean_ws()[None].expand(n, -1, -1)
     ws = init_ws.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([ws], lr=w_lr, betas=(0.9, 0.999))
     for step in range(w_steps):

@@ -228,6 +228,54 @@ def test_path_choice_depends_on_shapes_only():
     assert choose_path(1, in_channels=128, out_channels=128, kernel_size=3, height=256, width=256) == "materialized"
 
 
+def test_per_layer_mapping(tmp_path):
+    """``mapping_per_layer``: zero maps draw the plain generator's W+ bit for bit (truncated too); trained maps
+    give layer i ``w + A_i w + b_i`` (checked against that formula written out), truncation moves each layer toward
+    its own mean latent (``mean_ws``, also where inversion starts: the mean of many mapped z, as the maps are
+    linear), the option saves and loads, and a bad value is refused."""
+    torch.manual_seed(0)
+    cfg = dict(z_dim=12, w_dim=16, resolution=8, channels=[8, 8], mapping_layers=2, mapping_lr_multiplier=0.5)
+    plain = StyleGAN2Generator(**cfg).eval()
+    per_layer = StyleGAN2Generator(**cfg, mapping_per_layer=True).eval()
+    missing, unexpected = per_layer.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["mapping.layer_biases", "mapping.layer_maps"] and not unexpected
+    assert per_layer.mapping_module.layer_maps.shape == (plain.num_ws, 16, 16)
+    with torch.no_grad():
+        plain.mapping_module.w_avg.normal_()
+        per_layer.mapping_module.w_avg.copy_(plain.mapping_module.w_avg)
+    z = torch.randn(6, 12)
+    with torch.no_grad():
+        assert torch.equal(per_layer.mapping(z), plain.mapping(z))
+        assert torch.equal(per_layer.mapping(z, truncation_psi=0.6, truncation_cutoff=2),
+                           plain.mapping(z, truncation_psi=0.6, truncation_cutoff=2))
+        mapping = per_layer.mapping_module
+        mapping.layer_maps.normal_()
+        mapping.layer_biases.normal_()
+        w = mapping(z)  # [6, w_dim]
+        ws = per_layer.mapping(z)
+        for i in range(per_layer.num_ws):
+            a = mapping.layer_maps[i] * 0.5 / 16**0.5  # run-time map: stored · lr_mul / √w_dim
+            expected = w + w @ a.t() + mapping.layer_biases[i] * 0.5
+            torch.testing.assert_close(ws[:, i], expected, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(ws[:, 0], ws[:, 1])
+        # Truncation toward each layer's mean: the mean of the mapped W+ equals mean_ws when w_avg is the mean w.
+        many = torch.randn(4000, 12)
+        mapping.w_avg.copy_(mapping(many).mean(0))
+        torch.testing.assert_close(per_layer.mean_ws(), per_layer.mapping(many).mean(0), rtol=1e-4, atol=1e-4)
+        psi = 0.3
+        truncated = per_layer.mapping(z, truncation_psi=psi, truncation_cutoff=3)
+        mean = per_layer.mean_ws()
+        torch.testing.assert_close(truncated[:, :3], mean[:3] + psi * (ws[:, :3] - mean[:3]), rtol=1e-5, atol=1e-5)
+        assert torch.equal(truncated[:, 3:], ws[:, 3:])
+    per_layer.save_pretrained(tmp_path / "g")
+    again = StyleGAN2Generator.from_pretrained(tmp_path / "g")
+    assert again.config.mapping_per_layer is True
+    with torch.no_grad():
+        assert torch.equal(again.mapping(z), ws)
+    with pytest.raises(ValueError, match="mapping_per_layer must be true or false"):
+        StyleGAN2Generator(**cfg, mapping_per_layer="yes")
+
+
 def test_wider_mapping_draws_the_same_images(tmp_path):
     """``with_wider_mapping``: more hidden units, the same w for every z (new units start with zero outgoing
     weights; the old ones are rescaled for the larger fan-in of equalized lr), synthesis and w_avg untouched; the

@@ -103,6 +103,29 @@ def test_generator_fine_tuning_widens_the_mapping(tmp_path):
         gen_train.train(out=tmp_path / "n", init_from=tmp_path / "wide", **kwargs)
 
 
+def test_generator_fine_tuning_adds_per_layer_maps(tmp_path):
+    """--mapping-per-layer with --init-from a generator without maps: the first loss is the saved generator's (the
+    maps start at zero), the maps train, the synthesis stays bit for bit; resuming without the flag, or starting a
+    plain run from a per-layer generator, is refused by name."""
+    kwargs = dict(steps=2, minutes=10, batch=2, resolution=16, progress=False, channels=(16, 16, 8))
+    saved = gen_train.train(out=tmp_path / "a", **kwargs)
+    saved.save_pretrained(tmp_path / "saved")
+    expected = _loss_on_first_batch(saved)
+    first = []
+    tuned = gen_train.train(out=tmp_path / "p", init_from=tmp_path / "saved", train_parts="mapping", mapping_per_layer=True,
+                            callback=lambda step, total, state: first.append(state.loss), **{**kwargs, "steps": 3})
+    assert first[0] == pytest.approx(expected, rel=1e-5)
+    assert tuned.config.mapping_per_layer and tuned.mapping_module.layer_maps.abs().max() > 0
+    before, after = saved.state_dict(), tuned.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("synthesis."))
+    with pytest.raises(ValueError, match="resume it with --mapping-per-layer"):
+        gen_train.train(out=tmp_path / "p", init_from=tmp_path / "saved", train_parts="mapping", resume=True,
+                        **{**kwargs, "steps": 4})
+    tuned.save_pretrained(tmp_path / "tuned")
+    with pytest.raises(ValueError, match="per-layer mapping outputs; pass --mapping-per-layer"):
+        gen_train.train(out=tmp_path / "n", init_from=tmp_path / "tuned", **kwargs)
+
+
 def test_generator_part_weights(capsys):
     z = gen_train.batch_z(0, batch=4, seed=0, z_dim=len(gen_train.ATTRIBUTES))
     _, masks = gen_train.render(gen_train.z_to_params(z), style="photo", resolution=32, return_masks=True)

@@ -80,10 +80,16 @@ class MappingNetwork(nn.Module):
     (SynthFaces' eye colour: three bins of one Gaussian coordinate). Each such coordinate also enters the
     first layer as a one-hot of its bin, through ``fc0_bins`` (zero at initialisation: a no-op, bit for bit),
     so the network can jump between categories where the data does instead of gliding through them.
+
+    ``num_ws`` (0: off) adds a linear map per synthesis layer, ``ws[:, i] = w + A_i w + b_i`` (``per_layer``),
+    zero at initialisation (a no-op, bit for bit): each layer's style becomes its own linear function of w,
+    a W+ output with no extra depth. Being linear in w, truncating w toward ``w_avg`` truncates every layer's
+    latent toward that layer's mean exactly.
     """
 
     def __init__(self, *, z_dim: int, w_dim: int, num_layers: int, lr_multiplier: float, normalize_z: bool = True,
-                 z_bins: Sequence[tuple[int, Sequence[float]]] = (), hidden_dim: Optional[int] = None):
+                 z_bins: Sequence[tuple[int, Sequence[float]]] = (), hidden_dim: Optional[int] = None,
+                 num_ws: int = 0):
         super().__init__()
         self.num_layers = num_layers
         self.normalize_z = normalize_z
@@ -101,6 +107,13 @@ class MappingNetwork(nn.Module):
             self.bins_gain = lr_multiplier / math.sqrt(len(self.z_bins))
             for index, edges in self.z_bins:
                 self.register_buffer(f"bin_edges_{index}", torch.tensor(edges), persistent=False)
+        self.num_ws = num_ws
+        if num_ws:
+            # Stored / lr_mul and run with gain lr_mul / √w_dim, like EqualLinear.
+            self.layer_maps = nn.Parameter(torch.zeros(num_ws, w_dim, w_dim))
+            self.layer_biases = nn.Parameter(torch.zeros(num_ws, w_dim))
+            self.layer_maps_gain = lr_multiplier / math.sqrt(w_dim)
+            self.layer_biases_gain = lr_multiplier
 
     def bin_features(self, z: torch.Tensor) -> torch.Tensor:
         """One-hot bin of each binned coordinate of the raw z, concatenated: ``[N, Σ (edges + 1)]``."""
@@ -119,6 +132,14 @@ class MappingNetwork(nn.Module):
                 x = x + self.bin_features(z) @ (self.fc0_bins * self.bins_gain).t()  # [N, hidden_dim]
             x = F.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN
         return x
+
+    def per_layer(self, w: torch.Tensor, num_ws: int) -> torch.Tensor:
+        """w ``[N, w_dim]`` → W+ ``[N, num_ws, w_dim]``: w repeated, plus each layer's map where there are maps."""
+        ws = w[:, None, :].repeat(1, num_ws, 1)  # [N, num_ws, w_dim]
+        if self.num_ws:
+            maps = self.layer_maps * self.layer_maps_gain  # [num_ws, w_dim, w_dim]
+            ws = ws + torch.einsum("nd,lod->nlo", w, maps) + self.layer_biases * self.layer_biases_gain  # [N, num_ws, w_dim]
+        return ws
 
 
 class ModulatedLayer(nn.Module):
@@ -274,6 +295,9 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         z_bins: ``[[z index, [edges, ...]], ...]``: coordinates of z that pick a category by bins (sorted edges
             in z units); the mapping also sees each one's bin as a one-hot (see ``MappingNetwork``). Empty for
             official checkpoints.
+        mapping_per_layer: give each synthesis layer its own linear map of w (``MappingNetwork``'s ``per_layer``:
+            a W+ mapping, zero at start). Off for official checkpoints; the synthesis is unaffected, so encoders and
+            domains made on a synthesis still fit a generator whose mapping alone gained it.
 
     Examples:
         ```py
@@ -306,6 +330,7 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         normalize_z: bool = True,
         z_bins: Optional[list] = None,
         mapping_hidden_dim: Optional[int] = None,
+        mapping_per_layer: bool = False,
     ):
         super().__init__()
         if not isinstance(resolution, int) or resolution < 8 or resolution > 1024 or resolution & (resolution - 1):
@@ -316,18 +341,21 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if mapping_hidden_dim is not None and (not isinstance(mapping_hidden_dim, int) or mapping_hidden_dim < 1):
             raise ValueError(f"mapping_hidden_dim must be a positive integer or None (= w_dim), got {mapping_hidden_dim!r}")
+        if not isinstance(mapping_per_layer, bool):
+            raise ValueError(f"mapping_per_layer must be true or false, got {mapping_per_layer!r}")
         num_res = int(math.log2(resolution)) - 1
         chans = list(channels) if channels is not None else default_channels(resolution, channel_base, channel_max)
         if len(chans) != num_res or any(not isinstance(c, int) or c < 1 for c in chans):
             raise ValueError(f"channels must list {num_res} positive ints (resolutions 4..{resolution}), got {channels!r}")
         self.channels = chans
         bins = _check_z_bins(z_bins, z_dim=z_dim)
-        self.mapping = MappingNetwork(z_dim=z_dim, w_dim=w_dim, num_layers=mapping_layers, lr_multiplier=mapping_lr_multiplier,
-                                      normalize_z=normalize_z, z_bins=bins, hidden_dim=mapping_hidden_dim)
         self.synthesis = SynthesisNetwork(w_dim=w_dim, resolution=resolution, channels=chans,
                                                   img_channels=img_channels, conv_clamp=conv_clamp)
         self._layers = self.synthesis_module.layers()
         self.num_ws = self._layers[-1][2] + 1
+        self.mapping = MappingNetwork(z_dim=z_dim, w_dim=w_dim, num_layers=mapping_layers, lr_multiplier=mapping_lr_multiplier,
+                                      normalize_z=normalize_z, z_bins=bins, hidden_dim=mapping_hidden_dim,
+                                      num_ws=self.num_ws if mapping_per_layer else 0)
 
     # ----------------------------------------------------------------------------------------------
     # Structure
@@ -429,7 +457,7 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
     def kernel_scale(self, name: str) -> float:
         """RMS of ``s̄ ⊙ W0`` for the layer at the average style: the natural unit for its residual."""
         layer = self.layer(name)
-        s = layer.styles(self.mapping_module.w_avg[None].to(layer.weight.dtype))  # [1, I]
+        s = layer.styles(self.mean_ws()[None, self.layer_w_index(name)].to(layer.weight.dtype))  # [1, I]
         return float((layer.weight * s[0, None, :, None, None]).square().mean().sqrt())
 
     def init_tokens(
@@ -469,12 +497,18 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         if not isinstance(truncation_psi, (int, float)) or not math.isfinite(truncation_psi):
             raise ValueError(f"truncation_psi must be a finite number, got {truncation_psi!r}")
         w = self.mapping_module(z)  # [N, w_dim]
-        ws = w[:, None, :].repeat(1, self.num_ws, 1)  # [N, num_ws, w_dim]
+        ws = self.mapping_module.per_layer(w, self.num_ws)  # [N, num_ws, w_dim]
         if truncation_psi != 1:
             cutoff = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
             w_avg = self.mapping_module.w_avg
-            ws[:, :cutoff] = w_avg + truncation_psi * (ws[:, :cutoff] - w_avg)  # [N, cutoff, w_dim]
+            # Truncate w, then map: the per-layer maps are linear, so each layer moves toward its own mean.
+            truncated = self.mapping_module.per_layer(w_avg + truncation_psi * (w - w_avg), self.num_ws)  # [N, num_ws, w_dim]
+            ws[:, :cutoff] = truncated[:, :cutoff]  # [N, cutoff, w_dim]
         return ws
+
+    def mean_ws(self) -> torch.Tensor:
+        """W+ ``[num_ws, w_dim]`` of ``w_avg``: each layer's mean latent (where inversion starts)."""
+        return self.mapping_module.per_layer(self.mapping_module.w_avg[None], self.num_ws)[0]  # [num_ws, w_dim]
 
     @property
     def mapping_network_weight(self) -> torch.Tensor:

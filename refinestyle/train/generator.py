@@ -38,7 +38,8 @@ TRAIN_PARTS = ("all", "mapping")
 
 
 def synthfaces_generator_config(*, resolution: int = 64, channels: Optional[tuple[int, ...]] = None,
-                                z_bins: bool = True, mapping_width: Optional[int] = None) -> dict:
+                                z_bins: bool = True, mapping_width: Optional[int] = None,
+                                mapping_per_layer: bool = False) -> dict:
     """The narrow 64 px generator: channels 64/64/64/32/16 (one per resolution from 4 px), mapping lr
     multiplier 1, z not normalised (z is the Gaussianised parameter vector: its norm carries information),
     and (``z_bins``) the renderer's categorical attributes also as one-hot inputs of the mapping: a smooth
@@ -50,7 +51,7 @@ def synthfaces_generator_config(*, resolution: int = 64, channels: Optional[tupl
     bins = [[ATTRIBUTES.index(name), edges] for name, edges in categorical_z_edges().items()] if z_bins else None
     return dict(z_dim=len(ATTRIBUTES), w_dim=128, resolution=resolution, channels=channels[:n_res],
                 mapping_layers=4, mapping_lr_multiplier=1.0, num_tokens=8, normalize_z=False, z_bins=bins,
-                mapping_hidden_dim=mapping_width)
+                mapping_hidden_dim=mapping_width, mapping_per_layer=mapping_per_layer)
 
 
 def batch_z(step: int, *, batch: int, seed: int, z_dim: int) -> torch.Tensor:
@@ -127,6 +128,7 @@ def train(
     part_weights: Optional[dict[str, float]] = None,
     mapping_width: Optional[int] = None,
     ssim_weight: float = 0.0,
+    mapping_per_layer: bool = False,
     checkpoint_every: int = 200,
     eval_every: int = 250,
     callback: Optional[Callable[[int, int, TrainState], None]] = None,
@@ -138,7 +140,7 @@ def train(
     dev = resolve_device(device)
     torch.manual_seed(seed)
     G = StyleGAN2Generator(**synthfaces_generator_config(resolution=resolution, channels=channels, z_bins=z_bins,
-                                                         mapping_width=mapping_width))
+                                                         mapping_width=mapping_width, mapping_per_layer=mapping_per_layer))
     if init_from is not None:
         # Fine-tune a saved generator (same config): its W space stays close, so encoders trained on it transfer.
         source = StyleGAN2Generator.from_pretrained(init_from)
@@ -154,9 +156,11 @@ def train(
         if source.mapping_module.hidden_dim < width:
             # Same images at the start; the new units learn from there (see with_wider_mapping).
             source = source.with_wider_mapping(width, seed=seed)
+        if source.config.get("mapping_per_layer", False) and not mapping_per_layer:
+            raise ValueError(f"--init-from {init_from}: that generator has per-layer mapping outputs; pass --mapping-per-layer")
         missing, unexpected = G.load_state_dict(source.state_dict(), strict=False)
-        # A generator without bin inputs starts this one exactly: its bin weights stay zero (a no-op).
-        if unexpected or set(missing) - {"mapping.fc0_bins"}:
+        # A generator without bin inputs or per-layer maps starts this one exactly: those stay zero (a no-op).
+        if unexpected or set(missing) - {"mapping.fc0_bins", "mapping.layer_maps", "mapping.layer_biases"}:
             raise ValueError(f"--init-from {init_from}: missing keys {missing}, unexpected keys {unexpected}")
     if train_parts not in TRAIN_PARTS:
         raise ValueError(f"--train {train_parts!r}: choose one of {', '.join(TRAIN_PARTS)}")
@@ -174,6 +178,9 @@ def train(
         if theirs != G.config.mapping_hidden_dim:
             raise ValueError(f"--resume: {ckpt_path} has a mapping {theirs or G.config.w_dim} wide; "
                              f"resume it with --mapping-width {theirs or G.config.w_dim}")
+        if ckpt["config"].get("mapping_per_layer", False) != mapping_per_layer:
+            flag = "with" if ckpt["config"].get("mapping_per_layer", False) else "without"
+            raise ValueError(f"--resume: {ckpt_path} was trained {flag} per-layer mapping outputs; resume it {flag} --mapping-per-layer")
         if ckpt.get("train_parts", "all") != train_parts:
             raise ValueError(f"--resume: {ckpt_path} trained --train {ckpt.get('train_parts', 'all')}; resume it with that")
         G.load_state_dict(ckpt["G"])
@@ -311,6 +318,9 @@ def main(argv: list[str] | None = None) -> None:
                              "is widened first, drawing the same images (StyleGAN2Generator.with_wider_mapping)")
     parser.add_argument("--ssim-weight", type=float, default=0.0,
                         help="add this weight times (1 - SSIM) to the pixel loss (default 0: off)")
+    parser.add_argument("--mapping-per-layer", action="store_true",
+                        help="give each synthesis layer its own linear map of w (a W+ mapping; zero at start, so "
+                             "--init-from a generator without it starts from its very images)")
     parser.add_argument("--export", type=Path, default=None, help="save the EMA generator here (save_pretrained, fp16)")
     args = parser.parse_args(argv)
     if not args.ssim_weight >= 0:
@@ -320,7 +330,8 @@ def main(argv: list[str] | None = None) -> None:
     G_ema = train(out=args.out, steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, seed=args.seed,
                   resume=args.resume, channels=args.channels, z_bins=args.z_bins, init_from=args.init_from,
                   train_parts=args.train_parts, device=args.device,
-                  part_weights=args.part_weights, mapping_width=args.mapping_width, ssim_weight=args.ssim_weight)
+                  part_weights=args.part_weights, mapping_width=args.mapping_width, ssim_weight=args.ssim_weight,
+                  mapping_per_layer=args.mapping_per_layer)
     if args.export is not None:
         G_ema.save_pretrained(args.export, dtype=torch.float16)
         print(f"exported EMA generator to {args.export}")
