@@ -195,7 +195,8 @@ seeds, offline, on a 2-core CPU, except two fine-tunes of the generator (18 minu
 ## Generator
 
 `generator/`: `StyleGAN2Generator`, 64 px, channels 64/64/64/32/16, w_dim 128, 4 mapping layers of 512 hidden units
-with lr multiplier 1 and a linear map of w per synthesis layer (`mapping_per_layer`), z = the Gaussianised renderer parameters (24 attributes; not normalised). The renderer draws eye
+with lr multiplier 1 and a linear map of w per synthesis layer (`mapping_per_layer`), z = the Gaussianised renderer
+parameters (24 attributes; not normalised). The renderer draws eye
 colour, hair style, hair colour and the glasses (on / shape / frame) by bins of one z coordinate each, so the mapping
 also gets each of those coordinates' bin as a one-hot input (`z_bins` in its config; the edges come from
 `categorical_z_edges()`): without it a smooth mapping glides from brown to green eyes and never draws the blue bin

@@ -80,50 +80,35 @@ def test_generator_prefetch_and_fine_tuning(tmp_path):
         gen_train.train(out=tmp_path / "g", init_from=tmp_path / "saved", resume=True, **{**kwargs, "steps": 8})
 
 
-def test_generator_fine_tuning_widens_the_mapping(tmp_path):
-    """--mapping-width with --init-from: the run starts from the saved generator's exact images (the first loss is
-    its loss), trains only the mapping (synthesis bit for bit), saves the wider config; resuming it at another
-    width, or narrowing a wider generator, is refused by name."""
+@pytest.mark.parametrize("option, resume_error, reverse_error", [
+    ({"mapping_width": 160}, "resume it with --mapping-width 160", "its mapping is 160 wide; pass --mapping-width 160 or more"),
+    ({"mapping_per_layer": True}, "resume it with --mapping-per-layer", "per-layer mapping outputs; pass --mapping-per-layer"),
+], ids=["wider", "per-layer"])
+def test_generator_fine_tuning_grows_the_mapping(tmp_path, option, resume_error, reverse_error):
+    """--mapping-width / --mapping-per-layer with --init-from a generator without them: the run starts from the saved
+    generator's exact images (the first loss is its loss), trains only the mapping (synthesis bit for bit), saves
+    the grown config; resuming the run without the option, or a plain run from the grown generator, is refused by
+    name."""
     kwargs = dict(steps=2, minutes=10, batch=2, resolution=16, progress=False, channels=(16, 16, 8))
     saved = gen_train.train(out=tmp_path / "a", **kwargs)
     saved.save_pretrained(tmp_path / "saved")
     expected = _loss_on_first_batch(saved)
     first = []
-    wide = gen_train.train(out=tmp_path / "w", init_from=tmp_path / "saved", train_parts="mapping", mapping_width=160,
-                           callback=lambda step, total, state: first.append(state.loss), **kwargs)
+    grown = gen_train.train(out=tmp_path / "g", init_from=tmp_path / "saved", train_parts="mapping",
+                            callback=lambda step, total, state: first.append(state.loss), **option, **kwargs)
     assert first[0] == pytest.approx(expected, rel=1e-5)
-    assert wide.config.mapping_hidden_dim == 160 and wide.mapping_module.fc1.weight.shape == (160, 160)
-    before, after = saved.state_dict(), wide.state_dict()
+    if "mapping_width" in option:
+        assert grown.config.mapping_hidden_dim == 160 and grown.mapping_module.fc1.weight.shape == (160, 160)
+    else:  # the maps start at zero and train
+        assert grown.config.mapping_per_layer and grown.mapping_module.layer_maps.abs().max() > 0
+    before, after = saved.state_dict(), grown.state_dict()
     assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("synthesis."))
-    with pytest.raises(ValueError, match="resume it with --mapping-width 160"):
-        gen_train.train(out=tmp_path / "w", init_from=tmp_path / "saved", train_parts="mapping", resume=True,
+    with pytest.raises(ValueError, match=resume_error):
+        gen_train.train(out=tmp_path / "g", init_from=tmp_path / "saved", train_parts="mapping", resume=True,
                         **{**kwargs, "steps": 4})
-    wide.save_pretrained(tmp_path / "wide")
-    with pytest.raises(ValueError, match="its mapping is 160 wide; pass --mapping-width 160 or more"):
-        gen_train.train(out=tmp_path / "n", init_from=tmp_path / "wide", **kwargs)
-
-
-def test_generator_fine_tuning_adds_per_layer_maps(tmp_path):
-    """--mapping-per-layer with --init-from a generator without maps: the first loss is the saved generator's (the
-    maps start at zero), the maps train, the synthesis stays bit for bit; resuming without the flag, or starting a
-    plain run from a per-layer generator, is refused by name."""
-    kwargs = dict(steps=2, minutes=10, batch=2, resolution=16, progress=False, channels=(16, 16, 8))
-    saved = gen_train.train(out=tmp_path / "a", **kwargs)
-    saved.save_pretrained(tmp_path / "saved")
-    expected = _loss_on_first_batch(saved)
-    first = []
-    tuned = gen_train.train(out=tmp_path / "p", init_from=tmp_path / "saved", train_parts="mapping", mapping_per_layer=True,
-                            callback=lambda step, total, state: first.append(state.loss), **{**kwargs, "steps": 3})
-    assert first[0] == pytest.approx(expected, rel=1e-5)
-    assert tuned.config.mapping_per_layer and tuned.mapping_module.layer_maps.abs().max() > 0
-    before, after = saved.state_dict(), tuned.state_dict()
-    assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("synthesis."))
-    with pytest.raises(ValueError, match="resume it with --mapping-per-layer"):
-        gen_train.train(out=tmp_path / "p", init_from=tmp_path / "saved", train_parts="mapping", resume=True,
-                        **{**kwargs, "steps": 4})
-    tuned.save_pretrained(tmp_path / "tuned")
-    with pytest.raises(ValueError, match="per-layer mapping outputs; pass --mapping-per-layer"):
-        gen_train.train(out=tmp_path / "n", init_from=tmp_path / "tuned", **kwargs)
+    grown.save_pretrained(tmp_path / "grown")
+    with pytest.raises(ValueError, match=reverse_error):
+        gen_train.train(out=tmp_path / "n", init_from=tmp_path / "grown", **kwargs)
 
 
 def test_generator_part_weights(capsys):
