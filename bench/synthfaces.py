@@ -6,6 +6,7 @@ Renderer throughput has its own script: bench/synthfaces_renderer.py.
     python bench/synthfaces.py [--model hub/refinestyle-synthfaces] [--n 1000] [--json out.json]
     python bench/synthfaces.py --compare-generators runs/a runs/b   # experiments beside the shipped generator
     python bench/synthfaces.py --w-ceiling     # what the frozen synthesis draws from one optimised w per face
+    python bench/synthfaces.py --held-out-seeds 12345 1 2 3   # the card's generator metrics on other draws of z
 """
 
 from __future__ import annotations
@@ -171,6 +172,22 @@ def w_ceiling(model, *, n: int = 64, steps: int = 400, seed: int = 12345, part_w
     return rows
 
 
+def held_out_seeds(model_path: str, *, seeds: list[int], n: int, json_path: str | None) -> dict:
+    from refinestyle import StyleGAN2Generator
+
+    G = StyleGAN2Generator.from_pretrained(Path(model_path) / "generator").eval()
+    classifier = cached_attribute_classifier(ROOT / "bench" / "assets", steps=600)
+    rows = {seed: asdict(evaluate_generator(G, classifier, n=n, seed=seed)) for seed in seeds}
+    print(f"\n## The generator on {n} held-out z per seed\n")
+    print("| seed | PSNR | SSIM | eyes PSNR | mouth PSNR | glasses | smile | eye colour |\n|---|---|---|---|---|---|---|---|")
+    for seed, g in rows.items():
+        print(f"| {seed} | {g['psnr']:.2f} | {g['ssim']:.4f} | {g['psnr_eyes']:.2f} | {g['psnr_mouth']:.2f} | "
+              f"{g['agree_glasses']:.3f} | {g['agree_smile']:.3f} | {g['agree_eye_color']:.3f} |")
+    if json_path:
+        Path(json_path).write_text(json.dumps(rows, indent=2))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "hub" / "refinestyle-synthfaces"))
@@ -182,7 +199,13 @@ def main() -> None:
                         help="only the eye-colour sweep: the renderer's and the generator's iris along that axis of z")
     parser.add_argument("--w-ceiling", action="store_true",
                         help="only the ceiling of the frozen synthesis: one optimised w (and W+) per face against G(z)")
+    parser.add_argument("--held-out-seeds", type=int, nargs="+", default=None,
+                        help="only the generator metrics on --n z from each of these seeds (the card uses 12345), to see "
+                             "how much the card's numbers depend on its draw")
     args = parser.parse_args()
+    if args.held_out_seeds:
+        held_out_seeds(args.model, seeds=args.held_out_seeds, n=args.n, json_path=args.json)
+        return
     if args.eye_colour_sweep:
         eye_colour_sweep(RefineStyleModel.from_pretrained(args.model))
         return
