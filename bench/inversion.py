@@ -120,7 +120,9 @@ def main() -> None:
             cells = [f"{statistics.median(r[m]):.4f}" if m == "mse" else f"{statistics.median(r[m]):.3f}" if m != "psnr"
                      else f"{statistics.median(r[m]):.2f}" for m in metrics]
             print(f"| {label} | {r['n']} | " + " | ".join(cells) + f" | {r['ms']:.1f} |", flush=True)
-    (OUT / "inversion.json").write_text(json.dumps({s: {k: {m: (statistics.median(v) if isinstance(v, list) else v)
+    # The model card reads inversion.json: a subset of the sets goes to its own file instead of replacing it.
+    json_name = "inversion.json" if args.sets is None else "inversion-subset.json"
+    (OUT / json_name).write_text(json.dumps({s: {k: {m: (statistics.median(v) if isinstance(v, list) else v)
                                                             for m, v in r.items()} for k, r in rows.items()}
                                                     for s, rows in results.items()}, indent=2))
 
