@@ -173,6 +173,7 @@ def w_ceiling(model, *, n: int = 64, steps: int = 400, seed: int = 12345, part_w
 
 
 def held_out_seeds(model_path: str, *, seeds: list[int], n: int, json_path: str | None) -> dict:
+    """The card's generator metrics (``evaluate_generator``) on ``n`` z from each seed: how much they owe to one draw."""
     from refinestyle import StyleGAN2Generator
 
     G = StyleGAN2Generator.from_pretrained(Path(model_path) / "generator").eval()
