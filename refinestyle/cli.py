@@ -171,6 +171,7 @@ def save_domain_preview(model, domain, path: str | Path, *, seed: int) -> None:
     save_grid(torch.cat(rows), path, columns=8)
 
 
+@torch.no_grad()
 def domain_metrics(model, domain, *, target: str | None, seed: int = 1234, n: int = 16) -> dict:
     """CLIP similarity to the target prompt before/after applying ``domain`` on fixed seeds (reproducible)."""
     if model.clip is None or not target:
