@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "rank warm-up's truncation (the earlier recipe); constant")
     ad.add_argument("--batch", type=int, default=8)
     ad.add_argument("--seed", type=int, default=0)
-    ad.add_argument("--num-tokens", type=int, default=1, help="K, tokens per convolution (default 1: about 2%% of the generator)")
+    ad.add_argument("--num-tokens", type=int, default=1, help="K, tokens per convolution (default 1: a domain of a few KB, about 2%% of the SynthFaces synthesis)")
     ad.add_argument("--torgb-tokens", type=int, default=None,
                     help="K of the toRGB layers (default: max(K, 3)); 3 lets a K = 1 domain re-colour freely")
     ad.add_argument("--warmup-tokens", type=int, default=None,

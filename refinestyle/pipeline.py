@@ -352,7 +352,7 @@ class RefineStyleModel:
         the generator's K), ``torgb_tokens`` 3 on the toRGB layers (None: max(K, 3)), and a rank warm-up
         (``warmup_tokens`` None: 8 tokens on every layer for ``warmup_steps`` None: 40% of the steps, then each
         layer's residual truncated by SVD to its final K; ``warmup_steps=0``: none), with a global CLIP term of
-        weight 0.5: quick to find the style, about 2% of the generator to store. ``lr_schedule="cosine"`` decays
+        weight 0.5: quick to find the style, a few KB to store (about 2% of the SynthFaces synthesis). ``lr_schedule="cosine"`` decays
         the learning rate once over all the steps (the part after the truncation continues it);
         ``"cosine-restart"`` starts a fresh decay there (the earlier recipe); ``"constant"``.
 
