@@ -9,6 +9,7 @@
 #
 #     TAG=s11 SEED=11 bash hub/cascade.sh             # run folders runs/$TAG-*, encoder batches from --seed $SEED
 #     TAG=s11 SEED=11 DRY_RUN=1 bash hub/cascade.sh   # print the commands only
+#     TAG=s11 SEED=11 ADAPTATION_BENCH=0 bash hub/cascade.sh   # stop after the card (the adaptation bench: ~45 min)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TAG=${TAG:?set TAG, the prefix of the run folders of this round, e.g. TAG=s12}
@@ -61,4 +62,6 @@ run runs/$TAG-assemble-encoders.log $PY hub/build_synthfaces.py assemble --parts
 mkdir -p bench/out
 run bench/out/inversion-$TAG.txt $PY bench/inversion.py  # before the card: it reads bench/out/inversion.json
 run runs/$TAG-card.log $PY hub/build_synthfaces.py card --recompute
-run bench/out/adaptation-$TAG.txt $PY bench/adaptation.py --strengths 0.25 0.5 0.75
+if [ "${ADAPTATION_BENCH:-1}" != 0 ]; then
+  run bench/out/adaptation-$TAG.txt $PY bench/adaptation.py --strengths 0.25 0.5 0.75
+fi

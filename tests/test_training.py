@@ -78,6 +78,12 @@ def test_generator_prefetch_and_fine_tuning(tmp_path):
     assert mapped.mapping_module.fc0_bins.abs().sum() > 0
     with pytest.raises(ValueError, match="trained --train mapping; resume it with that"):
         gen_train.train(out=tmp_path / "g", init_from=tmp_path / "saved", resume=True, **{**kwargs, "steps": 8})
+    # --train mapping+b16: the mapping and the top block train, the blocks below stay bit for bit.
+    top = gen_train.train(out=tmp_path / "t", init_from=tmp_path / "saved", train_parts="mapping+b16", **kwargs).state_dict()
+    changed = {k.split(".")[1] for k in before if k.startswith("synthesis.") and not torch.equal(top[k], before[k])}
+    assert changed == {"b16"} and not torch.equal(top["mapping.fc0.weight"], before["mapping.fc0.weight"])
+    with pytest.raises(ValueError, match=r"--train 'mapping\+b64'.*blocks from b4, b8, b16 \(e.g. mapping\+b16\)"):
+        gen_train.train(out=tmp_path / "u", init_from=tmp_path / "saved", train_parts="mapping+b64", **kwargs)
 
 
 @pytest.mark.parametrize("option, resume_error, reverse_error", [
@@ -123,6 +129,9 @@ def test_generator_part_weights(capsys):
     with pytest.raises(SystemExit):
         gen_train.main(["--part-weights", "nose=3"])
     assert "unknown part 'nose'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        gen_train.main(["--train", "mapping+decoder"])
+    assert "give all, mapping, or mapping+<synthesis blocks>, e.g. mapping+b32+b64" in capsys.readouterr().err
 
 
 def test_generator_ssim_term_closed_form(tmp_path, capsys):

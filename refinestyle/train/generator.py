@@ -14,6 +14,7 @@ import argparse
 import copy
 import json
 import math
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -52,6 +53,18 @@ def synthfaces_generator_config(*, resolution: int = 64, channels: Optional[tupl
     return dict(z_dim=len(ATTRIBUTES), w_dim=128, resolution=resolution, channels=channels[:n_res],
                 mapping_layers=4, mapping_lr_multiplier=1.0, num_tokens=8, normalize_z=False, z_bins=bins,
                 mapping_hidden_dim=mapping_width, mapping_per_layer=mapping_per_layer)
+
+
+def train_blocks(train_parts: str, G: StyleGAN2Generator) -> list[str]:
+    """``--train``: ``all``, ``mapping``, or ``mapping+b64[+b32...]`` (the mapping and these synthesis blocks)."""
+    names = [name for name, _ in G.synthesis_module.named_children()]
+    parts = train_parts.split("+")
+    if train_parts in TRAIN_PARTS:
+        return []
+    if parts[0] == "mapping" and len(parts) > 1 and all(p in names for p in parts[1:]):
+        return parts[1:]
+    raise ValueError(f"--train {train_parts!r}: choose all, mapping, or mapping+<blocks> with blocks from {', '.join(names)} "
+                     f"(e.g. mapping+{names[-1]})")
 
 
 def batch_z(step: int, *, batch: int, seed: int, z_dim: int) -> torch.Tensor:
@@ -162,11 +175,13 @@ def train(
         # A generator without bin inputs or per-layer maps starts this one exactly: those stay zero (a no-op).
         if unexpected or set(missing) - {"mapping.fc0_bins", "mapping.layer_maps", "mapping.layer_biases"}:
             raise ValueError(f"--init-from {init_from}: missing keys {missing}, unexpected keys {unexpected}")
-    if train_parts not in TRAIN_PARTS:
-        raise ValueError(f"--train {train_parts!r}: choose one of {', '.join(TRAIN_PARTS)}")
-    if train_parts == "mapping":
+    blocks = train_blocks(train_parts, G)
+    if train_parts != "all":
         # Synthesis frozen: every W+ keeps its image, so encoders and domains made on this synthesis still hold.
+        # Named blocks (mapping+b64) train too: their images change, so encoders and domains must be re-measured.
         G.synthesis_module.requires_grad_(False)
+        for block in blocks:
+            getattr(G.synthesis_module, block).requires_grad_(True)
     G = G.to(dev)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.99))
@@ -292,6 +307,14 @@ def _part_weights_arg(text: str) -> dict[str, float]:
         raise argparse.ArgumentTypeError(str(err).removeprefix("--part-weights: ")) from None
 
 
+def _train_parts_arg(text: str) -> str:
+    # The block names depend on the resolution: their existence is checked by train_blocks.
+    blocks = text.split("+")[1:]
+    if text in TRAIN_PARTS or (text.startswith("mapping+") and all(re.fullmatch(r"b\d+", b) for b in blocks)):
+        return text
+    raise argparse.ArgumentTypeError(f"{text!r}: give all, mapping, or mapping+<synthesis blocks>, e.g. mapping+b32+b64")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/synthfaces-generator"))
@@ -305,9 +328,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--channels", type=_channels_arg, default=None,
                         help="widths per resolution from 4 px, comma-separated (default: 64,64,64,32,16)")
     parser.add_argument("--init-from", type=Path, default=None, help="fine-tune this saved generator folder (same config)")
-    parser.add_argument("--train", dest="train_parts", choices=TRAIN_PARTS, default="all",
-                        help="what to optimise: everything, or the mapping only (with --init-from: the synthesis, and "
-                             "so the encoders and domains made on it, stay exactly as they were)")
+    parser.add_argument("--train", dest="train_parts", type=_train_parts_arg, default="all",
+                        help="what to optimise: everything (all), the mapping only (mapping; with --init-from the "
+                             "synthesis, and so the encoders and domains made on it, stay exactly as they were), or the "
+                             "mapping and the named synthesis blocks (e.g. mapping+b32+b64)")
     parser.add_argument("--no-z-bins", dest="z_bins", action="store_false",
                         help="no one-hot inputs for the categorical attributes (the generator of earlier releases)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
