@@ -172,6 +172,14 @@ def w_ceiling(model, *, n: int = 64, steps: int = 400, seed: int = 12345, part_w
     return rows
 
 
+def print_generator_rows(label: str, rows: dict, *, ssim_digits: int = 3) -> None:
+    """One markdown row per generator result (``asdict(evaluate_generator(...))``), keyed by ``label``'s column."""
+    print(f"| {label} | PSNR | SSIM | eyes PSNR | mouth PSNR | glasses | smile | eye colour |\n|---|---|---|---|---|---|---|---|")
+    for key, g in rows.items():
+        print(f"| {key} | {g['psnr']:.2f} | {g['ssim']:.{ssim_digits}f} | {g['psnr_eyes']:.2f} | {g['psnr_mouth']:.2f} | "
+              f"{g['agree_glasses']:.3f} | {g['agree_smile']:.3f} | {g['agree_eye_color']:.3f} |")
+
+
 def held_out_seeds(model_path: str, *, seeds: list[int], n: int, json_path: str | None) -> dict:
     """The card's generator metrics (``evaluate_generator``) on ``n`` z from each seed: how much they owe to one draw."""
     from refinestyle import StyleGAN2Generator
@@ -180,10 +188,7 @@ def held_out_seeds(model_path: str, *, seeds: list[int], n: int, json_path: str 
     classifier = cached_attribute_classifier(ROOT / "bench" / "assets", steps=600)
     rows = {seed: asdict(evaluate_generator(G, classifier, n=n, seed=seed)) for seed in seeds}
     print(f"\n## The generator on {n} held-out z per seed\n")
-    print("| seed | PSNR | SSIM | eyes PSNR | mouth PSNR | glasses | smile | eye colour |\n|---|---|---|---|---|---|---|---|")
-    for seed, g in rows.items():
-        print(f"| {seed} | {g['psnr']:.2f} | {g['ssim']:.4f} | {g['psnr_eyes']:.2f} | {g['psnr_mouth']:.2f} | "
-              f"{g['agree_glasses']:.3f} | {g['agree_smile']:.3f} | {g['agree_eye_color']:.3f} |")
+    print_generator_rows("seed", rows, ssim_digits=4)
     if json_path:
         Path(json_path).write_text(json.dumps(rows, indent=2))
     return rows
@@ -226,10 +231,7 @@ def main() -> None:
                 rows[path] = asdict(evaluate_generator(StyleGAN2Generator.from_pretrained(path).eval(), classifier, n=args.n))
         out["compared_generators"] = rows
         print(f"\n## Generators side by side ({args.n} held-out z)\n")
-        print("| generator | PSNR | SSIM | eyes PSNR | mouth PSNR | glasses | smile | eye colour |\n|---|---|---|---|---|---|---|---|")
-        for name, g in rows.items():
-            print(f"| {name} | {g['psnr']:.2f} | {g['ssim']:.3f} | {g['psnr_eyes']:.2f} | {g['psnr_mouth']:.2f} | "
-                  f"{g['agree_glasses']:.3f} | {g['agree_smile']:.3f} | {g['agree_eye_color']:.3f} |")
+        print_generator_rows("generator", rows)
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
 

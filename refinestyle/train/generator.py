@@ -57,12 +57,12 @@ def synthfaces_generator_config(*, resolution: int = 64, channels: Optional[tupl
 
 def train_blocks(train_parts: str, G: StyleGAN2Generator) -> list[str]:
     """``--train``: ``all``, ``mapping``, or ``mapping+b64[+b32...]`` (the mapping and these synthesis blocks)."""
-    names = [name for name, _ in G.synthesis_module.named_children()]
-    parts = train_parts.split("+")
     if train_parts in TRAIN_PARTS:
         return []
-    if parts[0] == "mapping" and len(parts) > 1 and all(p in names for p in parts[1:]):
-        return parts[1:]
+    names = [name for name, _ in G.synthesis_module.named_children()]
+    head, *blocks = train_parts.split("+")
+    if head == "mapping" and blocks and all(b in names for b in blocks):
+        return blocks
     raise ValueError(f"--train {train_parts!r}: choose all, mapping, or mapping+<blocks> with blocks from {', '.join(names)} "
                      f"(e.g. mapping+{names[-1]})")
 
