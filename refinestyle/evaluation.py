@@ -203,7 +203,8 @@ def domain_quality(synthesize, G, classifier: AttributeClassifier, style: str, *
     z = torch.randn(n, G.config.z_dim, generator=torch.Generator().manual_seed(seed))
     params = z_to_params(z)
     truth = render(params, style=style, resolution=G.config.resolution)
-    fake = synthesize(G.mapping(z)).clamp(-1, 1)
+    # The generator may sit on a GPU; the renderer's truth and the classifier stay on the CPU.
+    fake = synthesize(G.mapping(z.to(G.mapping_module.w_avg.device))).clamp(-1, 1).float().cpu()
     pred = classifier.predict(fake)
     labels = attribute_labels(params)
     content = torch.stack([(pred[k] == labels[k]).float() for k in ("glasses", "smile", "eye_color")]).mean().item()
