@@ -140,7 +140,7 @@ class App:
 
     # --------------------------------------------------------------------------------------------
     @gpu
-    def adapt(self, source: str, target: str, reference=None, steps: float = 60, lr: float = 0.01, seed: float = 0,
+    def adapt(self, source: str, target: str, reference=None, steps: float = 60, lr: float = 0, seed: float = 0,
               name: str = "", session: dict | None = None, progress=gr.Progress()):
         """Optimise a new domain; yields previews while it runs. Final output adds the domain to this session."""
         import pandas as pd
@@ -148,7 +148,11 @@ class App:
         session = dict(session or {})
         try:
             steps = int(_number(steps, "steps", 1, 1000))
-            lr = _number(lr, "learning rate", 1e-4, 0.5)
+            # 0 (or empty): model.adapt's automatic rate for these steps (0.01 for the default 60)
+            lr = _number(lr, "learning rate", 0, 0.5) if lr not in (None, "") else 0.0
+            if 0 < lr < 1e-4:
+                raise ValueError(f"learning rate must be 0 (automatic) or between 0.0001 and 0.5, got {lr}")
+            lr = lr or None
             seed = int(_number(seed, "seed", 0, 2**31 - 1))
             name = (name or "").strip() or f"custom-{len(session) + 1}"
             if not re.fullmatch(r"[\w-]{1,40}", name) or name in self.model.domains:
@@ -315,7 +319,7 @@ def build_demo(model: RefineStyleModel, *, invert_steps: int = 150) -> gr.Blocks
                     ref = UploadImage(type="filepath", label="or a reference image (replaces the target prompt)", height=160)
                     with gr.Row():
                         steps_ad = gr.Slider(5, 300, value=60, step=5, label="steps")
-                        lr_ad = gr.Number(0.01, label="learning rate")
+                        lr_ad = gr.Number(0, label="learning rate (0: automatic, by the steps)")
                         seed_ad = gr.Number(0, label="seed", precision=0)
                     name_ad = gr.Textbox("", label="domain name (optional)")
                     with gr.Row():

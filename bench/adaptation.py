@@ -180,7 +180,8 @@ def main() -> None:
     parser.add_argument("--warmup-fraction", type=float, default=AUTO_WARMUP_FRACTION,
                         help="rank warm-up: share of the steps before the truncation (rounded down, as model.adapt)")
     parser.add_argument("--global-weight", type=float, default=0.5, help="global CLIP term of every method (as shipped)")
-    parser.add_argument("--lr-tokens", type=float, default=0.01, help="RefineStyle tokens (our default)")
+    parser.add_argument("--lr-tokens", type=float, default=None,
+                        help="RefineStyle tokens (default: model.adapt's, by the steps; earlier releases' tables ran at 0.01)")
     parser.add_argument("--lr-finetune", type=float, default=0.002, help="full fine-tuning (StyleGAN-NADA's default)")
     parser.add_argument("--lr-channel-scale", type=float, default=0.02, help="per-channel kernel scales")
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine",
@@ -196,7 +197,12 @@ def main() -> None:
     if args.threads < 1:
         parser.error(f"--threads {args.threads}: give 1 or more")
     torch.set_num_threads(args.threads)
-    lrs = {"refinestyle": args.lr_tokens, "finetune": args.lr_finetune, "channel_scale": args.lr_channel_scale}
+    try:
+        token_config = AdaptConfig(steps=args.steps, lr=args.lr_tokens)
+        token_config.validate()
+    except ValueError as e:
+        parser.error(f"--steps / --lr-tokens: {e}")
+    lrs = {"refinestyle": token_config.learning_rate(), "finetune": args.lr_finetune, "channel_scale": args.lr_channel_scale}
     model = RefineStyleModel.from_pretrained(args.model)
     G = model.generator
     clips = model.clips  # the directional loss is averaged over them, as in model.adapt

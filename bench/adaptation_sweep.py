@@ -60,8 +60,13 @@ def parse_recipe(text: str) -> tuple[str, dict]:
             overrides[key] = value.lower() in ("1", "true", "yes")
         elif isinstance(default, int) or (default is None and value.lstrip("-").isdigit()):
             overrides[key] = int(value)
-        elif isinstance(default, float):
-            overrides[key] = float(value)
+        elif isinstance(default, float) or default is None:  # None-defaulted fields are counts or rates
+            try:
+                overrides[key] = float(value)
+            except ValueError:
+                if isinstance(default, float):
+                    raise ValueError(f"recipe {name!r}: {key}={value!r} is not a number") from None
+                overrides[key] = value
         else:
             overrides[key] = value
     AdaptConfig(**overrides).validate()  # a bad value fails here, before any run

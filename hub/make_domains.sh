@@ -5,8 +5,9 @@
 # re-colour freely for 0.5% of the generator): the file stays under 2% of the generator. The first 40% of the steps
 # optimise 8 tokens on every layer (quick to find the style), then each layer is truncated (SVD) to its final K and
 # optimised further, the learning rate decaying once over all the steps (the default --lr-schedule cosine); a global
-# CLIP term (weight 0.5) keeps the images in the target class. With this recipe a 150-step (60 s) sketch run
-# reaches the style class for two seeds of three; K = 1 alone does not (bench/adaptation.py, README).
+# CLIP term (weight 0.5) keeps the images in the target class; the peak learning rate follows the steps (no --lr:
+# 0.75 / steps within [0.005, 0.01]). With this recipe a 150-step (60 s) sketch run reaches the style class for
+# every seed measured; K = 1 alone does not (bench/adaptation.py, bench/adaptation_sweep.py, README).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=.venv/bin/refinestyle

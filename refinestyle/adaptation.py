@@ -53,6 +53,13 @@ LR_SCHEDULES = ("constant", "cosine", "cosine-restart")
 MIN_TORGB_TOKENS = 3
 AUTO_WARMUP_TOKENS = 8
 AUTO_WARMUP_FRACTION = 0.4
+# The automatic learning rate (lr=None): AUTO_LR_TRAVEL / steps within [AUTO_LR_MIN, AUTO_LR_MAX]. Each Adam step on
+# the unit-norm gradient moves a token by about the learning rate, so steps × lr is how far a run can travel: a
+# 60-step run needs 0.01 to reach the style (sketch at 0.005: style 0.00), a 150-step run reaches it at 0.005 and
+# at 0.01 overshoots into seed-dependent drift (sketch style ≥ 0.9 for 12 of 12 seeds at 0.005, 8 of 12 at 0.01;
+# bench/adaptation_sweep.py, README).
+AUTO_LR_TRAVEL = 0.75
+AUTO_LR_MIN, AUTO_LR_MAX = 0.005, 0.01
 # Strength suggestion: held-out faces of a seed that no training batch or benchmark uses, the strength grid, and
 # how close to the best directional similarity is close enough.
 SUGGEST_SEED = 777
@@ -74,11 +81,14 @@ class AdaptConfig:
         (1, 3, 8, 80)
         >>> AdaptConfig(num_tokens=None).token_plan(8)  # the generator's K everywhere: no warm-up needed
         (8, 8, None, 0)
+        >>> AdaptConfig(steps=60).learning_rate(), AdaptConfig(steps=150).learning_rate()  # lr=None: by the steps
+        (0.01, 0.005)
         ```
     """
 
     steps: int = 300
-    lr: float = 0.01
+    # None: automatic, by the number of steps (learning_rate(): 0.01 up to 75 steps, 0.005 from 150).
+    lr: Optional[float] = None
     lr_schedule: str = "cosine"
     batch: int = 8
     seed: int = 0
@@ -113,8 +123,9 @@ class AdaptConfig:
             raise ValueError(f"steps must be an integer from 1 to {MAX_STEPS}, got {self.steps!r}")
         if not isinstance(self.batch, int) or not 1 <= self.batch <= 64:
             raise ValueError(f"batch must be an integer from 1 to 64, got {self.batch!r}")
-        if not isinstance(self.lr, (int, float)) or not (0 < self.lr <= 1) or not math.isfinite(self.lr):
-            raise ValueError(f"lr must be in (0, 1], got {self.lr!r}")
+        if self.lr is not None and (not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool)
+                                    or not math.isfinite(self.lr) or not 0 < self.lr <= 1):
+            raise ValueError(f"lr must be None (automatic, by the number of steps) or a number in (0, 1], got {self.lr!r}")
         if not isinstance(self.augment_views, int) or not 0 <= self.augment_views <= 16:
             raise ValueError(f"augment_views must be an integer from 0 to 16, got {self.augment_views!r}")
         for name in ("num_tokens", "torgb_tokens", "warmup_tokens"):
@@ -135,6 +146,12 @@ class AdaptConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise ValueError(f"{name} must be a finite non-negative number, got {v!r}")
+
+    def learning_rate(self) -> float:
+        """The peak learning rate: ``lr``, or for ``lr=None`` ``0.75 / steps`` clamped to [0.005, 0.01]."""
+        if self.lr is not None:
+            return float(self.lr)
+        return min(AUTO_LR_MAX, max(AUTO_LR_MIN, AUTO_LR_TRAVEL / self.steps))
 
     def token_plan(self, generator_tokens: int) -> tuple[int, int, Optional[int], int]:
         """The concrete ``(num_tokens, torgb_tokens, warmup_tokens, warmup_steps)`` for a generator whose default K
@@ -315,7 +332,7 @@ def optimise(
     """
     steps = range(config.steps) if steps is None else steps
     directions = text_directions(clips, source, target, target_images)
-    opt = torch.optim.Adam(params, lr=config.lr, betas=(0.9, 0.99))
+    opt = torch.optim.Adam(params, lr=config.learning_rate(), betas=(0.9, 0.99))
     # Cosine decay settles the tokens at the end instead of letting them wander along the flat directional loss.
     # "cosine": one decay over the whole run, which the part after the rank warm-up's truncation continues (a fresh
     # full learning rate there knocked some sketch runs out of the style: seed 2 style 0.75 → 0.83, README).

@@ -232,7 +232,8 @@ def cmd_adapt(args: argparse.Namespace) -> int:
            f"(truncated SVD).\n\n" if args.store_rank is not None else "")
         + f"- tokens per layer: {_describe_tokens(dom)}; layers: {len(dom.config.layers)}; parameters: {dom.num_parameters():,}; "
         f"file: {size_kb:.1f} KB\n- CLIP guides (directional loss averaged over them): "
-        f"{', '.join(c.name for c in model.clips)}\n- steps: {len(hist.states)}; final loss {hist.states[-1]['loss']:.4f} "
+        f"{', '.join(c.name for c in model.clips)}\n- steps: {len(hist.states)}; peak learning rate {hist.states[0]['lr']:g} "
+        f"({args.lr_schedule}{'' if args.lr is not None else ', automatic for these steps'}); final loss {hist.states[-1]['loss']:.4f} "
         f"(directional {hist.states[-1]['direction_loss']:.4f}); {hist.states[-1]['seconds']:.1f} s\n"
         + (f"- stopped early: {hist.stopped_early}\n" if hist.stopped_early else "")
         + (f"- suggested strength: {suggested:g} (`strength=\"suggested\"`): the smallest at which the CLIPs see the "
@@ -269,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--target", default=None, help="target prompt, e.g. 'a pencil sketch of a face'")
     ad.add_argument("--target-image", action="append", default=[], help="reference image(s) instead of a target prompt")
     ad.add_argument("--steps", type=int, default=300)
-    ad.add_argument("--lr", type=float, default=0.01)
+    ad.add_argument("--lr", type=float, default=None,
+                    help="peak learning rate (default: by the steps, 0.75 / steps within [0.005, 0.01])")
     ad.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine",
                     help="cosine: one decay to 0 over all the steps (default); cosine-restart: a fresh decay after the "
                          "rank warm-up's truncation (the earlier recipe); constant")

@@ -328,7 +328,7 @@ class RefineStyleModel:
         *,
         target_images=None,
         steps: int = 300,
-        lr: float = 0.01,
+        lr: Optional[float] = None,
         lr_schedule: str = "cosine",
         batch: int = 8,
         seed: int = 0,
@@ -352,7 +352,9 @@ class RefineStyleModel:
         the generator's K), ``torgb_tokens`` 3 on the toRGB layers (None: max(K, 3)), and a rank warm-up
         (``warmup_tokens`` None: 8 tokens on every layer for ``warmup_steps`` None: 40% of the steps, then each
         layer's residual truncated by SVD to its final K; ``warmup_steps=0``: none), with a global CLIP term of
-        weight 0.5: quick to find the style, a few KB to store (about 2% of the SynthFaces synthesis). ``lr_schedule="cosine"`` decays
+        weight 0.5: quick to find the style, a few KB to store (about 2% of the SynthFaces synthesis). ``lr`` None picks
+        the peak learning rate from the steps (``0.75 / steps`` within [0.005, 0.01]: 0.01 for the app's 60 steps, 0.005
+        from 150, where 0.01 overshoots into seed-dependent drift). ``lr_schedule="cosine"`` decays
         the learning rate once over all the steps (the part after the truncation continues it);
         ``"cosine-restart"`` starts a fresh decay there (the earlier recipe); ``"constant"``.
 

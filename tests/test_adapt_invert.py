@@ -125,6 +125,17 @@ def test_default_token_plan_is_the_shipped_recipe():
         assert params[name].default == getattr(AdaptConfig(), name), name
 
 
+def test_automatic_learning_rate_follows_the_steps(tiny_model):
+    """lr=None: 0.75 / steps within [0.005, 0.01] (closed form); a given lr wins; the run starts at it."""
+    for steps in (1, 10, 60, 75, 90, 100, 120, 150, 200, 300, 5000):
+        assert AdaptConfig(steps=steps).learning_rate() == pytest.approx(min(0.01, max(0.005, 0.75 / steps)), rel=1e-12)
+    assert AdaptConfig(steps=100).learning_rate() == pytest.approx(0.0075)
+    assert AdaptConfig(steps=300, lr=0.02).learning_rate() == 0.02
+    dom = tiny_model.adapt("a photo of a face", "a sketch of a face", steps=100, batch=1, seed=0, warmup_steps=0,
+                           augment_views=0, suggest_strength=False, callback=lambda step, total, state: None)
+    assert dom.history.states[0]["lr"] == pytest.approx(0.0075, rel=1e-12)
+
+
 def test_gradient_is_normalised_so_the_zero_start_does_not_freeze_adam(tiny_model):
     """At the zero-residual start the directional loss gradient is ~1/|Δ| = huge; unnormalised, Adam's memory of it
     would freeze every later step and move each token entry by the same amount (the sign of step 1)."""
@@ -193,7 +204,8 @@ def test_nan_during_a_rank_warm_up_keeps_a_small_finite_domain(tiny_model, monke
     (dict(target="x" * 1000), "keep prompts under"),
     (dict(target="a sketch", steps=0), "steps must be an integer from 1"),
     (dict(target="a sketch", steps=10**6), "steps must be an integer from 1"),
-    (dict(target="a sketch", lr=float("nan")), "lr must be in"),
+    (dict(target="a sketch", lr=float("nan")), "lr must be None .automatic, by the number of steps. or a number in"),
+    (dict(target="a sketch", lr=0), "lr must be None .automatic"),
     (dict(target="a sketch", layers="some"), "layers must be one of"),
     (dict(target="a sketch", torgb_tokens=0), "torgb_tokens must be an integer from 1 to 256"),
     (dict(target="a sketch", num_tokens=2.5), "num_tokens must be an integer from 1 to 256"),

@@ -76,7 +76,7 @@ def test_invert_endpoint_with_domain(served):
 
 def test_adapt_endpoint_then_use_domain_in_same_session(served):
     client, _ = served
-    job = client.submit("a photo of a face", "a sketch of a face", None, 5, 0.02, 0, "mine", api_name="/adapt")
+    job = client.submit("a photo of a face", "a sketch of a face", None, 5, 0, 0, "mine", api_name="/adapt")  # lr 0: automatic
     outputs = job.result()
     preview, _, status = outputs[0], outputs[1], outputs[2]
     assert "domain **mine** ready" in status
@@ -113,6 +113,8 @@ def test_bad_uploads_are_explained(served):
             client.predict(handle_file(_file(d, name, data)), "(none)", 1.0, 10, api_name="/invert")
     with pytest.raises(Exception, match="type a target prompt"):
         client.predict("a photo of a face", "", None, 5, 0.02, 0, "", api_name="/adapt")
+    with pytest.raises(Exception, match=r"learning rate must be 0 \(automatic\) or between 0.0001 and 0.5"):
+        client.predict("a photo of a face", "a sketch", None, 5, 0.00001, 0, "", api_name="/adapt")
     good = _file(d, "ok.png", _png(Image.new("RGBA", (32, 32), (0, 0, 255, 128))))
     assert "PSNR" in client.predict(handle_file(good), "(none)", 1.0, 10, api_name="/invert")[4]
 

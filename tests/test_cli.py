@@ -47,6 +47,8 @@ def test_adapt_command_writes_a_domain_with_card_and_metrics(tmp_path, capsys):
     assert main(["adapt", "--model", str(tmp_path / "m"), "--target", "a sketch of a face", "--steps", "4", "--batch", "2",
                  "--out", str(out), "--quiet"]) == 0
     assert (out / "preview.png").exists() and "a sketch of a face" in (out / "README.md").read_text()
+    # No --lr: the automatic rate for 4 steps (0.75 / 4 capped at 0.01), said so on the card.
+    assert "peak learning rate 0.01 (cosine, automatic for these steps)" in (out / "README.md").read_text()
     # The card's usage snippet runs as written (our own generated card, in a test).
     snippet = (out / "README.md").read_text().split("```python\n")[1].split("```")[0]
     scope = {}
