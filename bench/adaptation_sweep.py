@@ -10,7 +10,7 @@ step), with medians and the spread of the style accuracy at every checkpoint.
     python bench/adaptation_sweep.py --style sketch --steps 150 --seeds 0 1 2 3 4 5 6 7 \\
         --recipe base: --recipe gw1:global_weight=1.0 --recipe lr5e-3:lr=0.005 [--device cuda] [--minutes 6]
 
-A recipe is ``name:field=value,field=value`` over AdaptConfig's fields (``name:`` alone is the shipped recipe).
+A recipe is ``name:field=value,field=value`` over AdaptConfig's fields (``name:`` alone is model.adapt's defaults).
 On a GPU the runs are not bit-identical to the CPU's (rounding differs and a 150-step run is chaotic in its seed),
 so read a GPU sweep as the distribution over seeds, and confirm a chosen recipe on the CPU.
 """
@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--style", default="sketch", choices=[s for s in STYLES if s != "photo"])
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(8)))
-    parser.add_argument("--recipe", action="append", default=[], help="name:field=value,... (repeat; default: the shipped one)")
+    parser.add_argument("--recipe", action="append", default=[], help="name:field=value,... (repeat; default: model.adapt's defaults)")
     parser.add_argument("--eval-steps", type=int, nargs="*", default=[50, 100], help="checkpoints besides the last step")
     parser.add_argument("--style-target", type=float, default=0.90)
     parser.add_argument("--psnr-floor", type=float, default=11.58,
@@ -120,7 +120,7 @@ def main() -> None:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         parser.error(f"--device {args.device}: no CUDA device here; use --device cpu")
     try:
-        recipes = [parse_recipe(r) for r in (args.recipe or ["shipped:"])]
+        recipes = [parse_recipe(r) for r in (args.recipe or ["defaults:"])]
     except (ValueError, TypeError) as e:
         parser.error(str(e))
     if len({name for name, _ in recipes}) < len(recipes):
@@ -188,7 +188,7 @@ def print_table(results: dict[str, list[dict]], recipes: dict[str, dict], *, sty
         for s in checkpoints:
             acc = [q["style_acc"] for r in runs for q in r["curve"] if q["step"] == s]
             cells.append(f"{statistics.median(acc):.2f} ({min(acc):.2f}-{max(acc):.2f})" if acc else "-")
-        print(f"| {name} | {', '.join(f'{k}={v}' for k, v in overrides.items()) or '(shipped)'} | {len(runs)} | "
+        print(f"| {name} | {', '.join(f'{k}={v}' for k, v in overrides.items()) or '(defaults)'} | {len(runs)} | "
               f"{met} of {len(runs)} | {statistics.median(r['final']['psnr'] for r in runs):.2f} | " + " | ".join(cells)
               + f" | {statistics.median(r['wall_s'] for r in runs):.1f} |")
 

@@ -18,7 +18,7 @@ def _load(name: str):
 
 def test_sweep_recipes_are_typed_by_adaptconfig_and_bad_ones_named():
     sweep = _load("adaptation_sweep")
-    assert sweep.parse_recipe("shipped:") == ("shipped", {})
+    assert sweep.parse_recipe("defaults:") == ("defaults", {})
     name, overrides = sweep.parse_recipe("mix:lr=0.005,global_weight=1,augment_views=8,warmup_steps=None,lr_schedule=constant")
     assert name == "mix" and overrides == {"lr": 0.005, "global_weight": 1.0, "augment_views": 8, "warmup_steps": None,
                                            "lr_schedule": "constant"}
@@ -47,7 +47,7 @@ def test_sweep_merge_joins_disjoint_seeds_and_refuses_mixed_settings(tmp_path, c
     results, recipes = sweep.merge([write("w0.json", [0, 2]), write("w1.json", [1, 3])])
     assert sorted(r["seed"] for r in results["a"]) == [0, 1, 2, 3] and recipes == {"a": {}}
     sweep.print_table(results, recipes, style_target=0.9, psnr_floor=11.58)
-    assert "| a | (shipped) | 4 | 2 of 4 | 13.00 | 0.72 (0.50-0.95) | 1.0 |" in capsys.readouterr().out
+    assert "| a | (defaults) | 4 | 2 of 4 | 13.00 | 0.72 (0.50-0.95) | 1.0 |" in capsys.readouterr().out
     with pytest.raises(ValueError, match="repeats seeds"):
         sweep.merge([tmp_path / "w0.json", write("w2.json", [2])])
     with pytest.raises(ValueError, match="differ from the first file"):
