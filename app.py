@@ -149,7 +149,7 @@ class App:
         try:
             steps = int(_number(steps, "steps", 1, 1000))
             # 0 (or empty): model.adapt's automatic rate for these steps (0.01 for the default 60)
-            lr = _number(lr, "learning rate", 0, 0.5) if lr not in (None, "") else 0.0
+            lr = _number(lr or 0, "learning rate", 0, 0.5)
             if 0 < lr < 1e-4:
                 raise ValueError(f"learning rate must be 0 (automatic) or between 0.0001 and 0.5, got {lr}")
             lr = lr or None

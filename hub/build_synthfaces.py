@@ -47,7 +47,7 @@ ENCODER_RUNS = {"one-stage": "s15-enc-one-stage", "two-stage": "s15-enc-two-stag
 # The shipped generator: the CPU run's EMA generator, then GPU fine-tunes with z-bin inputs, each from the previous
 # one's export (the GPU machine is lent per session, so only the fp16 export and the log came back, not the
 # checkpoint), then CPU fine-tunes of a widened mapping (with per-layer outputs from the fifth), the last one with the
-# two top synthesis blocks. The last one's export ships; a run folder missing here keeps its record in build_info.json.
+# three top synthesis blocks. The last one's export ships; a run folder missing here keeps its record in build_info.json.
 GENERATOR_BASE_RUN = "synthfaces-generator"
 GENERATOR_FINE_TUNES = ("synthfaces-generator-bins", "synthfaces-generator-bins-r2", "synthfaces-generator-mapping512",
                         "synthfaces-generator-mapping512-mouth", "synthfaces-generator-per-layer",
