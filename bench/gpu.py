@@ -12,7 +12,7 @@ gives the same numbers on a CUDA device and measures what it costs there:
    residual on every refined layer, both kernel paths), a token-gradient step (one adaptation step),
    and a ResNet-34 encoder for it at 256 px input, with peak memory.
 
-    python bench/gpu.py [--fixtures ../shared/fixtures/stylegan2-tiny] [--json bench/out/gpu.json]
+    python bench/gpu.py [--fixtures tests/fixtures/stylegan2-tiny] [--json bench/out/gpu.json]
 
 Without a CUDA device it says so and exits (status 0): nothing here is needed on a CPU-only machine
 (``--device cpu`` runs the script itself as a dry run). Named gpu.py, not cuda.py: a script named cuda beside
@@ -222,7 +222,7 @@ def peak(dev: torch.device) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", type=Path, default=ROOT / "hub" / "refinestyle-synthfaces")
-    parser.add_argument("--fixtures", type=Path, default=ROOT.parent / "shared" / "fixtures" / "stylegan2-tiny")
+    parser.add_argument("--fixtures", type=Path, default=ROOT / "tests" / "fixtures" / "stylegan2-tiny")
     parser.add_argument("--device", default="cuda", help="cuda (the point of this script) or cpu (a dry run of the script itself)")
     parser.add_argument("--skip-full-size", action="store_true")
     parser.add_argument("--deterministic-parity", type=int, choices=(0, 1), default=1,

@@ -458,7 +458,7 @@ def load_stylegan2(path: str | Path, *, revision: str | None = None, mapping_lr_
     Examples:
         ```py
         >>> from refinestyle import load_stylegan2
-        >>> G = load_stylegan2("../shared/fixtures/stylegan2-tiny/rosinality-tiny-16.pt")  # doctest: +SKIP
+        >>> G = load_stylegan2("tests/fixtures/stylegan2-tiny/rosinality-tiny-16.pt")  # doctest: +SKIP
         ```
     """
     overrides = {}

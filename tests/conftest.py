@@ -10,12 +10,8 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 torch.set_num_threads(int(os.environ.get("REFINESTYLE_TEST_THREADS", "2")))
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "stylegan2-tiny"
-if not FIXTURES.exists():  # CI clones elsewhere with shared/ beside the clone's parent
-    for cand in (REPO / "shared" / "fixtures" / "stylegan2-tiny", REPO.parent.parent / "shared" / "fixtures" / "stylegan2-tiny"):
-        if cand.exists():
-            FIXTURES = cand
-            break
+# Reference StyleGAN2 checkpoints (random weights) with their exact outputs; see its README.md.
+FIXTURES = REPO / "tests" / "fixtures" / "stylegan2-tiny"
 
 
 @pytest.fixture(scope="session")
