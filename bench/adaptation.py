@@ -22,22 +22,69 @@ import argparse
 import copy
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from refinestyle import RefineStyleModel  # noqa: E402
-from refinestyle.adaptation import (AUTO_WARMUP_FRACTION, AUTO_WARMUP_TOKENS, LR_SCHEDULES, AdaptConfig,  # noqa: E402
-                                     adapt_channel_scale, adapt_finetune, adapt_tokens, suggest_strength)
-from refinestyle.data.synthfaces import style_prompt  # noqa: E402
-from refinestyle.evaluation import cached_attribute_classifier, domain_quality  # noqa: E402
+from refinestyle import RefineStyleModel, StyleGAN2Generator
+from refinestyle.adaptation import (AUTO_WARMUP_FRACTION, AUTO_WARMUP_TOKENS, LR_SCHEDULES, AdaptConfig, AdaptHistory,
+                                    adapt_tokens, optimise, suggest_strength)
+from refinestyle.data.synthfaces import style_prompt
+from refinestyle.evaluation import cached_attribute_classifier, domain_quality
 
+ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).resolve().parent / "out"
+
+
+# Baselines: refinestyle.adaptation's loop and losses over other parameters, so only what is trained differs.
+
+
+def adapt_finetune(G: StyleGAN2Generator, clips, *, source: str, target: str, config: AdaptConfig,
+                   callback=None) -> tuple[StyleGAN2Generator, AdaptHistory]:
+    """StyleGAN-NADA style: fine-tune every synthesis convolution weight of a copy of ``G``."""
+    config.validate()
+    G = G.eval().requires_grad_(False)
+    G_train = copy.deepcopy(G)
+    params = [layer.weight for _, layer, _ in G_train._layers]
+    for p in params:
+        p.requires_grad_(True)
+    originals = [p.detach().clone() for p in params]
+
+    def regulariser():
+        return sum((p - o).square().mean() for p, o in zip(params, originals)) / len(params)
+
+    history = optimise(G=G, clips=clips, synth=lambda ws: G_train.synthesis(ws), params=params, regulariser=regulariser,
+                       snapshot=lambda: [p.detach().clone() for p in params],
+                       restore=lambda saved: [p.data.copy_(s) for p, s in zip(params, saved)],
+                       source=source, target=target, target_images=None, config=config, callback=callback)
+    return G_train.requires_grad_(False), history
+
+
+def adapt_channel_scale(G: StyleGAN2Generator, clips, *, source: str, target: str, config: AdaptConfig,
+                        callback=None) -> tuple[StyleGAN2Generator, AdaptHistory]:
+    """HyperDomainNet style: learn a per-input-channel scale ``(1 + δ)`` of every layer's kernel."""
+    config.validate()
+    G = G.eval().requires_grad_(False)
+    G_train = copy.deepcopy(G)
+    deltas = []
+    for _, layer, _ in G_train._layers:
+        delta = torch.nn.Parameter(torch.zeros(layer.in_channels))
+        plain_styles = layer.styles
+        # Scaling input channel i of s ⊙ W0 by (1 + δ_i) equals scaling the style.
+        layer.styles = (lambda w, f=plain_styles, d=delta: f(w) * (1 + d))
+        deltas.append(delta)
+
+    def regulariser():
+        return sum(d.square().mean() for d in deltas) / len(deltas)
+
+    history = optimise(G=G, clips=clips, synth=lambda ws: G_train.synthesis(ws), params=deltas, regulariser=regulariser,
+                       snapshot=lambda: [d.detach().clone() for d in deltas],
+                       restore=lambda saved: [d.data.copy_(s) for d, s in zip(deltas, saved)],
+                       source=source, target=target, target_images=None, config=config, callback=callback)
+    G_train.channel_scales = deltas
+    return G_train.requires_grad_(False), history
 
 
 def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int, seed: int, num_tokens: int,

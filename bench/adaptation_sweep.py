@@ -21,19 +21,17 @@ import argparse
 import dataclasses
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from refinestyle import RefineStyleModel  # noqa: E402
-from refinestyle.adaptation import AdaptConfig, adapt_tokens  # noqa: E402
-from refinestyle.data.synthfaces import STYLES, style_prompt  # noqa: E402
-from refinestyle.evaluation import cached_attribute_classifier, domain_quality  # noqa: E402
+from refinestyle import RefineStyleModel
+from refinestyle.adaptation import AdaptConfig, adapt_tokens
+from refinestyle.data.synthfaces import STYLES, style_prompt
+from refinestyle.evaluation import cached_attribute_classifier, domain_quality
 
+ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).resolve().parent / "out"
 # Fields a recipe may not set: the sweep owns them (steps, seed) or they only cost time here.
 SWEEP_OWNED = {"steps", "seed", "suggest_strength"}

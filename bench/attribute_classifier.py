@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from refinestyle import RefineStyleModel  # noqa: E402
-from refinestyle.data.synthfaces import STYLES, attribute_labels, render, sample_params  # noqa: E402
-from refinestyle.evaluation import (HEADS, attribute_classifier_path, cached_attribute_classifier, evaluate_generator,  # noqa: E402
+from refinestyle import RefineStyleModel
+from refinestyle.data.synthfaces import STYLES, attribute_labels, render, sample_params
+from refinestyle.evaluation import (HEADS, attribute_classifier_path, cached_attribute_classifier, evaluate_generator,
                                     load_attribute_classifier, train_attribute_classifier)
 
+ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "bench" / "assets"
 SHIPPED = attribute_classifier_path(ASSETS, steps=600, seed=0)
 

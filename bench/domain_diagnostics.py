@@ -16,18 +16,17 @@ For each style: a RefineStyle domain (``--domains NAME=FOLDER``, else ``model.ad
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from refinestyle import DomainTokens, RefineStyleModel  # noqa: E402
-from refinestyle.data.synthfaces import STYLES, render, style_prompt, z_to_params  # noqa: E402
-from refinestyle.evaluation import psnr  # noqa: E402
+from refinestyle import DomainTokens, RefineStyleModel
+from refinestyle.data.synthfaces import STYLES, render, style_prompt, z_to_params
+from refinestyle.evaluation import psnr
+
+ROOT = Path(__file__).resolve().parents[1]
 
 PARTS = ("face", "hair", "eyes", "brows", "mouth", "glasses", "background")
 

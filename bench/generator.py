@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from refinestyle import StyleGAN2Generator  # noqa: E402
+from refinestyle import StyleGAN2Generator
 
 
 def time_call(fn, *, repeats: int, device: str) -> float:

@@ -32,13 +32,13 @@ from typing import Callable
 
 import torch
 
+from refinestyle import RefineStyleModel, StyleGAN2Generator, load_stylegan2
+from refinestyle.data.synthfaces import render, sample_params
+from refinestyle.evaluation import psnr
+from refinestyle.inversion import invert_optimize
+from refinestyle.models.encoder import RefineStyleEncoder
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from refinestyle import RefineStyleModel, StyleGAN2Generator, load_stylegan2  # noqa: E402
-from refinestyle.data.synthfaces import render, sample_params  # noqa: E402
-from refinestyle.evaluation import psnr  # noqa: E402
-from refinestyle.inversion import invert_optimize  # noqa: E402
-from refinestyle.models.encoder import RefineStyleEncoder  # noqa: E402
 
 
 def timed(fn: Callable[[], object], *, device: torch.device, repeats: int = 10, warmup: int = 3) -> float:

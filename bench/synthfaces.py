@@ -14,19 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
+from refinestyle import RefineStyleModel
+from refinestyle.data.synthfaces import ATTRIBUTES, EYE_COLORS, STYLES, attribute_labels, render, sample_params, z_to_params
+from refinestyle.evaluation import cached_attribute_classifier, domain_quality, evaluate_generator, psnr, ssim, validity_scores
+from refinestyle.train.clip import zero_shot_eval
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from refinestyle import RefineStyleModel  # noqa: E402
-from refinestyle.data.synthfaces import ATTRIBUTES, EYE_COLORS, STYLES, attribute_labels, render, sample_params, z_to_params  # noqa: E402
-from refinestyle.evaluation import cached_attribute_classifier, domain_quality, evaluate_generator, psnr, ssim, validity_scores  # noqa: E402
-from refinestyle.train.clip import zero_shot_eval  # noqa: E402
 
 
 def run(*, model_path: str | Path = ROOT / "hub" / "refinestyle-synthfaces", n: int = 1000, quiet: bool = False) -> dict:

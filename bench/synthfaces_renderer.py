@@ -18,16 +18,13 @@ import argparse
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from refinestyle.cli import to_uint8  # noqa: E402
-from refinestyle.data.synthfaces import MASK_NAMES, STYLES, render, sample_params  # noqa: E402
+from refinestyle.data.synthfaces import MASK_NAMES, STYLES, render, sample_params
+from refinestyle.images import to_uint8
 
 OUT = Path(__file__).resolve().parent / "out"
 

@@ -25,13 +25,12 @@ The optimiser is Adam on the unit-norm gradient (see ``normalise_gradient``) wit
 
 ``target_images`` replace the target text by their mean CLIP embedding.
 
-The same loop trains the two baselines used by ``bench/adaptation.py``: full fine-tuning of the
-convolution weights (StyleGAN-NADA style) and per-channel kernel scaling (HyperDomainNet style).
+``optimise`` is the loop itself, over any parameters: ``bench/adaptation.py`` trains its baselines (full
+fine-tuning, per-channel kernel scaling) with it, so they differ from RefineStyle only in what is trained.
 """
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 import warnings
@@ -546,53 +545,3 @@ def _check_prompts(source, target, target_images):
         if not torch.isfinite(target_images).all():
             raise ValueError("target_images contain NaN or infinite values")
     return source, target
-
-
-# ------------------------------------------------------------------------------------------------
-# Baselines (same loop, same losses): full fine-tuning and per-channel kernel scaling
-
-
-def adapt_finetune(G: StyleGAN2Generator, clips, *, source: str, target: str, config: AdaptConfig,
-                   callback=None) -> tuple[StyleGAN2Generator, AdaptHistory]:
-    """StyleGAN-NADA style: fine-tune every synthesis convolution weight of a copy of ``G``."""
-    config.validate()
-    G = G.eval().requires_grad_(False)
-    G_train = copy.deepcopy(G)
-    params = [layer.weight for _, layer, _ in G_train._layers]
-    for p in params:
-        p.requires_grad_(True)
-    originals = [p.detach().clone() for p in params]
-
-    def regulariser():
-        return sum((p - o).square().mean() for p, o in zip(params, originals)) / len(params)
-
-    history = optimise(G=G, clips=clips, synth=lambda ws: G_train.synthesis(ws), params=params, regulariser=regulariser,
-                       snapshot=lambda: [p.detach().clone() for p in params],
-                       restore=lambda saved: [p.data.copy_(s) for p, s in zip(params, saved)],
-                       source=source, target=target, target_images=None, config=config, callback=callback)
-    return G_train.requires_grad_(False), history
-
-
-def adapt_channel_scale(G: StyleGAN2Generator, clips, *, source: str, target: str, config: AdaptConfig,
-                        callback=None) -> tuple[StyleGAN2Generator, AdaptHistory]:
-    """HyperDomainNet style: learn a per-input-channel scale ``(1 + δ)`` of every layer's kernel."""
-    config.validate()
-    G = G.eval().requires_grad_(False)
-    G_train = copy.deepcopy(G)
-    deltas = []
-    for _, layer, _ in G_train._layers:
-        delta = torch.nn.Parameter(torch.zeros(layer.in_channels))
-        plain_styles = layer.styles
-        # Scaling input channel i of s ⊙ W0 by (1 + δ_i) equals scaling the style.
-        layer.styles = (lambda w, f=plain_styles, d=delta: f(w) * (1 + d))
-        deltas.append(delta)
-
-    def regulariser():
-        return sum(d.square().mean() for d in deltas) / len(deltas)
-
-    history = optimise(G=G, clips=clips, synth=lambda ws: G_train.synthesis(ws), params=deltas, regulariser=regulariser,
-                       snapshot=lambda: [d.detach().clone() for d in deltas],
-                       restore=lambda saved: [d.data.copy_(s) for d, s in zip(deltas, saved)],
-                       source=source, target=target, target_images=None, config=config, callback=callback)
-    G_train.channel_scales = deltas
-    return G_train.requires_grad_(False), history

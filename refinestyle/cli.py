@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shlex
 import sys
 from pathlib import Path
@@ -12,22 +11,10 @@ from pathlib import Path
 import torch
 
 from .adaptation import LAYER_MODES, LR_SCHEDULES
-
-
-def parse_seeds(text: str, *, max_count: int = 1024) -> list[int]:
-    """``"0-7"``, ``"1,5,9"`` or ``"0-3,10"`` → a list of at most ``max_count`` seeds (ValueError otherwise)."""
-    seeds: list[int] = []
-    for part in str(text).split(","):
-        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
-        if m is None:
-            raise ValueError(f"seeds must look like '0-7' or '1, 5, 9'; could not read {part.strip()!r}")
-        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
-        if hi < lo:
-            raise ValueError(f"seeds must look like '0-7' or '1, 5, 9': the range {part.strip()!r} runs backwards")
-        if len(seeds) + hi - lo + 1 > max_count:  # checked before expanding: '0-999999999' allocates nothing
-            raise ValueError(f"at most {max_count} seeds per request")
-        seeds.extend(range(lo, hi + 1))
-    return seeds
+from .cards import describe_tokens, domain_metrics, save_domain_preview, write_model_card
+from .images import parse_seeds, save_grid
+# Not used here: app.py still imports them from refinestyle.cli until it imports refinestyle.images.
+from .images import make_grid, to_uint8  # noqa: F401
 
 
 def strength_arg(text: str) -> float | str:
@@ -49,57 +36,6 @@ def seed_list(text: str) -> list[int]:
         return parse_seeds(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """``[N, 3, H, W]`` in [-1, 1] → uint8 ``[N, H, W, 3]``."""
-    return ((images.detach().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
-
-
-def make_grid(images: torch.Tensor, *, columns: int = 8) -> torch.Tensor:
-    """``[N, 3, H, W]`` images in [-1, 1] → one uint8 ``[rows·H, cols·W, 3]`` grid on white."""
-    n, _, h, w = images.shape
-    cols = min(columns, n)
-    rows = (n + cols - 1) // cols
-    grid = torch.full((rows * h, cols * w, 3), 255, dtype=torch.uint8)
-    for idx, img in enumerate(to_uint8(images.cpu())):
-        r, c = divmod(idx, cols)
-        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = img
-    return grid
-
-
-def save_grid(images: torch.Tensor, path: str | Path, *, columns: int = 8):
-    """Save ``[N, 3, H, W]`` images in [-1, 1] as one PNG grid."""
-    from PIL import Image
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(make_grid(images, columns=columns).numpy()).save(path)
-    return path
-
-
-def write_model_card(out: Path, *, title: str, body: str, usage: str) -> None:
-    card = f"""---
-library_name: refinestyle
-license: other
-tags:
-- stylegan2
-- refinestyle
-- safetensors
----
-
-# {title}
-
-{body}
-
-## Usage
-
-```python
-from refinestyle import RefineStyleModel
-
-{usage}
-```
-"""
-    (out / "README.md").write_text(card)
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
@@ -160,41 +96,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-@torch.no_grad()
-def save_domain_preview(model, domain, path: str | Path, *, seed: int) -> None:
-    """A domain card's preview: 8 faces of ``seed`` (truncation 0.7) before, with the domain, and at its suggested
-    strength when it has one, one row each."""
-    z = torch.randn(8, model.generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
-    rows = [model.generate(z=z, truncation_psi=0.7), model.generate(z=z, truncation_psi=0.7, domain=domain)]
-    if domain.config.suggested_strength is not None:
-        rows.append(model.generate(z=z, truncation_psi=0.7, domain=domain, strength="suggested"))
-    save_grid(torch.cat(rows), path, columns=8)
-
-
-@torch.no_grad()
-def domain_metrics(model, domain, *, target: str | None, seed: int = 1234, n: int = 16) -> dict:
-    """CLIP similarity to the target prompt before/after applying ``domain`` on fixed seeds (reproducible)."""
-    if model.clip is None or not target:
-        return {}
-    z = torch.randn(n, model.generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
-    text = model.clip.encode_text([target])[0]
-    before = model.clip.encode_image(model.generate(z=z, truncation_psi=0.7)) @ text
-    after = model.clip.encode_image(model.generate(z=z, truncation_psi=0.7, domain=domain)) @ text
-    return {"seed": seed, "n": n, "truncation_psi": 0.7, "target": target,
-            "clip_target_similarity_before": before.mean().item(), "clip_target_similarity_after": after.mean().item()}
-
-
-def _describe_tokens(dom) -> str:
-    """"1" or "1 (toRGB layers: 3)": K, and the layers whose K differs."""
-    k = dom.config.num_tokens
-    other = {name: r for name, r in dom.tokens_per_layer().items() if r != k}
-    if not other:
-        return str(k)
-    if all(name.endswith(".torgb") for name in other) and len(set(other.values())) == 1:
-        return f"{k} (toRGB layers: {next(iter(other.values()))})"
-    return f"{k} (" + ", ".join(f"{name}: {r}" for name, r in other.items()) + ")"
-
-
 def cmd_adapt(args: argparse.Namespace) -> int:
     from .models.domain import DomainTokens
 
@@ -209,7 +110,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
                       # with --store-rank the stored residual differs: it is measured once, below
                       suggest_strength=not args.no_suggest_strength and args.store_rank is None)
     out = Path(args.out)
-    hist, adapted_k = dom.history, _describe_tokens(dom)
+    hist, adapted_k = dom.history, describe_tokens(dom)
     if args.store_rank is not None:
         dom = dom.truncated(args.store_rank)  # the best rank-R residual per layer: a file R/K the size
         if not args.no_suggest_strength:
@@ -230,7 +131,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
         f"Made with `{command}`.\n\n"
         + (f"Adapted with {adapted_k} tokens per layer, stored as the best rank-{args.store_rank} residual of each layer "
            f"(truncated SVD).\n\n" if args.store_rank is not None else "")
-        + f"- tokens per layer: {_describe_tokens(dom)}; layers: {len(dom.config.layers)}; parameters: {dom.num_parameters():,}; "
+        + f"- tokens per layer: {describe_tokens(dom)}; layers: {len(dom.config.layers)}; parameters: {dom.num_parameters():,}; "
         f"file: {size_kb:.1f} KB\n- CLIP guides (directional loss averaged over them): "
         f"{', '.join(c.name for c in model.clips)}\n- steps: {len(hist.states)}; peak learning rate {hist.states[0]['lr']:g} "
         f"({args.lr_schedule}{'' if args.lr is not None else ', automatic for these steps'}); final loss {hist.states[-1]['loss']:.4f} "

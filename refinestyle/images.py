@@ -1,19 +1,17 @@
-"""Image input handling: any PIL image, file or bytes → square RGB tensors in [-1, 1], with clear errors."""
+"""Images in and out: any PIL image, file or bytes → square RGB tensors in [-1, 1] (with clear errors), and
+tensors → uint8 arrays and PNG grids; seed lists as users type them."""
 
 from __future__ import annotations
 
 import io
 import os
+import re
 from pathlib import Path
-from typing import Sequence, Union
 
 import torch
 
 MIN_SIDE = 16
 MAX_PIXELS = 40_000_000  # larger uploads are refused (decompression bombs, memory)
-
-ImageInput = Union["PIL.Image.Image", str, os.PathLike, bytes, torch.Tensor]  # noqa: F821
-
 
 class ImageError(ValueError):
     """An input that is not a usable image; the message says why and what to do."""
@@ -137,3 +135,45 @@ def random_affine(images: torch.Tensor, *, generator: torch.Generator, scale: tu
     theta[:, :, 2] = offset
     grid = torch.nn.functional.affine_grid(theta.to(images), list(images.shape), align_corners=False)  # [N, H, W, 2]
     return torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def parse_seeds(text: str, *, max_count: int = 1024) -> list[int]:
+    """``"0-7"``, ``"1,5,9"`` or ``"0-3,10"`` → a list of at most ``max_count`` seeds (ValueError otherwise)."""
+    seeds: list[int] = []
+    for part in str(text).split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if m is None:
+            raise ValueError(f"seeds must look like '0-7' or '1, 5, 9'; could not read {part.strip()!r}")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        if hi < lo:
+            raise ValueError(f"seeds must look like '0-7' or '1, 5, 9': the range {part.strip()!r} runs backwards")
+        if len(seeds) + hi - lo + 1 > max_count:  # checked before expanding: '0-999999999' allocates nothing
+            raise ValueError(f"at most {max_count} seeds per request")
+        seeds.extend(range(lo, hi + 1))
+    return seeds
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """``[N, 3, H, W]`` in [-1, 1] → uint8 ``[N, H, W, 3]``."""
+    return ((images.detach().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def make_grid(images: torch.Tensor, *, columns: int = 8) -> torch.Tensor:
+    """``[N, 3, H, W]`` images in [-1, 1] → one uint8 ``[rows·H, cols·W, 3]`` grid on white."""
+    n, _, h, w = images.shape
+    cols = min(columns, n)
+    rows = (n + cols - 1) // cols
+    grid = torch.full((rows * h, cols * w, 3), 255, dtype=torch.uint8)
+    for idx, img in enumerate(to_uint8(images.cpu())):
+        r, c = divmod(idx, cols)
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = img
+    return grid
+
+
+def save_grid(images: torch.Tensor, path: str | Path, *, columns: int = 8):
+    """Save ``[N, 3, H, W]`` images in [-1, 1] as one PNG grid."""
+    from PIL import Image
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(make_grid(images, columns=columns).numpy()).save(path)
+    return path

@@ -6,14 +6,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from refinestyle.cli import to_uint8  # noqa: E402
-from refinestyle.data.synthfaces import render, sample_params  # noqa: E402
+from refinestyle.data.synthfaces import render, sample_params
+from refinestyle.images import to_uint8
 
 EXAMPLES = [  # (file name, style, seed, out_of_domain)
     ("photo-1", "photo", 101, False),

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 from pathlib import Path
 
@@ -25,3 +26,11 @@ def tiny_config(resolution: int = 16, **overrides):
     cfg = dict(z_dim=32, w_dim=32, resolution=resolution, channel_base=256, channel_max=32, mapping_layers=2)
     cfg.update(overrides)
     return cfg
+
+
+def load_bench_script(name: str):
+    """``bench/<name>.py`` as a module: benchmark scripts are files, not a package, and never on ``sys.path``."""
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -11,10 +11,12 @@ from PIL import Image
 
 from refinestyle import RefineStyleModel, StyleGAN2Generator
 from refinestyle import adaptation
-from refinestyle.adaptation import AdaptConfig, adapt_channel_scale, adapt_finetune, clip_losses
+from refinestyle.adaptation import AdaptConfig, clip_losses
 from refinestyle.clip import CLIPGuide
 from refinestyle.images import ImageError, images_to_tensor
 from refinestyle.inversion import invert_optimize, reconstruction_loss
+
+from .conftest import load_bench_script
 
 
 @pytest.fixture(scope="module")
@@ -228,6 +230,8 @@ def test_adapt_without_clip_is_explained(tiny_model):
 
 
 def test_baselines_train_the_same_losses(tiny_model):
+    bench = load_bench_script("adaptation")  # the baselines live with the benchmark that compares them
+    adapt_finetune, adapt_channel_scale = bench.adapt_finetune, bench.adapt_channel_scale
     cfg = AdaptConfig(steps=4, batch=2, lr=0.01)
     G_ft, hist_ft = adapt_finetune(tiny_model.generator, [tiny_model.clip], source="a photo of a face", target="a sketch of a face", config=cfg)
     G_cs, hist_cs = adapt_channel_scale(tiny_model.generator, [tiny_model.clip], source="a photo of a face", target="a sketch of a face", config=cfg)

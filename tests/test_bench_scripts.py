@@ -1,23 +1,14 @@
 """The benchmark scripts' own logic that the tables rest on (their numbers come from runs, not tests)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from .conftest import load_bench_script
 
 
 def test_sweep_recipes_are_typed_by_adaptconfig_and_bad_ones_named():
-    sweep = _load("adaptation_sweep")
+    sweep = load_bench_script("adaptation_sweep")
     assert sweep.parse_recipe("defaults:") == ("defaults", {})
     name, overrides = sweep.parse_recipe("mix:lr=0.005,global_weight=1,augment_views=8,warmup_steps=None,lr_schedule=constant")
     assert name == "mix" and overrides == {"lr": 0.005, "global_weight": 1.0, "augment_views": 8, "warmup_steps": None,
@@ -31,7 +22,7 @@ def test_sweep_recipes_are_typed_by_adaptconfig_and_bad_ones_named():
 
 
 def test_sweep_merge_joins_disjoint_seeds_and_refuses_mixed_settings(tmp_path, capsys):
-    sweep = _load("adaptation_sweep")
+    sweep = load_bench_script("adaptation_sweep")
 
     def run(seed, acc, psnr):
         q = {"step": 150, "seconds": 1.0, "psnr": psnr, "ssim": 0.5, "style_acc": acc, "content": 1.0}

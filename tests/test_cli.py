@@ -5,7 +5,8 @@ import json
 import pytest
 from PIL import Image
 
-from refinestyle.cli import main, parse_seeds
+from refinestyle.cli import main
+from refinestyle.images import parse_seeds
 
 
 def test_convert_then_generate(fixtures_dir, tmp_path, capsys):
@@ -37,7 +38,7 @@ def test_adapt_command_writes_a_domain_with_card_and_metrics(tmp_path, capsys):
     import torch
 
     from refinestyle import RefineStyleModel, StyleGAN2Generator
-    from refinestyle.cli import domain_metrics
+    from refinestyle.cards import domain_metrics
     from refinestyle.clip import CLIPGuide
 
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from refinestyle import RefineStyleModel
-from refinestyle.cli import domain_metrics
+from refinestyle.cards import domain_metrics
 from refinestyle.data.synthfaces import STYLES, render, sample_params, style_prompt, z_to_params
 from refinestyle.evaluation import psnr
 

@@ -548,9 +548,6 @@ class RefineStyleEncoder(HubModelMixin, ModelMixin, ConfigMixin):
         """The modules that predict W+ (backbone and heads); the token branch is everything else."""
         return [self.feature_backbone, self.w_heads]
 
-    def token_modules(self) -> list[nn.Module]:
-        return [m for m in (self.token_backbone, self.token_projections, self.token_groups) if m is not None]
-
     def w_plus_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights of the W+ part (``feature_backbone.*``, ``w_heads.*``, ``w_avg``, ``w_mean``), e.g. to start a two-stage encoder."""
         return {k: v for k, v in self.state_dict().items()

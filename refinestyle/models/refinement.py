@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal, Mapping, Sequence, Union
+from typing import Literal, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -253,17 +253,6 @@ class TokenSet:
         for k, v in self.layers.items():
             out[f"{k}.p"], out[f"{k}.q"], out[f"{k}.gain"] = v.p, v.q, v.gain
         return out
-
-    @classmethod
-    def from_state_dict(cls, state: Mapping[str, torch.Tensor]) -> "TokenSet":
-        names = sorted({key.rsplit(".", 1)[0] for key in state})
-        layers = {}
-        for name in names:
-            try:
-                layers[name] = LayerTokens(state[f"{name}.p"], state[f"{name}.q"], state[f"{name}.gain"])
-            except KeyError as err:
-                raise ValueError(f"token state for layer {name!r} lacks {err.args[0]!r}; expected .p, .q and .gain") from None
-        return cls(layers)
 
 
 ResidualSource = Union[TokenSet, tuple[TokenSet, float]]
