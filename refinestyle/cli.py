@@ -85,12 +85,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     model = load_model_any(args.model)
-    if args.domain:
-        model.load_domain(args.domain, name="cli")
+    domain = model.resolve_domain(args.domain) if args.domain else None  # once, not per seed
     images = []
     for seed in tqdm(args.seeds, desc="generating", unit="img", disable=args.quiet):
-        images.append(model.generate(seeds=[seed], truncation_psi=args.truncation,
-                                     domain="cli" if args.domain else None, strength=args.strength))
+        images.append(model.generate(seeds=[seed], truncation_psi=args.truncation, domain=domain, strength=args.strength))
     save_grid(torch.cat(images), args.out, columns=args.columns)
     print(f"saved {len(images)} images to {args.out}")
     return 0
@@ -204,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", required=True, help="Hub-layout folder, repo id, or checkpoint file")
     gen.add_argument("--seeds", type=seed_list, default=parse_seeds("0-7"), help="e.g. 0-7 or 1,5,9")
     gen.add_argument("--truncation", type=float, default=1.0, help="truncation psi")
-    gen.add_argument("--domain", default=None, help="a domain folder to apply")
+    gen.add_argument("--domain", default=None,
+                     help="a domain to apply: one the model ships (e.g. zombie), a domain folder, or a Hub repo id")
     gen.add_argument("--strength", type=strength_arg, default=1.0,
                      help="domain strength: a number, or 'suggested' (the domain's own suggested strength)")
     gen.add_argument("--columns", type=int, default=8)

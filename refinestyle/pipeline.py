@@ -10,7 +10,7 @@ from typing import Mapping, Optional, Sequence, Union
 import torch
 
 from .clip import CLIPGuide
-from .hub import HubError, read_json, resolve_repo
+from .hub import REPO_ID_RE, HubError, read_json, resolve_repo
 from .images import images_to_tensor
 from .inversion import InversionOutput, invert_optimize
 from .models.domain import DomainTokens
@@ -31,7 +31,7 @@ KNOWN_CLASSES: dict[str, type] = {
 # model_index.json keys that hold lists of folder names (domains/<name>/, extra CLIP folders).
 NAME_LIST_KEYS = ("domains", "extra_clips")
 
-DomainSpec = Union[None, str, DomainTokens, Mapping[str, float]]
+DomainSpec = Union[None, str, os.PathLike, DomainTokens, Mapping[Union[str, os.PathLike, DomainTokens], float]]
 
 
 def _check_name(name: str, what: str = "domain names") -> str:
@@ -130,10 +130,40 @@ class RefineStyleModel:
 
     def load_domain(self, path_or_repo: str | os.PathLike, *, name: Optional[str] = None, revision: Optional[str] = None,
                     subfolder: Optional[str] = None) -> DomainTokens:
-        """Load a domain folder/repo (``config.json`` + safetensors), check it fits, and register it."""
-        dom = DomainTokens.from_pretrained(path_or_repo, subfolder=subfolder, revision=revision,
-                                           device=self.generator.mapping_module.w_avg.device)
-        return self.add_domain(dom, name=name or Path(str(path_or_repo)).name)
+        """Register a domain under ``name`` (default: the folder's or repo's last part), resolved as
+        ``resolve_domain`` does: a loaded name, a domain folder or a Hub repo id; it must fit the generator."""
+        dom = self.resolve_domain(path_or_repo, revision=revision, subfolder=subfolder)
+        return self.add_domain(dom, name=name or Path(subfolder or str(path_or_repo)).name)
+
+    def resolve_domain(self, domain: str | os.PathLike | DomainTokens, *, session: Optional[Mapping[str, DomainTokens]] = None,
+                       load: bool = True, revision: Optional[str] = None, subfolder: Optional[str] = None) -> DomainTokens:
+        """The one reading of a domain reference, shared by ``generate``, ``load_domain``, the CLI and the app.
+
+        In order: a ``DomainTokens`` as is; a string naming a domain of ``session`` (a caller's own, e.g. the app's
+        per-user domains) or of ``model.domains`` (``"zombie"``); then, with ``load``, a domain folder or a Hub repo
+        id (``"org/name"``), loaded and not registered. A ``Path`` is always a folder. Names come first, so a
+        model's own ``zombie`` wins over a ``zombie/`` folder in the working directory (``./zombie`` is the folder).
+        ``load=False`` resolves names only: what a server does with names its users type, so they cannot make it
+        read files or download repos. Raises KeyError for an unknown name, ValueError for a domain that does
+        not fit the generator.
+        """
+        if isinstance(domain, DomainTokens):
+            domain.check_compatible(self.generator)
+            return domain
+        if not isinstance(domain, (str, os.PathLike)):
+            raise TypeError(f"a domain is a name, a folder, a Hub repo id or a DomainTokens, got {type(domain).__name__}")
+        if isinstance(domain, str):
+            for names in (session or {}, self.domains):
+                if domain in names:
+                    return names[domain]
+        if load and (Path(domain).is_dir() or (isinstance(domain, str) and REPO_ID_RE.match(domain))):
+            dom = DomainTokens.from_pretrained(domain, subfolder=subfolder, revision=revision, device=self.device)
+            dom.check_compatible(self.generator)
+            return dom.eval().requires_grad_(False)
+        known = sorted({*(session or {}), *self.domains})
+        raise KeyError(f"unknown domain {str(domain)!r}; loaded domains: {known or 'none'}"
+                       + (" (or give a domain folder or a Hub repo id; load one under a name with "
+                          "model.load_domain(path, name=...))" if load else ""))
 
     def add_domain(self, domain: DomainTokens, *, name: str) -> DomainTokens:
         if not isinstance(domain, DomainTokens):
@@ -169,7 +199,8 @@ class RefineStyleModel:
         return [c for c in [self.clip, *self.extra_clips] if c is not None]
 
     def domain_sources(self, domain: DomainSpec, strength: float | str) -> list[tuple[TokenSet, float]]:
-        """Weighted residual sources for ``domain``: a name, a ``DomainTokens``, or ``{name: weight}``.
+        """Weighted residual sources for ``domain``: one domain as ``resolve_domain`` reads it (a name, a folder,
+        a Hub repo id, a ``DomainTokens``), or ``{domain: weight}`` of several.
 
         ``strength="suggested"`` scales each domain by its own ``config.suggested_strength``."""
         suggested = isinstance(strength, str) and strength == "suggested"
@@ -187,25 +218,16 @@ class RefineStyleModel:
                                  "with suggest_strength off): pass a number, or measure one with model.suggest_strength(domain)")
             return float(dom.config.suggested_strength)
 
-        if isinstance(domain, DomainTokens):
-            domain.check_compatible(self.generator)
-            return [(domain.token_set(), scale(domain, repr(domain.config.target)))]
-        if isinstance(domain, str):
+        if isinstance(domain, (str, os.PathLike, DomainTokens)):
             domain = {domain: 1.0}
         if not isinstance(domain, Mapping):
-            raise TypeError(f"domain must be a name, a DomainTokens or a {{name: weight}} dict, got {type(domain).__name__}")
+            raise TypeError(f"domain must be a name, a folder, a Hub repo id, a DomainTokens or a {{domain: weight}} dict, "
+                            f"got {type(domain).__name__}")
         out = []
         for key, weight in domain.items():
             if not isinstance(weight, (int, float)) or not torch.isfinite(torch.tensor(float(weight))):
                 raise ValueError(f"domain weight for {key!r} must be a finite number, got {weight!r}")
-            if isinstance(key, DomainTokens):
-                key.check_compatible(self.generator)
-                dom = key
-            elif key in self.domains:
-                dom = self.domains[key]
-            else:
-                raise KeyError(f"unknown domain {key!r}; loaded domains: {sorted(self.domains) or 'none'} "
-                               "(load one with model.load_domain(path, name=...))")
+            dom = self.resolve_domain(key)
             out.append((dom.token_set(), scale(dom, repr(key) if isinstance(key, str) else repr(dom.config.target)) * float(weight)))
         return out
 

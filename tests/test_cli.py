@@ -106,3 +106,27 @@ def test_adapt_store_rank_writes_the_truncated_domain(tmp_path, capsys):
     assert "tokens per layer: 1 (toRGB layers: 3)" in (tmp_path / "t3" / "README.md").read_text()
     assert main(mixed + ["--torgb-tokens", "0", "--out", str(tmp_path / "bad")]) == 2  # the last value counts
     assert "torgb_tokens must be an integer" in capsys.readouterr().err
+
+
+def test_generate_domain_by_name_folder_or_unknown(tmp_path, capsys):
+    """`--domain` reads a domain as the library does: a name the model ships, or a domain folder."""
+    import torch
+
+    from refinestyle import DomainTokens, RefineStyleModel, StyleGAN2Generator
+
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(z_dim=8, w_dim=16, resolution=16, channels=[16, 16, 8], mapping_layers=2, num_tokens=4)
+    dom = DomainTokens.from_generator(G, num_tokens=2, seed=0)
+    with torch.no_grad():
+        for p in dom.p.values():
+            p.normal_(generator=torch.Generator().manual_seed(1))
+    RefineStyleModel(generator=G, domains={"zombie": dom}).save_pretrained(tmp_path / "m")
+    common = ["generate", "--model", str(tmp_path / "m"), "--seeds", "0-3", "--quiet"]
+    assert main(common + ["--domain", "zombie", "--out", str(tmp_path / "name.png")]) == 0
+    assert main(common + ["--domain", str(tmp_path / "m" / "domains" / "zombie"), "--out", str(tmp_path / "folder.png")]) == 0
+    assert main(common + ["--out", str(tmp_path / "plain.png")]) == 0
+    assert (tmp_path / "name.png").read_bytes() == (tmp_path / "folder.png").read_bytes()
+    assert (tmp_path / "name.png").read_bytes() != (tmp_path / "plain.png").read_bytes()
+    capsys.readouterr()
+    assert main(common + ["--domain", "sketch", "--out", str(tmp_path / "x.png")]) == 2
+    assert "unknown domain 'sketch'; loaded domains: ['zombie']" in capsys.readouterr().err

@@ -87,6 +87,38 @@ def test_model_with_domains_round_trip(G16, tmp_path):
         again.generate(z=z, seeds=[1])
 
 
+def test_a_domain_reads_the_same_as_a_name_a_folder_a_path_or_tokens(G16, tmp_path):
+    """One resolution everywhere: generate, load_domain and resolve_domain read a domain reference alike."""
+    dom = DomainTokens.from_generator(G16, num_tokens=2, seed=0)
+    with torch.no_grad():
+        for p in dom.p.values():
+            p.normal_(generator=torch.Generator().manual_seed(2))
+    RefineStyleModel(generator=G16, domains={"sketch": dom}).save_pretrained(tmp_path / "m")
+    model = RefineStyleModel.from_pretrained(tmp_path / "m")
+    folder = tmp_path / "m" / "domains" / "sketch"
+    z = torch.randn(2, 32, generator=torch.Generator().manual_seed(0))
+    by_name = model.generate(z=z, domain="sketch", strength=0.5)
+    for ref in (str(folder), folder, model.domains["sketch"], {str(folder): 0.5}):
+        strength = 1.0 if isinstance(ref, dict) else 0.5
+        assert torch.equal(model.generate(z=z, domain=ref, strength=strength), by_name), ref
+    assert model.resolve_domain("sketch") is model.domains["sketch"]
+    assert sorted(model.domains) == ["sketch"]  # folders resolve without registering
+    bare = RefineStyleModel(generator=G16)
+    assert torch.equal(bare.load_domain(folder).token_set().layers["b8.conv1"].p, dom.p["b8_conv1"])
+    assert sorted(bare.domains) == ["sketch"]  # named after its folder
+    bare.load_domain("sketch", name="again")  # a loaded name registers under another
+    assert bare.domains["again"] is bare.domains["sketch"]
+    # A caller's own domains (the app's per-user ones) come first; load=False never touches files.
+    mine = DomainTokens.from_generator(G16, num_tokens=1, seed=3)
+    assert model.resolve_domain("sketch", session={"sketch": mine}) is mine
+    with pytest.raises(KeyError, match=r"unknown domain .*loaded domains: \['sketch'\]$"):
+        model.resolve_domain(str(folder), load=False)
+    with pytest.raises(KeyError, match="or give a domain folder or a Hub repo id"):
+        model.resolve_domain("zombie")
+    with pytest.raises(TypeError, match="a domain is a name"):
+        model.resolve_domain(3)
+
+
 def test_two_domains_and_extra_clips_round_trip(G16, tmp_path):
     """Lists of folder names in model_index.json (two domains, extra CLIPs) are not mistaken for [library, class]."""
     from refinestyle.clip import CLIPGuide
