@@ -219,6 +219,29 @@ def test_bad_inputs_name_the_problem():
         StyleGAN2Generator(**tiny_config(16, channels=[8, 8]))
 
 
+@pytest.mark.parametrize("path", ["lowrank", "materialized"])
+def test_modulated_conv2d_names_the_argument_of_a_shape_mismatch(path):
+    n, i, o, k, r = 2, 5, 7, 3, 3
+    x, weight, styles = torch.randn(n, i, 6, 6), torch.randn(o, i, k, k), torch.randn(n, i)
+    p, q = torch.randn(n, r, o), torch.randn(n, r, i * k * k)
+    assert modulated_conv2d(x, weight, styles, residual_p=p, residual_q=q, path=path).shape == (n, o, 6, 6)
+    cases = [
+        (dict(x=torch.randn(i, 6, 6)), r"x must be \[N, I, H, W\], got \[5, 6, 6\]"),
+        (dict(weight=torch.randn(o, i + 1, k, k)), r"weight must be \[O, I=5, k, k\] \(I from x\), got \[7, 6, 3, 3\]"),
+        (dict(weight=torch.randn(o, i, k, 1)), r"weight must be .*got \[7, 5, 3, 1\]"),
+        (dict(styles=torch.randn(n, i - 1)), r"styles must be \[N, I\] = \[2, 5\] \(from x\), got \[2, 4\]"),
+        (dict(styles=torch.randn(n + 1, i)), r"styles must be \[N, I\] = \[2, 5\].*got \[3, 5\]"),
+        (dict(residual_p=torch.randn(n, r, o + 1)), r"residual_p must be \[N, R, O\] = \[2, R, 7\].*got \[2, 3, 8\]"),
+        (dict(residual_p=torch.randn(r, o)), r"residual_p must be .*got \[3, 7\]"),
+        (dict(residual_q=torch.randn(n, r, i * k * k - 1)), r"residual_q must be \[N, R, I\*k\*k\] = \[2, 3, 45\].*got \[2, 3, 44\]"),
+        (dict(residual_q=torch.randn(n, r + 1, i * k * k)), r"residual_q must be .* = \[2, 3, 45\].*got \[2, 4, 45\]"),
+    ]
+    for change, message in cases:
+        args = dict(x=x, weight=weight, styles=styles, residual_p=p, residual_q=q) | change
+        with pytest.raises(ValueError, match="modulated_conv2d: " + message):
+            modulated_conv2d(args.pop("x"), args.pop("weight"), args.pop("styles"), path=path, **args)
+
+
 def test_path_choice_depends_on_shapes_only():
     from refinestyle.models.refinement import choose_path
 

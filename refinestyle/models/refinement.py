@@ -90,6 +90,35 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, *, up: bool, groups: int) -> to
     return F.conv_transpose2d(x, w_t, stride=2, groups=groups)
 
 
+def _shape_error(name: str, expected: str, got: torch.Tensor) -> ValueError:
+    return ValueError(f"modulated_conv2d: {name} must be {expected}, got {list(got.shape)}")
+
+
+def _check_shapes(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
+                  residual_p: torch.Tensor | None, residual_q: torch.Tensor | None) -> None:
+    """Raise a ValueError naming the argument whose shape disagrees with the others (as NVlabs asserts its inputs).
+
+    Without it a mismatch surfaces as a reshape or conv error deep inside, naming no argument. Integer
+    comparisons only: it runs on every layer of every forward.
+    """
+    if x.dim() != 4:
+        raise _shape_error("x", "[N, I, H, W]", x)
+    n, i = x.shape[0], x.shape[1]
+    if weight.dim() != 4 or weight.shape[1] != i or weight.shape[2] != weight.shape[3]:
+        raise _shape_error("weight", f"[O, I={i}, k, k] (I from x)", weight)
+    o, k = weight.shape[0], weight.shape[2]
+    if styles.dim() != 2 or styles.shape[0] != n or styles.shape[1] != i:
+        raise _shape_error("styles", f"[N, I] = [{n}, {i}] (from x)", styles)
+    if residual_p is not None and (residual_p.dim() != 3 or residual_p.shape[0] != n or residual_p.shape[2] != o):
+        raise _shape_error("residual_p", f"[N, R, O] = [{n}, R, {o}] (N from x, O from weight)", residual_p)
+    if residual_q is not None:
+        r = residual_p.shape[1] if residual_p is not None else None
+        if (residual_q.dim() != 3 or residual_q.shape[0] != n or residual_q.shape[2] != i * k * k
+                or (r is not None and residual_q.shape[1] != r)):
+            want = f"[N, R, I*k*k] = [{n}, {'R' if r is None else r}, {i * k * k}] (N from x, R from residual_p, I*k*k from weight)"
+            raise _shape_error("residual_q", want, residual_q)
+
+
 def modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -118,6 +147,7 @@ def modulated_conv2d(
     Returns:
         ``[N, O, H', W']`` with ``H' = 2H`` when ``up`` else ``H``.
     """
+    _check_shapes(x, weight, styles, residual_p, residual_q)
     n, i, h, w = x.shape
     o, _, k, _ = weight.shape
     if path == "auto":
