@@ -4,13 +4,13 @@ Supported inputs (``load_stylegan2`` sniffs the format from the bytes, not the e
 
 * rosinality ``.pt``: ``{'g_ema', 'latent_avg'}`` (converted weights) or training checkpoints
   ``{'g', 'd', 'g_ema', 'args', ...}`` without ``latent_avg`` (``w_avg`` is then estimated).
-  Read with ``torch.load(weights_only=True)``.
-* NVlabs ``.pkl`` snapshots (stylegan2-ada-pytorch / stylegan3 with a StyleGAN2 generator): read
-  through ``RestrictedUnpickler``, which maps NVlabs' persistence wrapper to a plain record and
-  refuses every global outside a small allowlist, so the source code embedded in the pickle is
-  never imported or executed.
+* NVlabs ``.pkl`` snapshots (stylegan2-ada-pytorch / stylegan3 with a StyleGAN2 generator): NVlabs'
+  persistence wrapper becomes a plain record, so the source code embedded in the pickle is never
+  imported or executed.
 * NVlabs plain state dicts (``.pt`` with ``synthesis.b4.const`` ...): config inferred from shapes.
 * safetensors files in either layout, and our own folders / Hub repos.
+
+Every file is read by ``refinestyle.checkpoint_reader`` (safe on files from strangers; see there).
 
 Key maps are readable tables (``rosinality_key_map``, ``nvlabs_key_map``); every conversion ends
 with a parity check that the inverse map reproduces the source tensors exactly.
@@ -18,136 +18,34 @@ with a parity check that the inverse map reproduces the source tensors exactly.
 
 from __future__ import annotations
 
-import collections
-import io
-import json
 import math
-import pickle
-import struct
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
+from .checkpoint_reader import DEFAULT_MAX_ELEMENTS, MAX_DEPTH, CheckpointError, PersistentRecord, read_checkpoint
 from .models.stylegan2 import StyleGAN2Generator, default_channels, fir_filter_2d
 
-TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
-
-
-class CheckpointError(ValueError):
-    """A file that is not a supported StyleGAN2 checkpoint; the message says what it is and what to do."""
-
-
 # --------------------------------------------------------------------------------------------------
-# Restricted unpickling of NVlabs snapshots
+# NVlabs snapshots
 
 
-@dataclass
-class PersistentRecord:
-    """What NVlabs' ``persistence`` wrapper pickles for a module: its class name and ``__dict__``.
+def record_state_dict(record: PersistentRecord, prefix: str = "", *, _seen: frozenset = frozenset()) -> dict[str, torch.Tensor]:
+    """Flatten a pickled module tree (``_parameters``, ``_buffers``, ``_modules``) into a state dict.
 
-    The embedded ``module_src`` is kept as text only for diagnostics; it is never executed.
+    A pickle can make a module its own descendant; such a cycle, or nesting deeper than any real
+    network, is refused rather than recursed into.
     """
-
-    class_name: str
-    state: dict
-    module_src_len: int
-
-
-def _reconstruct_persistent_record(meta: dict) -> PersistentRecord:
-    if not isinstance(meta, dict) or "state" not in meta:
-        raise CheckpointError("malformed NVlabs persistent object (no 'state' in its metadata)")
-    return PersistentRecord(
-        class_name=str(meta.get("class_name", "?")),
-        state=meta["state"],
-        module_src_len=len(meta.get("module_src", "") or ""),
-    )
-
-
-class AttrDict(dict):
-    """Stand-in for ``dnnlib.EasyDict``: a dict, nothing more."""
-
-
-def _load_storage_from_bytes(data: bytes):
-    # Tensor storages inside a plain pickle are nested torch.save blobs: read them safely too.
-    return torch.load(io.BytesIO(data), weights_only=True)
-
-
-def _rebuild_parameter(data, requires_grad, backward_hooks, *state):
-    return data  # a plain tensor is all we need
-
-
-def _numpy_global(name: str):
-    import numpy
-
-    core = getattr(numpy, "_core", None) or numpy.core
-    return {"dtype": numpy.dtype, "scalar": core.multiarray.scalar, "_reconstruct": core.multiarray._reconstruct,
-            "ndarray": numpy.ndarray}[name]
-
-
-_TF_MODULE_PREFIXES = ("dnnlib.tflib", "tensorflow")
-
-SAFE_GLOBALS: dict[tuple[str, str], Callable[[], Any]] = {
-    ("collections", "OrderedDict"): lambda: collections.OrderedDict,
-    ("builtins", "set"): lambda: set,
-    ("builtins", "frozenset"): lambda: frozenset,
-    ("torch._utils", "_rebuild_tensor_v2"): lambda: torch._utils._rebuild_tensor_v2,
-    ("torch._utils", "_rebuild_parameter"): lambda: _rebuild_parameter,
-    ("torch._utils", "_rebuild_parameter_with_state"): lambda: _rebuild_parameter,
-    ("torch.storage", "_load_from_bytes"): lambda: _load_storage_from_bytes,
-    ("torch", "Size"): lambda: torch.Size,
-    ("torch_utils.persistence", "_reconstruct_persistent_obj"): lambda: _reconstruct_persistent_record,
-    ("dnnlib.util", "EasyDict"): lambda: AttrDict,
-    ("dnnlib", "EasyDict"): lambda: AttrDict,
-    ("numpy", "dtype"): lambda: _numpy_global("dtype"),
-    ("numpy", "ndarray"): lambda: _numpy_global("ndarray"),
-    ("numpy.core.multiarray", "scalar"): lambda: _numpy_global("scalar"),
-    ("numpy._core.multiarray", "scalar"): lambda: _numpy_global("scalar"),
-    ("numpy.core.multiarray", "_reconstruct"): lambda: _numpy_global("_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"): lambda: _numpy_global("_reconstruct"),
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only allowlisted globals; anything else is refused before it runs."""
-
-    def find_class(self, module: str, name: str):
-        if module.startswith(_TF_MODULE_PREFIXES):
-            raise CheckpointError(
-                "this is a TensorFlow-era StyleGAN2 pickle (dnnlib.tflib), which needs TensorFlow 1.x to read. "
-                "Convert it first (NVlabs stylegan2-ada-pytorch `legacy.py` or rosinality `convert_weight.py`), "
-                "then pass the resulting .pkl/.pt to load_stylegan2"
-            )
-        factory = SAFE_GLOBALS.get((module, name))
-        if factory is None:
-            raise CheckpointError(
-                f"refusing to unpickle the global {module}.{name}: it is not on the allowlist of plain containers "
-                "and tensors, and loading it could run code from the file. If this is a genuine StyleGAN2 "
-                "checkpoint, convert it to a state dict or safetensors in its own code base and load that"
-            )
-        return factory()
-
-    def persistent_load(self, pid):
-        raise CheckpointError("unexpected persistent id in a plain pickle; is this a torch.save file that was truncated?")
-
-
-def restricted_load(data: bytes) -> Any:
-    """Unpickle ``data`` with ``RestrictedUnpickler`` (never imports or runs code named in the file)."""
-    try:
-        return RestrictedUnpickler(io.BytesIO(data)).load()
-    except CheckpointError:
-        raise
-    except (EOFError, pickle.UnpicklingError, struct.error, ValueError, IndexError, KeyError) as err:
-        raise CheckpointError(f"the pickle is truncated or corrupt ({type(err).__name__}: {err}); download it again") from None
-
-
-def record_state_dict(record: PersistentRecord, prefix: str = "") -> dict[str, torch.Tensor]:
-    """Flatten a pickled module tree (``_parameters``, ``_buffers``, ``_modules``) into a state dict."""
+    if id(record) in _seen or len(_seen) >= MAX_DEPTH:
+        raise CheckpointError(f"submodule {prefix or '<root>'} contains itself or nests deeper than {MAX_DEPTH} levels")
     state = record.state
     out: dict[str, torch.Tensor] = {}
+    for group in ("_parameters", "_buffers", "_modules"):
+        if not isinstance(state.get(group) or {}, dict) or not all(isinstance(k, str) for k in state.get(group) or {}):
+            raise CheckpointError(f"{prefix or '<root>'}{group} is not a dict of names")
     for group in ("_parameters", "_buffers"):
         for key, value in (state.get(group) or {}).items():
             if isinstance(value, torch.Tensor):
@@ -157,7 +55,7 @@ def record_state_dict(record: PersistentRecord, prefix: str = "") -> dict[str, t
             continue
         if not isinstance(child, PersistentRecord):
             raise CheckpointError(f"submodule {prefix + key} is a {type(child).__name__}, not a StyleGAN2 layer")
-        out.update(record_state_dict(child, prefix + key + "."))
+        out.update(record_state_dict(child, prefix + key + ".", _seen=_seen | {id(record)}))
     return out
 
 
@@ -344,8 +242,10 @@ def _build(config: dict, state: dict[str, torch.Tensor]) -> StyleGAN2Generator:
 
 
 def generator_from_nvlabs_state_dict(sd: dict[str, torch.Tensor], *, config: dict | None = None,
-                                     overrides: dict | None = None) -> StyleGAN2Generator:
+                                     overrides: dict | None = None, max_elements: int = DEFAULT_MAX_ELEMENTS) -> StyleGAN2Generator:
+    _check_state_dict(sd, "state dict")
     config = config or infer_nvlabs_config(sd, overrides=overrides or {})
+    check_config_budget(config, max_elements=max_elements)
     target = _skeleton(config).state_dict()
     return _build(config, apply_key_map(sd, nvlabs_key_map(config), target))
 
@@ -356,11 +256,16 @@ def estimate_w_avg(G: StyleGAN2Generator, *, num_samples: int = 10_000, seed: in
     return G.mapping_module(z.to(G.mapping_module.w_avg.device)).mean(dim=0)
 
 
-def generator_from_rosinality(ckpt: dict, *, overrides: dict | None = None) -> StyleGAN2Generator:
+def generator_from_rosinality(ckpt: dict, *, overrides: dict | None = None,
+                              max_elements: int = DEFAULT_MAX_ELEMENTS) -> StyleGAN2Generator:
     g = ckpt.get("g_ema")
     if g is None:
-        raise CheckpointError(f"rosinality checkpoint has no 'g_ema' (keys: {sorted(ckpt)[:10]})")
+        raise CheckpointError(f"rosinality checkpoint has no 'g_ema' (keys: {_describe_top_level(ckpt)})")
+    _check_state_dict(g, "g_ema")
+    if ckpt.get("latent_avg") is not None and not isinstance(ckpt["latent_avg"], torch.Tensor):
+        raise CheckpointError(f"latent_avg is a {type(ckpt['latent_avg']).__name__}, not a tensor")
     config = infer_rosinality_config(g, overrides=overrides or {})
+    check_config_budget(config, max_elements=max_elements)
     source = dict(g)
     latent_avg = ckpt.get("latent_avg")
     estimated = latent_avg is None
@@ -381,72 +286,76 @@ def generator_from_rosinality(ckpt: dict, *, overrides: dict | None = None) -> S
 # Sniffing and the public entry point
 
 
-def describe_bytes(head: bytes) -> str:
-    """A short guess at what a non-checkpoint file is, for error messages."""
-    signatures = {b"\x89PNG": "a PNG image", b"\xff\xd8\xff": "a JPEG image", b"GIF8": "a GIF image",
-                  b"%PDF": "a PDF document", b"\x1f\x8b": "a gzip archive", b"PK\x03\x04": "a zip archive",
-                  b"\x89HDF": "an HDF5 (Keras) file"}
-    for sig, what in signatures.items():
-        if head.startswith(sig):
-            return what
-    if not head:
-        return "an empty file"
-    try:
-        text = head.decode("utf-8")
-    except UnicodeDecodeError:
-        return "an unrecognised binary file"
-    return "a text file" if all(c.isprintable() or c in "\r\n\t" for c in text) else "an unrecognised binary file"
+# The largest generator a checkpoint may declare: official StyleGAN2 stops at 1024 px and 512 channels.
+MAX_RESOLUTION = 4096
+MAX_CHANNELS = 2048
+MAX_LATENT_DIM = 4096
+MAX_MAPPING_LAYERS = 32
 
 
-def _is_safetensors(head: bytes) -> bool:
-    if len(head) < 10:
-        return False
-    n = struct.unpack("<Q", head[:8])[0]
-    return 2 <= n < 100_000_000 and head[8:9] == b"{"
+def check_config_budget(config: dict, *, max_elements: int = DEFAULT_MAX_ELEMENTS) -> None:
+    """Refuse a declared generator that no real checkpoint has, before anything is built."""
+    res = config.get("resolution")
+    if not isinstance(res, int) or res < 4 or res > MAX_RESOLUTION or res & (res - 1):
+        raise CheckpointError(f"resolution {res!r} is not a power of two from 4 to {MAX_RESOLUTION}")
+    channels = config.get("channels") or []
+    if len(channels) != int(math.log2(res)) - 1 or not all(isinstance(c, int) and 1 <= c <= MAX_CHANNELS for c in channels):
+        raise CheckpointError(f"channels {list(channels)[:12]} are not one count from 1 to {MAX_CHANNELS} per block")
+    for key, limit in (("z_dim", MAX_LATENT_DIM), ("w_dim", MAX_LATENT_DIM), ("mapping_layers", MAX_MAPPING_LAYERS),
+                       ("img_channels", 4)):
+        value = config.get(key)
+        if not isinstance(value, int) or not 1 <= value <= limit:
+            raise CheckpointError(f"{key} {value!r} is outside 1..{limit}")
+    params = sum(p.numel() for p in _skeleton(config).parameters())  # on the meta device: nothing allocated
+    if params > max_elements:
+        raise CheckpointError(f"the declared generator has {params:,} parameters, over the budget of {max_elements:,}")
 
 
-def _torch_load(path: Path) -> Any:
-    import argparse as _argparse
-
-    try:
-        # Training checkpoints carry an argparse.Namespace of hyper-parameters: a plain record.
-        with torch.serialization.safe_globals([_argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(f"{path} holds objects outside plain tensors and containers ({err}). "
-                              "Only weights are read; re-save it as a state dict (torch.save(G.state_dict()))") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise CheckpointError(f"{path} is a truncated or corrupt torch file ({type(err).__name__}: {str(err)[:200]}); "
-                              "download or save it again") from None
+def _check_state_dict(sd: Any, what: str) -> None:
+    if not isinstance(sd, dict):
+        raise CheckpointError(f"{what} is a {type(sd).__name__}, not a dict of tensors")
+    bad = [k if isinstance(k, str) else repr(k) for k, v in sd.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise CheckpointError(f"{what} has {len(bad)} entries that are not named tensors: {bad[:5]}")
 
 
-def _from_mapping(obj: Any, *, path: Path, overrides: dict) -> StyleGAN2Generator:
+def _describe_top_level(obj: Any) -> str:
+    if isinstance(obj, dict):
+        return str([k if isinstance(k, str) else repr(k) for k in list(obj)[:10]])
+    return type(obj).__name__
+
+
+def _from_mapping(obj: Any, *, path: Path, overrides: dict, max_elements: int) -> StyleGAN2Generator:
     """Dispatch a loaded dict on its keys: rosinality, NVlabs state dict, or an NVlabs snapshot."""
+    budget = dict(max_elements=max_elements)
     if isinstance(obj, dict) and "g_ema" in obj:
-        return generator_from_rosinality(obj, overrides=overrides)
+        return generator_from_rosinality(obj, overrides=overrides, **budget)
     if isinstance(obj, dict) and "G_ema" in obj:
         record = obj["G_ema"]
         if not isinstance(record, PersistentRecord):
-            raise CheckpointError(f"{path}: 'G_ema' is a {type(record).__name__}, expected an NVlabs network")
+            raise CheckpointError(f"'G_ema' is a {type(record).__name__}, expected an NVlabs network")
         sd = record_state_dict(record)
         kwargs = record.state.get("_init_kwargs")
+        if kwargs is not None and not isinstance(kwargs, dict):
+            raise CheckpointError(f"G_ema's constructor arguments are a {type(kwargs).__name__}, not a dict")
         config = config_from_nvlabs_kwargs(dict(kwargs), overrides=overrides) if kwargs else None
-        return generator_from_nvlabs_state_dict(sd, config=config, overrides=overrides)
+        return generator_from_nvlabs_state_dict(sd, config=config, overrides=overrides, **budget)
     if isinstance(obj, dict) and "synthesis.b4.const" in obj:
-        return generator_from_nvlabs_state_dict(obj, overrides=overrides)
+        return generator_from_nvlabs_state_dict(obj, overrides=overrides, **budget)
     if isinstance(obj, dict) and "input.input" in obj:
-        return generator_from_rosinality({"g_ema": obj}, overrides=overrides)
-    keys = sorted(obj)[:10] if isinstance(obj, dict) else type(obj).__name__
-    raise CheckpointError(f"{path} is a readable checkpoint but not a StyleGAN2 generator (top level: {keys}). "
+        return generator_from_rosinality({"g_ema": obj}, overrides=overrides, **budget)
+    raise CheckpointError(f"{path} is a readable checkpoint but not a StyleGAN2 generator (top level: {_describe_top_level(obj)}). "
                           "Expected rosinality {'g_ema', 'latent_avg'}, an NVlabs snapshot with 'G_ema', or a generator state dict")
 
 
 def load_stylegan2(path: str | Path, *, revision: str | None = None, mapping_lr_multiplier: float | None = None,
-                   conv_clamp: float | None = None) -> StyleGAN2Generator:
+                   conv_clamp: float | None = None, max_elements: int = DEFAULT_MAX_ELEMENTS) -> StyleGAN2Generator:
     """Load any supported StyleGAN2 checkpoint as a ``StyleGAN2Generator`` (float32, eval mode, on CPU).
 
-    Never executes code from the file: torch files are read with ``weights_only=True``, NVlabs pickles
-    with ``RestrictedUnpickler``.
+    Safe on files from strangers (see ``refinestyle.checkpoint_reader``): nothing in the file is imported,
+    executed or allowed to modify the running program; declared sizes (storages against the file, views
+    against their storages, resolution, channels, dims, total parameters) are checked before anything is
+    allocated; every failure is a ``CheckpointError`` naming the file and the problem.
 
     Args:
         path: a rosinality ``.pt``, NVlabs ``.pkl``, NVlabs state-dict ``.pt``, a safetensors file, one of
@@ -454,6 +363,7 @@ def load_stylegan2(path: str | Path, *, revision: str | None = None, mapping_lr_
         revision: Hub revision when ``path`` is a repo id.
         mapping_lr_multiplier: override for formats that do not record it (default 0.01, as official StyleGAN2).
         conv_clamp: override for formats that do not record it (state dicts; NVlabs ADA configs use 256).
+        max_elements: the most tensor elements a file may hold, and a generator may declare.
 
     Examples:
         ```py
@@ -478,25 +388,11 @@ def load_stylegan2(path: str | Path, *, revision: str | None = None, mapping_lr_
         return StyleGAN2Generator.from_pretrained(str(root), subfolder=sub).eval()
     if not p.exists():
         raise FileNotFoundError(f"no such checkpoint: {p}")
-    with open(p, "rb") as f:
-        head = f.read(64)
-    if head.startswith(b"PK\x03\x04"):
-        return _from_mapping(_torch_load(p), path=p, overrides=overrides)
-    if _is_safetensors(head):
-        from safetensors.torch import load_file
-
-        try:
-            return _from_mapping(load_file(str(p)), path=p, overrides=overrides)
-        except CheckpointError:
-            raise
-        except Exception as err:  # safetensors raises its own error types for corrupt headers
-            raise CheckpointError(f"{p} is a corrupt safetensors file ({err})") from None
-    if head[:1] == b"\x80" and 2 <= head[1:2][0] <= 5:
-        data = p.read_bytes()
-        first = restricted_load(data)
-        if first == TORCH_LEGACY_MAGIC:  # a pre-1.6 torch.save file: torch's own safe loader reads it
-            return _from_mapping(_torch_load(p), path=p, overrides=overrides)
-        return _from_mapping(first, path=p, overrides=overrides)
-    raise CheckpointError(f"{p} is {describe_bytes(head)}, not a StyleGAN2 checkpoint. Supported: rosinality .pt, "
-                          "NVlabs .pkl snapshots, NVlabs state-dict .pt, safetensors, or a folder from `refinestyle convert`")
-
+    obj = read_checkpoint(p, max_elements=max_elements)
+    try:
+        return _from_mapping(obj, path=p, overrides=overrides, max_elements=max_elements)
+    except CheckpointError as err:
+        message = str(err)
+        raise CheckpointError(message if message.startswith(str(p)) else f"{p}: {message}") from None
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError, RuntimeError, RecursionError, OverflowError) as err:
+        raise CheckpointError(f"{p}: not a valid StyleGAN2 checkpoint ({type(err).__name__}: {str(err)[:200]})") from None
