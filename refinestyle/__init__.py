@@ -2,6 +2,7 @@
 
 from .convert import CheckpointError, load_stylegan2
 from .hub import HubError
+from .loops import Cancelled
 from .models.domain import DomainTokens
 from .models.refinement import LayerTokens, TokenSet
 from .models.stylegan2 import StyleGAN2Generator
@@ -9,6 +10,7 @@ from .pipeline import RefineStyleModel
 
 __version__ = "0.1.0"
 __all__ = [
+    "Cancelled",
     "CheckpointError",
     "DomainTokens",
     "HubError",

@@ -40,6 +40,7 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from .loops import StopSignal, check_stop
 from .clip import CLIPGuide, check_prompts
 from .images import random_affine
 from .models.domain import DomainTokens, check_token_count
@@ -323,6 +324,7 @@ def optimise(
     steps: Optional[range] = None,
     history: Optional[AdaptHistory] = None,
     start_time: Optional[float] = None,
+    stop: Optional[StopSignal] = None,
 ) -> AdaptHistory:
     """The shared loop: ``synth(ws)`` renders with the trainable ``params``; the frozen ``G`` is the reference.
 
@@ -350,6 +352,7 @@ def optimise(
 
     bar = tqdm(steps, desc="adapt", disable=not progress, total=config.steps, initial=steps.start)
     for step in bar:
+        check_stop(stop, what="adaptation", step=step, total=config.steps)
         ws = _latents(G, step, batch=config.batch, seed=config.seed, psi=config.truncation_psi)
         with torch.no_grad():
             frozen = G.synthesis(ws)
@@ -402,8 +405,12 @@ def adapt_tokens(
     callback: Optional[Callable[[int, int, AdaptState], None]] = None,
     preview_every: int = 0,
     progress: bool = False,
+    stop: Optional[StopSignal] = None,
 ) -> DomainTokens:
-    """RefineStyle: optimise a shared token set; returns the domain (its ``history`` attribute has the curve)."""
+    """RefineStyle: optimise a shared token set; returns the domain (its ``history`` attribute has the curve).
+
+    ``stop`` (e.g. a ``threading.Event``): when set, the run raises ``Cancelled`` before its next step.
+    """
     config.validate()
     source, target = _check_prompts(source, target, target_images)
     if not clips:
@@ -420,7 +427,7 @@ def adapt_tokens(
         layers = list(config.layers)
     made = dict(layers=layers, seed=config.seed, source=source, target=target or REFERENCE_IMAGES_TARGET)
     run = dict(G=G, clips=clips, source=source, target=target, target_images=target_images, config=config,
-               callback=callback, preview_every=preview_every, progress=progress)
+               callback=callback, preview_every=preview_every, progress=progress, stop=stop)
     if warm_tokens is None:
         domain = DomainTokens.from_generator(G, num_tokens=k, torgb_tokens=torgb, **made)
         history = _optimise_domain(domain, **run)
@@ -435,6 +442,7 @@ def adapt_tokens(
     domain.history = history
     domain.strength_suggestion = None
     if config.suggest_strength:
+        check_stop(stop, what="adaptation", step=config.steps, total=config.steps)
         domain.strength_suggestion = suggest_strength(G, clips, domain, source=source, target=target,
                                                       target_images=target_images)
         if domain.strength_suggestion.strength is not None:

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
+from .loops import StopSignal, check_stop
 from .models.refinement import LayerTokens, TokenSet
 from .models.stylegan2 import StyleGAN2Generator
 
@@ -64,8 +65,12 @@ def invert_optimize(
     init_ws: Optional[torch.Tensor] = None,
     init_tokens: Optional[TokenSet] = None,
     callback: Optional[Callable[[int, int, InversionState], None]] = None,
+    stop: Optional[StopSignal] = None,
 ) -> tuple[torch.Tensor, TokenSet]:
-    """Optimise W+ (``w_steps``) then per-image tokens (``token_steps``) to reconstruct ``targets``."""
+    """Optimise W+ (``w_steps``) then per-image tokens (``token_steps``) to reconstruct ``targets``.
+
+    ``stop`` (e.g. a ``threading.Event``): when set, the loop raises ``Cancelled`` before its next step.
+    """
     for name, v in (("w_steps", w_steps), ("token_steps", token_steps)):
         if not isinstance(v, int) or not 0 <= v <= 5000:
             raise ValueError(f"{name} must be an integer from 0 to 5000, got {v!r}")
@@ -77,6 +82,7 @@ def invert_optimize(
     ws = init_ws.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([ws], lr=w_lr, betas=(0.9, 0.999))
     for step in range(w_steps):
+        check_stop(stop, what="inversion", step=step, total=total)
         loss = reconstruction_loss(G.synthesis(ws), targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -93,6 +99,7 @@ def invert_optimize(
     if token_steps and params:
         opt = torch.optim.Adam(params, lr=token_lr, betas=(0.9, 0.999))
         for step in range(token_steps):
+            check_stop(stop, what="inversion", step=w_steps + step, total=total)
             current = TokenSet({k: LayerTokens(p, q, g) for k, (p, q, g) in leaves.items()})
             loss = reconstruction_loss(G.synthesis(ws, tokens=current), targets)
             loss = loss + token_reg * sum(p.square().mean() for p, _, _ in leaves.values()) / len(leaves)

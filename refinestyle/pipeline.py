@@ -274,13 +274,15 @@ class RefineStyleModel:
         token_steps: Optional[int] = None,
         seed: int = 0,
         callback=None,
+        stop=None,
     ) -> InversionOutput:
         """Reconstruct images (PIL images, paths, bytes or ``[N,3,H,W]`` tensors in [-1, 1]).
 
         ``method="encoder"`` uses the trained encoder; ``"optimize"`` optimises W+ then tokens from
         ``w_avg`` (``steps`` in total, a third of them for tokens unless ``token_steps`` is given);
         ``"encoder+optimize"`` refines the encoder's W+ and tokens further by optimisation; ``"auto"``
-        takes the encoder when there is one.
+        takes the encoder when there is one. ``stop`` (a ``threading.Event``): set it from another thread to
+        end an optimisation before its next step (``refinestyle.Cancelled`` is raised).
         """
         import time
 
@@ -304,7 +306,7 @@ class RefineStyleModel:
             t_steps = steps // 3 if token_steps is None else token_steps
             ws, tokens = invert_optimize(G, targets, w_steps=steps - t_steps, token_steps=t_steps, seed=seed,
                                          init_ws=ws, init_tokens=tokens if tokens is not None and tokens.layers else None,
-                                         callback=callback)
+                                         callback=callback, stop=stop)
         seconds = time.perf_counter() - t0
         with torch.no_grad():
             refined = G.synthesis(ws, tokens=tokens)
@@ -366,6 +368,7 @@ class RefineStyleModel:
         callback=None,
         preview_every: int = 0,
         progress: bool = False,
+        stop=None,
     ) -> DomainTokens:
         """Optimise a shared token set so that images move from ``source`` toward ``target`` (or ``target_images``).
 
@@ -384,6 +387,9 @@ class RefineStyleModel:
         at which the CLIPs see the images as far along the text direction as the domain takes them
         (``adaptation.suggest_strength``). Use it with ``generate(..., strength="suggested")``; ``strength=1`` stays
         the tokens as optimised, which go further.
+
+        ``stop`` (a ``threading.Event``): set it from another thread (a Cancel button) to end the run before its
+        next step; ``refinestyle.Cancelled`` is raised and no domain is returned.
         """
         from .adaptation import AdaptConfig, adapt_tokens
 
@@ -397,4 +403,4 @@ class RefineStyleModel:
                              content_weight=content_weight, global_weight=global_weight, augment_views=augment_views,
                              suggest_strength=suggest_strength)
         return adapt_tokens(self.generator, clips, source=source, target=target, target_images=target_images, config=config,
-                            callback=callback, preview_every=preview_every, progress=progress)
+                            callback=callback, preview_every=preview_every, progress=progress, stop=stop)
