@@ -29,10 +29,11 @@ from pathlib import Path
 import torch
 
 from refinestyle import RefineStyleModel, StyleGAN2Generator
-from refinestyle.adaptation import (AUTO_WARMUP_FRACTION, AUTO_WARMUP_TOKENS, LR_SCHEDULES, AdaptConfig, AdaptHistory,
-                                    adapt_tokens, optimise, suggest_strength)
+from refinestyle.adaptation import (AUTO_WARMUP_FRACTION, AUTO_WARMUP_TOKENS, AdaptConfig, AdaptHistory, adapt_tokens,
+                                    optimise, suggest_strength)
 from refinestyle.data.synthfaces import style_prompt
 from refinestyle.evaluation import cached_attribute_classifier, domain_quality
+from refinestyle.options import LR_SCHEDULES
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).resolve().parent / "out"

@@ -45,10 +45,9 @@ from .clip import CLIPGuide, check_prompts
 from .images import random_affine
 from .models.domain import DomainTokens, check_token_count
 from .models.stylegan2 import StyleGAN2Generator
+from .options import LAYER_MODES, LR_SCHEDULES
 
 MAX_STEPS = 5000
-LAYER_MODES = ("all", "convs", "adaptive")
-LR_SCHEDULES = ("constant", "cosine", "cosine-restart")
 # The automatic token settings: the recipe of the shipped SynthFaces domains (see README, Domain adaptation).
 MIN_TORGB_TOKENS = 3
 AUTO_WARMUP_TOKENS = 8

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from .images import save_grid
 
 
@@ -35,10 +33,11 @@ from refinestyle import RefineStyleModel
     (out / "README.md").write_text(card)
 
 
-@torch.no_grad()
 def save_domain_preview(model, domain, path: str | Path, *, seed: int) -> None:
     """A domain card's preview: 8 faces of ``seed`` (truncation 0.7) before, with the domain, and at its suggested
     strength when it has one, one row each."""
+    import torch  # here, not at the top: the command line imports this module before it knows it needs torch
+
     z = torch.randn(8, model.generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
     rows = [model.generate(z=z, truncation_psi=0.7), model.generate(z=z, truncation_psi=0.7, domain=domain)]
     if domain.config.suggested_strength is not None:
@@ -46,15 +45,17 @@ def save_domain_preview(model, domain, path: str | Path, *, seed: int) -> None:
     save_grid(torch.cat(rows), path, columns=8)
 
 
-@torch.no_grad()
 def domain_metrics(model, domain, *, target: str | None, seed: int = 1234, n: int = 16) -> dict:
     """CLIP similarity to the target prompt before/after applying ``domain`` on fixed seeds (reproducible)."""
+    import torch
+
     if model.clip is None or not target:
         return {}
     z = torch.randn(n, model.generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
-    text = model.clip.encode_text([target])[0]
-    before = model.clip.encode_image(model.generate(z=z, truncation_psi=0.7)) @ text
-    after = model.clip.encode_image(model.generate(z=z, truncation_psi=0.7, domain=domain)) @ text
+    with torch.no_grad():
+        text = model.clip.encode_text([target])[0]
+        before = model.clip.encode_image(model.generate(z=z, truncation_psi=0.7)) @ text
+        after = model.clip.encode_image(model.generate(z=z, truncation_psi=0.7, domain=domain)) @ text
     return {"seed": seed, "n": n, "truncation_psi": 0.7, "target": target,
             "clip_target_similarity_before": before.mean().item(), "clip_target_similarity_after": after.mean().item()}
 

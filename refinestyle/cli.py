@@ -8,11 +8,11 @@ import shlex
 import sys
 from pathlib import Path
 
-import torch
-
-from .adaptation import LAYER_MODES, LR_SCHEDULES
+# torch (and diffusers, through the models) are imported by the commands that use them, so that
+# `refinestyle --help` and argument errors answer at once.
 from .cards import describe_tokens, domain_metrics, save_domain_preview, write_model_card
 from .images import parse_seeds, save_grid
+from .options import LAYER_MODES, LR_SCHEDULES
 # Not used here: app.py still imports them from refinestyle.cli until it imports refinestyle.images.
 from .images import make_grid, to_uint8  # noqa: F401
 
@@ -39,6 +39,8 @@ def seed_list(text: str) -> list[int]:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
+    import torch
+
     from .convert import load_stylegan2
     from .pipeline import RefineStyleModel
 
@@ -82,6 +84,7 @@ def load_model_any(path: str):
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    import torch
     from tqdm import tqdm
 
     model = load_model_any(args.model)
@@ -95,6 +98,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
+    import torch
+
     from .models.domain import DomainTokens
 
     if args.store_rank is not None and args.store_rank < 1:  # before minutes of adaptation, not after

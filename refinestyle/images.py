@@ -7,11 +7,18 @@ import io
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
+# torch, numpy and PIL are imported where used: the command line reads its seed lists (parse_seeds) from here,
+# and `refinestyle --help` should answer before torch has loaded.
 MIN_SIDE = 16
 MAX_PIXELS = 40_000_000  # larger uploads are refused (decompression bombs, memory)
+MAX_ASPECT = 4  # the centre square of a longer strip would keep too little of the picture
+MAX_SEED = 2**32 - 1
+
 
 class ImageError(ValueError):
     """An input that is not a usable image; the message says why and what to do."""
@@ -51,6 +58,9 @@ def open_image(source) -> "PIL.Image.Image":  # noqa: F821
         raise ImageError(f"the image is {w}x{h} px (over {MAX_PIXELS // 1_000_000} megapixels); downscale it first")
     if min(w, h) < MIN_SIDE:
         raise ImageError(f"the image is only {w}x{h} px; give at least {MIN_SIDE}x{MIN_SIDE}")
+    if max(w, h) > MAX_ASPECT * min(w, h):
+        raise ImageError(f"the image is {w}x{h} px, a strip more than {MAX_ASPECT} times longer than wide; "
+                         "crop it to the face (nearly square) first")
     try:
         img = ImageOps.exif_transpose(img)
     except Exception:  # broken EXIF blocks must not stop an otherwise fine image
@@ -79,6 +89,7 @@ def to_rgb(img: "PIL.Image.Image") -> "PIL.Image.Image":  # noqa: F821
 def center_square(img: "PIL.Image.Image", resolution: int) -> torch.Tensor:  # noqa: F821
     """Centre-crop to a square and resize (Lanczos) → ``[3, R, R]`` in [-1, 1]."""
     import numpy as np
+    import torch
     from PIL import Image
 
     w, h = img.size
@@ -91,6 +102,8 @@ def center_square(img: "PIL.Image.Image", resolution: int) -> torch.Tensor:  # n
 
 def images_to_tensor(images, resolution: int) -> torch.Tensor:
     """A tensor ``[N, 3, H, W]`` in [-1, 1] (resized if needed) or a list of image inputs → ``[N, 3, R, R]``."""
+    import torch
+
     if isinstance(images, torch.Tensor):
         if images.dim() == 3:
             images = images[None]
@@ -102,9 +115,7 @@ def images_to_tensor(images, resolution: int) -> torch.Tensor:
             raise ImageError(f"image tensors must be in [-1, 1], got values in [{images.min():.2f}, {images.max():.2f}]; "
                              "map [0, 1] with x * 2 - 1 or [0, 255] with x / 127.5 - 1")
         if images.shape[-1] != resolution or images.shape[-2] != resolution:
-            import torch.nn.functional as F
-
-            images = F.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
+            images = torch.nn.functional.interpolate(images, size=(resolution, resolution), mode="bilinear", align_corners=False, antialias=True)
         return images
     if not isinstance(images, (list, tuple)):
         images = [images]
@@ -125,6 +136,8 @@ def random_affine(images: torch.Tensor, *, generator: torch.Generator, scale: tu
     ``scale`` < 1 zooms in; ``shift`` is in units of half the image side. Draws come from ``generator`` only,
     so equal generators give equal views (``paired`` use: warp two batches with one seed).
     """
+    import torch
+
     n = images.shape[0]
     zoom = torch.empty(n).uniform_(*scale, generator=generator)  # [N]
     offset = torch.empty(n, 2).uniform_(-shift, shift, generator=generator)  # [N, 2]
@@ -147,6 +160,8 @@ def parse_seeds(text: str, *, max_count: int = 1024) -> list[int]:
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         if hi < lo:
             raise ValueError(f"seeds must look like '0-7' or '1, 5, 9': the range {part.strip()!r} runs backwards")
+        if hi > MAX_SEED:  # torch.Generator takes 64-bit seeds; a larger one overflows deep inside torch
+            raise ValueError(f"seeds must be at most {MAX_SEED:,}; {part.strip()!r} is larger")
         if len(seeds) + hi - lo + 1 > max_count:  # checked before expanding: '0-999999999' allocates nothing
             raise ValueError(f"at most {max_count} seeds per request")
         seeds.extend(range(lo, hi + 1))
@@ -155,11 +170,15 @@ def parse_seeds(text: str, *, max_count: int = 1024) -> list[int]:
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """``[N, 3, H, W]`` in [-1, 1] → uint8 ``[N, H, W, 3]``."""
+    import torch
+
     return ((images.detach().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
 
 
 def make_grid(images: torch.Tensor, *, columns: int = 8) -> torch.Tensor:
     """``[N, 3, H, W]`` images in [-1, 1] → one uint8 ``[rows·H, cols·W, 3]`` grid on white."""
+    import torch
+
     n, _, h, w = images.shape
     cols = min(columns, n)
     rows = (n + cols - 1) // cols

@@ -130,3 +130,22 @@ def test_generate_domain_by_name_folder_or_unknown(tmp_path, capsys):
     capsys.readouterr()
     assert main(common + ["--domain", "sketch", "--out", str(tmp_path / "x.png")]) == 2
     assert "unknown domain 'sketch'; loaded domains: ['zombie']" in capsys.readouterr().err
+
+
+def test_imports_load_only_what_they_use():
+    """`import refinestyle` (the whole public API too) leaves the app's and the CLIP's libraries alone, and the
+    command line parses arguments before torch loads (so `--help` answers at once)."""
+    import subprocess
+    import sys
+
+    def loaded(code: str, names: tuple[str, ...]) -> list[str]:
+        probe = f"import sys; {code}; print(sorted(m for m in {names!r} if m in sys.modules))"
+        return json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+                          .stdout.strip().replace("'", '"'))
+
+    optional = ("gradio", "open_clip", "matplotlib", "lpips", "skimage")
+    assert loaded("import refinestyle", optional) == []
+    assert loaded("import refinestyle; from refinestyle import *; refinestyle.RefineStyleModel", optional) == []
+    assert loaded("import refinestyle.cli", ("torch", "diffusers")) == []
+    help_text = subprocess.run([sys.executable, "-m", "refinestyle.cli", "--help"], capture_output=True, text=True, check=True)
+    assert "convert" in help_text.stdout and "generate" in help_text.stdout
