@@ -11,6 +11,7 @@ __version__ = "0.1.0"
 # any diffusers import costs more than a second beyond torch (diffusers.utils imports torch._dynamo and scans the
 # installed packages), which `refinestyle --help` and `import refinestyle.images` need not pay.
 _EXPORTS = {
+    "Cancelled": ".loops",
     "CheckpointError": ".convert",
     "load_stylegan2": ".convert",
     "HubError": ".hub",
@@ -25,6 +26,7 @@ __all__ = [*sorted(_EXPORTS), "__version__"]
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from .convert import CheckpointError, load_stylegan2
     from .hub import HubError
+    from .loops import Cancelled
     from .models.domain import DomainTokens
     from .models.refinement import LayerTokens, TokenSet
     from .models.stylegan2 import StyleGAN2Generator
