@@ -5,27 +5,39 @@
 
 Named API endpoints (gradio_client): /invert, /adapt, /generate. The library never imports gradio;
 this file adapts its callbacks to gr.Progress.
+
+Built to run as a public Space: pushes use the visitor's own Hugging Face login (never the server's
+token unless the operator passes --allow-server-token), Cancel (or a cancelled API job, or a closed
+tab) stops an adaptation within one step, each session's files are deleted when it ends, adaptations
+run at most --max-adaptations at a time (the rest wait in the queue), and visitors see one sentence
+per error, never a server path or a traceback (those go to the log, under an id).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import html
+import logging
 import os
 import re
+import shutil
 import tempfile
 import threading
+import uuid
 import zipfile
 from pathlib import Path
+from typing import Optional
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
 import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
-from refinestyle import DomainTokens, RefineStyleModel  # noqa: E402
-from refinestyle.cli import make_grid, parse_seeds, to_uint8  # noqa: E402
+from refinestyle import Cancelled, DomainTokens, RefineStyleModel  # noqa: E402
 from refinestyle.evaluation import psnr, ssim  # noqa: E402
-from refinestyle.images import ImageError, images_to_tensor  # noqa: E402
+from refinestyle.hub import HubError  # noqa: E402
+from refinestyle.images import ImageError, images_to_tensor, make_grid, parse_seeds, to_uint8  # noqa: E402
 
 try:  # Hugging Face Spaces with ZeroGPU provide this; elsewhere the decorator is a no-op.
     import spaces
@@ -35,11 +47,16 @@ except ImportError:  # pragma: no cover - depends on the host
     def gpu(fn):
         return fn
 
+log = logging.getLogger("refinestyle.app")
 ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = str(ROOT / "hub" / "refinestyle-synthfaces")
 EXAMPLES = ROOT / "examples"
 MAX_SEEDS = 64
-USER_ERRORS = (ValueError, TypeError, KeyError, ImageError)
+MAX_TRUNCATION = 1.2
+MAX_SESSION_DOMAINS = 8  # adapted domains kept per visitor (a few KB each, plus their optimiser history)
+SESSION_TTL_S = 3 * 3600  # a visitor's domains are dropped after this long without use
+USER_ERRORS = (ValueError, TypeError, KeyError, ImageError, HubError)
+PATH_RE = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.@+-]+){2,}[\\/]?")  # an absolute path inside a message
 
 
 def to_pil(image: torch.Tensor):
@@ -73,6 +90,8 @@ def parse_mix(text: str) -> dict[str, float]:
         if not part:
             continue
         name, _, weight = part.partition(":")
+        if not name.strip():
+            raise ValueError(f"a domain name is missing before {part!r}; write it as 'sketch: 0.6'")
         try:
             mix[name.strip()] = float(weight) if weight.strip() else 1.0
         except ValueError:
@@ -80,12 +99,68 @@ def parse_mix(text: str) -> dict[str, float]:
     return mix
 
 
-class App:
-    """The handlers, bound to one loaded model; per-user domains live in gr.State."""
+def model_label(model: RefineStyleModel) -> str:
+    """What the header calls the model: a repo id as given, a local folder by its name only."""
+    source = model.source or "in memory"
+    return Path(source).name if Path(source).exists() else source
 
-    def __init__(self, model: RefineStyleModel, *, invert_steps: int = 150):
+
+def public_message(err: Exception, *, uploads=()) -> str:
+    """One sentence for a visitor: no server paths (an upload is 'the uploaded file'), HTML-escaped."""
+    text = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    for path in uploads:
+        if path:
+            text = text.replace(str(path), "the uploaded file")
+    text = PATH_RE.sub("<a server path>", text)
+    return html.escape(text.strip().splitlines()[0] if text.strip() else type(err).__name__, quote=False)
+
+
+def as_gradio_error(err: Exception, *, uploads=()) -> gr.Error:
+    """User errors: their one sentence, one log line. Anything else: an id for the visitor, the traceback in the log."""
+    if isinstance(err, gr.Error):
+        return err
+    if isinstance(err, USER_ERRORS):
+        message = public_message(err, uploads=uploads)
+        log.info("user error: %s", message)
+        return gr.Error(message, print_exception=False)
+    ident = uuid.uuid4().hex[:8]
+    log.error("internal error %s", ident, exc_info=err)
+    return gr.Error(f"internal error {ident}; the server log has the details", print_exception=False)
+
+
+def session_key(request: Optional[gr.Request]) -> str:
+    """The visitor's session id, safe as a folder name."""
+    raw = getattr(request, "session_hash", None) or "anonymous"
+    return re.sub(r"[^\w-]", "_", str(raw))[:64]
+
+
+class App:
+    """The handlers, bound to one loaded model; per-visitor domains live in gr.State, files in a per-session folder."""
+
+    def __init__(self, model: RefineStyleModel, *, invert_steps: int = 150, allow_server_token: bool = False,
+                 oauth: Optional[bool] = None, files_root: Optional[Path] = None):
         self.model = model
         self.invert_steps = invert_steps
+        self.allow_server_token = allow_server_token
+        # A Space (SPACE_ID set) has real Hugging Face OAuth; elsewhere Gradio could only mock it.
+        self.oauth = bool(os.environ.get("SPACE_ID")) if oauth is None else oauth
+        self.files_root = Path(files_root or tempfile.mkdtemp(prefix="refinestyle-app-"))
+        self._queued: dict[str, threading.Event] = {}  # made by the Adapt button, before the job leaves the queue
+        self._running: dict[str, threading.Event] = {}
+
+    def session_dir(self, request: Optional[gr.Request]) -> Path:
+        folder = self.files_root / session_key(request) / uuid.uuid4().hex[:8]
+        folder.mkdir(parents=True)
+        return folder
+
+    def end_session(self, request: gr.Request):
+        """The visitor left (tab closed or reloaded): stop their adaptation, delete their files."""
+        key = session_key(request)
+        for table in (self._queued, self._running):
+            event = table.pop(key, None)
+            if event is not None:
+                event.set()
+        shutil.rmtree(self.files_root / key, ignore_errors=True)
 
     def domain_choices(self, session: dict | None) -> list[str]:
         return ["(none)"] + sorted(self.model.domains) + sorted((session or {}))
@@ -93,16 +168,13 @@ class App:
     def resolve(self, name: str, session: dict | None):
         if not name or name == "(none)":
             return None
-        if session and name in session:
-            return session[name]
-        if name in self.model.domains:
-            return name
-        raise ValueError(f"unknown domain {name!r}; choose one of {self.domain_choices(session)[1:]}")
+        # Names only (load=False): what visitors type must never make the server read files or download repos.
+        return self.model.resolve_domain(name, session=session, load=False)
 
     # --------------------------------------------------------------------------------------------
     @gpu
     def invert(self, image, domain_name: str = "(none)", strength: float = 1.0, steps: float = 0, session: dict | None = None,
-               progress=gr.Progress()):
+               request: gr.Request = None, progress=gr.Progress()):
         """Image → W+ and refined reconstructions, metrics, the domain-applied result and downloads."""
         try:
             if image is None:
@@ -121,105 +193,134 @@ class App:
             r_psnr, r_ssim = psnr_ssim(out.images[0], out.targets[0])
             metrics = (f"| | PSNR (dB) | SSIM |\n|---|---|---|\n| W+ only | {w_psnr:.2f} | {w_ssim:.3f} |\n"
                        f"| RefineStyle | {r_psnr:.2f} | {r_ssim:.3f} |\n\n{out.method}: {out.seconds * 1000:.0f} ms")
-            files = self._inversion_files(out, edited)
+            files = self._inversion_files(out, edited, self.session_dir(request))
             # No domain: no fourth image (an identical one would share Gradio's content-addressed cache file).
             return (upscale(to_pil(out.targets[0])), upscale(to_pil(out.w_images[0])), upscale(to_pil(out.images[0])),
                     upscale(to_pil(edited[0])) if dom is not None else None, metrics, files)
-        except USER_ERRORS as err:
-            raise gr.Error(_message(err)) from None
+        except Exception as err:
+            raise as_gradio_error(err, uploads=[image]) from None
 
-    def _inversion_files(self, out, edited) -> list[str]:
+    def _inversion_files(self, out, edited, folder: Path) -> list[str]:
         from safetensors.torch import save_file
 
-        folder = Path(tempfile.mkdtemp(prefix="refinestyle-"))
         state = {"ws": out.ws.detach().cpu().contiguous()}
         state.update({f"tokens.{k}": v.detach().cpu().contiguous() for k, v in out.tokens.state_dict().items()})
-        save_file(state, str(folder / "inversion.safetensors"), metadata={"format": "pt", "model": str(self.model.source)})
+        save_file(state, str(folder / "inversion.safetensors"), metadata={"format": "pt", "model": model_label(self.model)})
         to_pil(edited[0]).save(folder / "result.png")
         return [str(folder / "result.png"), str(folder / "inversion.safetensors")]
 
     # --------------------------------------------------------------------------------------------
+    def begin_adapt(self, request: gr.Request):
+        """Runs at the click, before the job waits in the queue: Cancel can then stop it even while it waits."""
+        self._queued[session_key(request)] = threading.Event()
+
+    def cancel(self, request: gr.Request):
+        key = session_key(request)
+        events = [e for e in (self._queued.get(key), self._running.get(key)) if e is not None]
+        for event in events:
+            event.set()
+        return "cancelling…" if events else "nothing to cancel"
+
+    def _check_adapt_inputs(self, source, target, reference, steps, lr, seed, name, session) -> dict:
+        steps = int(_number(steps, "steps", 1, 1000))
+        # 0 (or empty): model.adapt's automatic rate for these steps (0.01 for the default 60)
+        lr = _number(lr or 0, "learning rate", 0, 0.5)
+        if 0 < lr < 1e-4:
+            raise ValueError(f"learning rate must be 0 (automatic) or between 0.0001 and 0.5, got {lr}")
+        seed = int(_number(seed, "seed", 0, 2**31 - 1))
+        name = (name or "").strip() or f"custom-{len(session) + 1}"
+        if not re.fullmatch(r"[\w-]{1,40}", name) or name in self.model.domains:
+            raise ValueError(f"domain name {name!r}: use 1-40 letters, digits, '-' or '_' and not a built-in name")
+        target_images = images_to_tensor([reference], self.model.generator.config.resolution) if reference is not None else None
+        if target_images is None and not (target or "").strip():
+            raise ValueError("type a target prompt (e.g. 'a pencil sketch of a face') or give a reference image")
+        if not (source or "").strip():
+            raise ValueError("type a source prompt, e.g. 'a photo of a face'")
+        return dict(source=source, target=target if target_images is None else None, target_images=target_images,
+                    steps=steps, lr=lr or None, seed=seed, name=name)
+
     @gpu
-    def adapt(self, source: str, target: str, reference=None, steps: float = 60, lr: float = 0, seed: float = 0,
-              name: str = "", session: dict | None = None, progress=gr.Progress()):
+    async def adapt(self, source: str, target: str, reference=None, steps: float = 60, lr: float = 0, seed: float = 0,
+                    name: str = "", session: dict | None = None, request: gr.Request = None, progress=gr.Progress()):
         """Optimise a new domain; yields previews while it runs. Final output adds the domain to this session."""
         import pandas as pd
 
         session = dict(session or {})
         try:
-            steps = int(_number(steps, "steps", 1, 1000))
-            # 0 (or empty): model.adapt's automatic rate for these steps (0.01 for the default 60)
-            lr = _number(lr or 0, "learning rate", 0, 0.5)
-            if 0 < lr < 1e-4:
-                raise ValueError(f"learning rate must be 0 (automatic) or between 0.0001 and 0.5, got {lr}")
-            lr = lr or None
-            seed = int(_number(seed, "seed", 0, 2**31 - 1))
-            name = (name or "").strip() or f"custom-{len(session) + 1}"
-            if not re.fullmatch(r"[\w-]{1,40}", name) or name in self.model.domains:
-                raise ValueError(f"domain name {name!r}: use 1-40 letters, digits, '-' or '_' and not a built-in name")
-            target_images = images_to_tensor([reference], self.model.generator.config.resolution) if reference is not None else None
-            if target_images is None and not (target or "").strip():
-                raise ValueError("type a target prompt (e.g. 'a pencil sketch of a face') or give a reference image")
-            if not (source or "").strip():
-                raise ValueError("type a source prompt, e.g. 'a photo of a face'")
-        except USER_ERRORS as err:
-            raise gr.Error(_message(err)) from None
-
+            run = self._check_adapt_inputs(source, target, reference, steps, lr, seed, name, session)
+        except Exception as err:
+            raise as_gradio_error(err, uploads=[reference]) from None
+        key = session_key(request)
+        stop = self._queued.pop(key, None) or threading.Event()
+        self._running[key] = stop
         updates: list = []
         done = threading.Event()
         result: dict = {}
 
-        def callback(step, total, state):
-            updates.append(state)
-
-        def run():
+        def work():
             try:
-                result["domain"] = self.model.adapt(source, target if target_images is None else None, target_images=target_images,
-                                                    steps=steps, lr=lr, seed=seed, callback=callback, preview_every=10)
-            except USER_ERRORS as err:
-                result["error"] = _message(err)
-            except Exception as err:  # keep serving; report what happened
-                result["error"] = f"adaptation failed: {type(err).__name__}: {err}"
+                dom = self.model.adapt(run["source"], run["target"], target_images=run["target_images"], steps=run["steps"],
+                                       lr=run["lr"], seed=run["seed"], callback=lambda step, total, state: updates.append(state),
+                                       preview_every=10, stop=stop)
+                result["domain"], result["grid"] = dom, self._before_after(dom, run["seed"])
+            except Exception as err:  # reported by the handler below, which is still serving
+                result["error"] = err
             finally:
                 done.set()
 
-        threading.Thread(target=run, daemon=True).start()
-        seen, last_preview = 0, None
-        while True:
-            finished = done.wait(0.5)
-            if len(updates) > seen:
-                seen = len(updates)
-                states = updates[:seen]
-                state = states[-1]
-                progress((state.step, state.total), desc="adapting")
-                previews = [s for s in states if s.preview is not None]
-                if previews:
-                    last_preview = grid(previews[-1].preview, columns=4)
-                frame = pd.DataFrame({"step": [s.step for s in states], "loss": [s.loss for s in states]})
-                yield last_preview, frame, f"step {state.step}/{state.total}, loss {state.loss:.4f}", session, gr.update(), None
-            if finished:
-                break
+        threading.Thread(target=work, daemon=True, name=f"adapt-{key}").start()
+        try:
+            seen, last_preview = 0, None
+            while not done.is_set():
+                await asyncio.sleep(0.5)  # a cancelled job is interrupted here, and the finally below stops the work
+                if len(updates) > seen:
+                    seen = len(updates)
+                    state = updates[seen - 1]
+                    progress((state.step, state.total), desc="adapting")
+                    previews = [s for s in updates[:seen] if s.preview is not None]
+                    if previews:
+                        last_preview = grid(previews[-1].preview, columns=4)
+                    frame = pd.DataFrame({"step": [s.step for s in updates[:seen]], "loss": [s.loss for s in updates[:seen]]})
+                    yield last_preview, frame, f"step {state.step}/{state.total}, loss {state.loss:.4f}", session, gr.update(), None
+        finally:
+            stop.set()  # whatever ended this handler (Cancel, a cancelled API job, a closed tab) ends the optimisation too
+            if self._running.get(key) is stop:
+                del self._running[key]
+        if isinstance(result.get("error"), Cancelled):
+            yield last_preview, gr.update(), f"cancelled: {result['error']}", session, gr.update(), None
+            return
         if "error" in result:
-            raise gr.Error(result["error"])
-        dom = result["domain"]
-        session[name] = dom
-        history = dom.history
-        frame = pd.DataFrame({"step": [s["step"] for s in history.states], "loss": [s["loss"] for s in history.states]})
+            raise as_gradio_error(result["error"])
+        yield self._finish_adapt(result["domain"], result["grid"], run["name"], session, self.session_dir(request))
+
+    def _before_after(self, dom: DomainTokens, seed: int):
         z = torch.randn(4, self.model.generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
         rows = [self.model.generate(z=z, truncation_psi=0.7), self.model.generate(z=z, truncation_psi=0.7, domain={dom: 1.0})]
-        suggested = dom.config.suggested_strength
-        if suggested is not None:
+        if dom.config.suggested_strength is not None:
             rows.append(self.model.generate(z=z, truncation_psi=0.7, domain=dom, strength="suggested"))
+        return grid(torch.cat(rows), columns=4)
+
+    def _finish_adapt(self, dom: DomainTokens, preview, name: str, session: dict, folder: Path):
+        import pandas as pd
+
+        dropped = []
+        session[name] = dom
+        while len(session) > MAX_SESSION_DOMAINS:
+            dropped.append(next(iter(session)))
+            del session[dropped[-1]]
+        history = dom.history
+        frame = pd.DataFrame({"step": [s["step"] for s in history.states], "loss": [s["loss"] for s in history.states]})
+        suggested = dom.config.suggested_strength
         status = f"domain **{name}** ready ({dom.num_parameters():,} parameters)" + (
             f"; suggested strength **{suggested:g}** (bottom row: where the CLIPs see the style reached; 1 = as optimised, "
             "stronger)" if suggested is not None else "") + (
-            f"; stopped early: {history.stopped_early}" if history.stopped_early else "")
-        choices = self.domain_choices(session)
-        yield (grid(torch.cat(rows), columns=4), frame, status, session,
-               gr.update(choices=choices, value=name), self._domain_zip(dom, name))
+            f"; stopped early: {history.stopped_early}" if history.stopped_early else "") + (
+            f"; {', '.join(dropped)} removed (a session keeps its last {MAX_SESSION_DOMAINS} domains; download to keep more)"
+            if dropped else "")
+        return (preview, frame, status, session, gr.update(choices=self.domain_choices(session), value=name),
+                self._domain_zip(dom, name, folder))
 
-    def _domain_zip(self, dom: DomainTokens, name: str) -> str:
-        folder = Path(tempfile.mkdtemp(prefix="refinestyle-domain-"))
+    def _domain_zip(self, dom: DomainTokens, name: str, folder: Path) -> str:
         dom.save_pretrained(folder / name)
         path = folder / f"{name}.zip"
         with zipfile.ZipFile(path, "w") as zf:
@@ -227,24 +328,39 @@ class App:
                 zf.write(f, f"{name}/{f.name}")
         return str(path)
 
-    def push(self, name: str, repo_id: str, session: dict | None = None):
+    # --------------------------------------------------------------------------------------------
+    def push(self, name: str, repo_id: str, session: dict | None = None, oauth_token: gr.OAuthToken | None = None):
+        """Push a domain of this session with the visitor's own login (the server's token only when the operator allows)."""
         try:
-            if not os.environ.get("HF_TOKEN"):
-                raise ValueError("pushing needs a Hugging Face token: set HF_TOKEN for this app")
+            if oauth_token is not None:
+                token = oauth_token.token
+            elif self.allow_server_token and os.environ.get("HF_TOKEN"):
+                token = os.environ["HF_TOKEN"]
+            else:
+                raise ValueError("log in with your Hugging Face account (the Login button) to push; this app never "
+                                 "pushes with the server's token")
             if not session or name not in session:
                 raise ValueError("adapt a domain in this session first; built-in domains are already on the Hub")
-            return f"pushed to {session[name].push_to_hub(repo_id)}"
-        except USER_ERRORS as err:
-            raise gr.Error(_message(err)) from None
+            return f"pushed to {session[name].push_to_hub((repo_id or '').strip(), token=token)}"
         except OSError as err:
-            raise gr.Error(f"push failed: {err}") from None
+            raise as_gradio_error(ValueError(f"the push failed ({err}); check the repo id and your write access")) from None
+        except Exception as err:
+            raise as_gradio_error(err) from None
+
+    def push_button_state(self, profile: gr.OAuthProfile | None = None):
+        """The Push button is live only for a logged-in visitor (or an operator who allowed the server's token)."""
+        if self.allow_server_token:
+            return gr.update(interactive=True, value="Push to Hub (with this server's HF_TOKEN)")
+        if profile is None:
+            return gr.update(interactive=False, value="Push to Hub (log in first)")
+        return gr.update(interactive=True, value=f"Push to Hub as {profile.username}")
 
     # --------------------------------------------------------------------------------------------
     def generate(self, seeds: str = "0-7", truncation: float = 0.7, mix: str = "", strength: float = 1.0, session: dict | None = None):
         """Seeds → an image grid, with an optional domain mix such as 'sketch: 0.6, zombie: 0.4'."""
         try:
             seed_list = parse_seeds(seeds, max_count=MAX_SEEDS)
-            psi = _number(truncation, "truncation", 0.0, 1.5)
+            psi = _number(truncation, "truncation", 0.0, MAX_TRUNCATION)
             strength = _number(strength, "strength", -2.0, 2.0)
             weights = {}
             for name, w in parse_mix(mix).items():
@@ -253,8 +369,8 @@ class App:
                     weights[dom] = _number(w, f"weight of {name}", -2.0, 2.0)
             images = self.model.generate(seeds=seed_list, truncation_psi=psi, domain=weights or None, strength=strength)
             return upscale(grid(images, columns=min(8, len(seed_list))), 512)
-        except USER_ERRORS as err:
-            raise gr.Error(_message(err)) from None
+        except Exception as err:
+            raise as_gradio_error(err) from None
 
 
 class UploadImage(gr.Image):
@@ -279,18 +395,17 @@ def _number(value, name: str, lo: float, hi: float) -> float:
     return v
 
 
-def _message(err: Exception) -> str:
-    return str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
-
-
-def build_demo(model: RefineStyleModel, *, invert_steps: int = 150) -> gr.Blocks:
-    app = App(model, invert_steps=invert_steps)
+def build_demo(model: RefineStyleModel, *, invert_steps: int = 150, allow_server_token: bool = False,
+               oauth: Optional[bool] = None, max_adaptations: int = 1) -> gr.Blocks:
+    app = App(model, invert_steps=invert_steps, allow_server_token=allow_server_token, oauth=oauth)
     examples = sorted(str(p) for p in EXAMPLES.glob("*.png")) if EXAMPLES.exists() else []
     res = model.generator.config.resolution
-    with gr.Blocks(title="RefineStyle") as demo:
-        session = gr.State({})
+    # Gradio's copies of returned files: swept every 10 minutes once an hour old (the session folders go at unload).
+    with gr.Blocks(title="RefineStyle", delete_cache=(600, 3600)) as demo:
+        demo.app_handlers = app  # for tests and the benchmark
+        session = gr.State({}, time_to_live=SESSION_TTL_S)
         gr.Markdown(f"# RefineStyle\nDynamic convolution refinement for StyleGAN2: invert, adapt from text, generate. "
-                    f"Model: `{model.source or 'in memory'}` ({res} px"
+                    f"Model: `{model_label(model)}` ({res} px"
                     f"{', encoder' if model.encoder is not None else ''}{', CLIP' if model.clip is not None else ''}).")
         with gr.Tab("Invert & edit"):
             with gr.Row():
@@ -324,29 +439,40 @@ def build_demo(model: RefineStyleModel, *, invert_steps: int = 150) -> gr.Blocks
                     name_ad = gr.Textbox("", label="domain name (optional)")
                     with gr.Row():
                         run_ad = gr.Button("Adapt", variant="primary")
-                        cancel_ad = gr.Button("Cancel")
+                        cancel_ad = gr.Button("Cancel", elem_id="adapt-cancel")
                 with gr.Column():
                     preview = gr.Image(label="preview (before; after; at the suggested strength)", format="png")
                     loss_plot = gr.LinePlot(x="step", y="loss", label="loss")
-                    status = gr.Markdown()
+                    status = gr.Markdown(elem_id="adapt-status")
                     dom_file = gr.File(label="download the domain")
-                    repo = gr.Textbox("", label="push to Hub repo (user/name; needs HF_TOKEN)")
-                    push_btn = gr.Button("Push to Hub")
+                    repo = gr.Textbox("", label="push to Hub repo (user/name, with your own Hugging Face login)")
+                    with gr.Row():
+                        if app.oauth:
+                            gr.LoginButton()
+                        push_btn = gr.Button("Push to Hub (log in first)", interactive=False)
+                    if not app.oauth and not allow_server_token:
+                        gr.Markdown("Pushing needs a Hugging Face login, which this app offers when it runs as a Space "
+                                    "(`hf_oauth: true`); locally, start it with `--allow-server-token` to push with your HF_TOKEN.")
                     push_status = gr.Markdown()
         with gr.Tab("Generate"):
             with gr.Row():
                 seeds = gr.Textbox("0-7", label="seeds")
-                psi = gr.Slider(0, 1.2, value=0.7, step=0.05, label="truncation")
+                psi = gr.Slider(0, MAX_TRUNCATION, value=0.7, step=0.05, label="truncation")
                 mix = gr.Textbox("", label="domain mix, e.g. 'sketch: 0.6, zombie: 0.4'")
                 strength_gen = gr.Slider(-1, 2, value=1.0, step=0.05, label="strength")
             run_gen = gr.Button("Generate", variant="primary")
             gallery = gr.Image(label="grid", format="png", elem_id="gen-grid")
             run_gen.click(app.generate, [seeds, psi, mix, strength_gen, session], gallery, api_name="generate")
-        event = run_ad.click(app.adapt, [src, tgt, ref, steps_ad, lr_ad, seed_ad, name_ad, session],
-                             [preview, loss_plot, status, session, dom_inv, dom_file], api_name="adapt")
-        cancel_ad.click(None, None, None, cancels=[event])
+        run_ad.click(app.begin_adapt, None, None, queue=False, api_name=False).then(
+            app.adapt, [src, tgt, ref, steps_ad, lr_ad, seed_ad, name_ad, session],
+            [preview, loss_plot, status, session, dom_inv, dom_file], api_name="adapt",
+            concurrency_limit=max_adaptations, concurrency_id="adapt")
+        # Not Gradio's `cancels=`: that marks every output with an error; the handler sees the signal and says "cancelled".
+        cancel_ad.click(app.cancel, None, status, queue=False, api_name=False)
         push_btn.click(app.push, [name_ad, repo, session], push_status, api_name=False)
-    demo.queue(max_size=16, default_concurrency_limit=2)
+        demo.load(app.push_button_state, None, push_btn, api_name=False)
+        demo.unload(app.end_session)
+    demo.queue(max_size=64, default_concurrency_limit=2)
     return demo
 
 
@@ -354,12 +480,23 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="RefineStyle Gradio app")
     parser.add_argument("--model", default=DEFAULT_MODEL, help="Hub repo id or local folder (default: the SynthFaces model)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument("--host", default=None, help="default: GRADIO_SERVER_NAME, else 127.0.0.1")
+    parser.add_argument("--port", type=int, default=None, help="default: GRADIO_SERVER_PORT, else the first free port from 7860")
     parser.add_argument("--invert-steps", type=int, default=150)
+    parser.add_argument("--max-adaptations", type=int, default=1, help="adaptations run at once; more wait in the queue")
+    parser.add_argument("--allow-server-token", action="store_true",
+                        help="local use only: let Push to Hub use this server's HF_TOKEN (never on a public Space)")
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     model = RefineStyleModel.from_pretrained(args.model, device=args.device)
-    build_demo(model, invert_steps=args.invert_steps).launch(server_name=args.host, server_port=args.port, show_error=True)
+    demo = build_demo(model, invert_steps=args.invert_steps, allow_server_token=args.allow_server_token,
+                      max_adaptations=args.max_adaptations)
+    demo.launch(**launch_options(args))
+
+
+def launch_options(args: argparse.Namespace) -> dict:
+    """Flags win when given; otherwise Gradio reads GRADIO_SERVER_NAME / GRADIO_SERVER_PORT (and scans for a free port)."""
+    return dict(server_name=args.host, server_port=args.port, show_error=True)
 
 
 if __name__ == "__main__":
