@@ -229,11 +229,11 @@ def main() -> None:
                         help="rank warm-up: share of the steps before the truncation (rounded down, as model.adapt)")
     parser.add_argument("--global-weight", type=float, default=0.5, help="global CLIP term of every method (as shipped)")
     parser.add_argument("--lr-tokens", type=float, default=None,
-                        help="RefineStyle tokens (default: model.adapt's, by the steps; earlier releases' tables ran at 0.01)")
+                        help="RefineStyle tokens (default: model.adapt's, by the steps)")
     parser.add_argument("--lr-finetune", type=float, default=0.002, help="full fine-tuning (StyleGAN-NADA's default)")
     parser.add_argument("--lr-channel-scale", type=float, default=0.02, help="per-channel kernel scales")
     parser.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine",
-                        help="every method (as model.adapt; cosine-restart: the earlier domains' fresh decay after the truncation)")
+                        help="every method (as model.adapt; cosine-restart: a fresh decay after the rank warm-up's truncation)")
     parser.add_argument("--store-ranks", type=int, nargs="*", default=[],
                         help="also evaluate each RefineStyle domain stored at these ranks (truncated SVD, as refinestyle adapt --store-rank)")
     parser.add_argument("--strengths", type=float, nargs="*", default=[],

@@ -53,10 +53,9 @@ MIN_TORGB_TOKENS = 3
 AUTO_WARMUP_TOKENS = 8
 AUTO_WARMUP_FRACTION = 0.4
 # The automatic learning rate (lr=None): AUTO_LR_TRAVEL / steps within [AUTO_LR_MIN, AUTO_LR_MAX]. Each Adam step on
-# the unit-norm gradient moves a token by about the learning rate, so steps × lr is how far a run can travel: a
-# 60-step run needs 0.01 to reach the style (sketch at 0.005: style 0.00), a 150-step run reaches it at 0.005 and
-# at 0.01 overshoots into seed-dependent drift (sketch style ≥ 0.9 for 12 of 12 seeds at 0.005, 8 of 12 at 0.01;
-# bench/adaptation_sweep.py, README).
+# the unit-norm gradient moves a token by about the learning rate, so steps × lr is how far a run can travel: a short
+# run needs the larger rate to reach a style at all, and a long one at that rate travels past it into drift that
+# depends on the seed, so the rate falls as the steps grow (bench/adaptation_sweep.py measures recipes over seeds).
 AUTO_LR_TRAVEL = 0.75
 AUTO_LR_MIN, AUTO_LR_MAX = 0.005, 0.01
 # Strength suggestion: held-out faces of a seed that no training batch or benchmark uses, the strength grid, and
@@ -94,7 +93,7 @@ class AdaptConfig:
     # K per layer (None: the generator's). One token per convolution keeps a domain at a few KB (13 KB for SynthFaces: about 2% of its synthesis).
     num_tokens: Optional[int] = 1
     # K of the toRGB layers (None: max(num_tokens, 3)). Their residual [3, I] has rank ≤ 3, and 3 tokens there let
-    # a K = 1 domain re-colour freely: sketch reaches the style in 150 steps instead of stalling (see README).
+    # a K = 1 domain re-colour freely: styles that change the colours (a sketch's grey) otherwise stall at rank 1.
     torgb_tokens: Optional[int] = None
     # Rank warm-up: the first warmup_steps optimise warmup_tokens tokens on every layer, then each layer's residual
     # is truncated (SVD) to its final K and optimised further. Many tokens find the style quickly, the truncation
@@ -106,7 +105,8 @@ class AdaptConfig:
     adaptive_k: int = 4
     truncation_psi: float = 0.7
     direction_weight: float = 1.0
-    # Pulls each image toward the target text too: with the warm-up it holds the style class (sketch 0.95 vs 0.88).
+    # Pulls each image toward the target text too: the directional loss alone fixes only the direction of the
+    # change, and this term keeps the images in the target's class once they get there.
     global_weight: float = 0.5
     # The luminance-layout term fights styles that re-light the whole face (a sketch's white paper), so it
     # is off by default; the directional loss and the low rank keep the content.
@@ -334,9 +334,9 @@ def optimise(
     directions = text_directions(clips, source, target, target_images)
     opt = torch.optim.Adam(params, lr=config.learning_rate(), betas=(0.9, 0.99))
     # Cosine decay settles the tokens at the end instead of letting them wander along the flat directional loss.
-    # "cosine": one decay over the whole run, which the part after the rank warm-up's truncation continues (a fresh
-    # full learning rate there knocked some sketch runs out of the style: seed 2 style 0.75 → 0.83, README).
-    # "cosine-restart": a fresh decay per part (the recipe of the domains shipped before that finding).
+    # "cosine": one decay over the whole run, which the part after the rank warm-up's truncation continues: a fresh
+    # full learning rate there can throw a run that has found the style back out of it.
+    # "cosine-restart": a fresh decay per part (kept so that domains made that way can be reproduced).
     schedule = None
     if config.lr_schedule == "cosine":
         schedule = torch.optim.lr_scheduler.LambdaLR(

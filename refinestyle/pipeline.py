@@ -381,7 +381,7 @@ class RefineStyleModel:
         the peak learning rate from the steps (``0.75 / steps`` within [0.005, 0.01]: 0.01 for the app's 60 steps, 0.005
         from 150, where 0.01 overshoots into seed-dependent drift). ``lr_schedule="cosine"`` decays
         the learning rate once over all the steps (the part after the truncation continues it);
-        ``"cosine-restart"`` starts a fresh decay there (the earlier recipe); ``"constant"``.
+        ``"cosine-restart"`` starts a fresh decay there; ``"constant"``.
 
         ``suggest_strength`` (a few seconds after the run) records ``config.suggested_strength``: the smallest strength
         at which the CLIPs see the images as far along the text direction as the domain takes them

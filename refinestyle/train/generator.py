@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> None:
                              "synthesis, and so the encoders and domains made on it, stay exactly as they were), or the "
                              "mapping and the named synthesis blocks (e.g. mapping+b32+b64)")
     parser.add_argument("--no-z-bins", dest="z_bins", action="store_false",
-                        help="no one-hot inputs for the categorical attributes (the generator of earlier releases)")
+                        help="no one-hot inputs for the categorical attributes (to retrain or extend a generator made without them)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--part-weights", type=_part_weights_arg, default=None,
                         help="extra loss weight per small part, e.g. eyes=16 (default 4 for eyes, brows, mouth, glasses)")
