@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="peak learning rate (default: by the steps, 0.75 / steps within [0.005, 0.01])")
     ad.add_argument("--lr-schedule", choices=LR_SCHEDULES, default="cosine",
                     help="cosine: one decay to 0 over all the steps (default); cosine-restart: a fresh decay after the "
-                         "rank warm-up's truncation (the earlier recipe); constant")
+                         "rank warm-up's truncation; constant")
     ad.add_argument("--batch", type=int, default=8)
     ad.add_argument("--seed", type=int, default=0)
     ad.add_argument("--num-tokens", type=int, default=1, help="K, tokens per convolution (default 1: a domain of a few KB, about 2%% of the SynthFaces synthesis)")
