@@ -37,6 +37,7 @@ def served(tmp_path_factory):
     from gradio_client import Client
 
     client = Client(demo.local_url, verbose=False)
+    client.demo = demo  # the in-process app, for the tests that look behind the API
     yield client, tmp_path_factory.mktemp("files")
     demo.close()
 
@@ -129,3 +130,165 @@ def test_sessions_do_not_share_domains(served):
     other = Client(client.src, verbose=False)
     with pytest.raises(Exception, match="unknown domain 'private'"):
         other.predict("0-1", 0.7, "private: 1", 1.0, api_name="/generate")
+
+
+# --------------------------------------------------------------------------------------------------
+# A public Space: cancel that stops, visitor-scoped pushes, per-session files, errors without server details
+
+
+class _Request:
+    def __init__(self, session_hash):
+        self.session_hash = session_hash
+
+
+def _handlers(client):
+    return client.demo.app_handlers
+
+
+def _adapt_threads() -> int:
+    import threading
+
+    return sum(t.name.startswith("adapt-") and t.is_alive() for t in threading.enumerate())
+
+
+def _wait(predicate, timeout=60.0):
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_cancel_button_stops_the_optimisation_and_says_cancelled(served):
+    client, _ = served
+    job = client.submit("a photo of a face", "a sketch of a face", None, 300, 0, 0, "long", api_name="/adapt")
+    assert _wait(lambda: len(job.outputs()) >= 1), "no progress from the adaptation"
+    _handlers(client).cancel(_Request(client.session_hash))
+    outputs = job.result(timeout=60)
+    assert outputs[2].startswith("cancelled: adaptation cancelled after") and "of 300 steps" in outputs[2]
+    assert _wait(lambda: _adapt_threads() == 0, timeout=5)
+
+
+def test_cancelled_api_job_stops_the_optimisation(served):
+    client, _ = served
+    job = client.submit("a photo of a face", "a sketch of a face", None, 300, 0, 0, "gone", api_name="/adapt")
+    assert _wait(lambda: len(job.outputs()) >= 1), "no progress from the adaptation"
+    assert _adapt_threads() == 1
+    job.cancel()
+    # The loop checks its stop signal before every step: it ends within one step (well under a second here).
+    assert _wait(lambda: _adapt_threads() == 0, timeout=5), "the optimisation kept running after the cancel"
+
+
+def test_closing_the_tab_stops_work_and_deletes_the_session_files(served):
+    from gradio_client import handle_file
+
+    client, d = served
+    handlers = _handlers(client)
+    path = _file(d, "face2.png", _png(Image.new("RGB", (40, 40), (90, 120, 200))))
+    files = client.predict(handle_file(path), "(none)", 1.0, 10, api_name="/invert")[5]
+    assert files
+    folder = handlers.files_root / client.session_hash
+    assert folder.is_dir() and any(folder.rglob("inversion.safetensors"))
+    handlers.end_session(_Request(client.session_hash))
+    assert not folder.exists()
+
+
+def test_session_keeps_its_last_domains(served):
+    import app as app_module
+
+    client, _ = served
+    handlers = _handlers(client)
+    G = handlers.model.generator
+    session = {}
+    for i in range(app_module.MAX_SESSION_DOMAINS + 2):
+        dom = DomainTokens.from_generator(G, num_tokens=1, seed=i)
+        dom.history = type("History", (), {"states": [], "stopped_early": None})()
+        status = handlers._finish_adapt(dom, None, f"d{i}", session, handlers.session_dir(None))[2]
+    assert len(session) == app_module.MAX_SESSION_DOMAINS and "d0" not in session and "d1" not in session
+    assert "d1 removed" in status
+
+
+def test_push_uses_the_visitors_login_never_the_servers_token(served, monkeypatch):
+    import gradio as gr
+
+    client, _ = served
+    handlers = _handlers(client)
+    monkeypatch.setenv("HF_TOKEN", "server-secret")
+    pushed = []
+    monkeypatch.setattr(DomainTokens, "push_to_hub", lambda self, repo_id, *, token=None, **kw: pushed.append((repo_id, token)) or repo_id)
+    session = {"mine": DomainTokens.from_generator(handlers.model.generator, num_tokens=1)}
+    with pytest.raises(gr.Error, match="log in with your Hugging Face account"):
+        handlers.push("mine", "owner/repo", session, None)
+    assert pushed == []
+    assert handlers.push("mine", "visitor/repo", session, gr.OAuthToken(token="visitor-token", scope="write-repos", expires_at=0))
+    assert pushed == [("visitor/repo", "visitor-token")]
+    assert handlers.push_button_state(None)["interactive"] is False
+    handlers.allow_server_token = True  # the operator's explicit choice, for local use
+    try:
+        handlers.push("mine", "owner/repo", session, None)
+    finally:
+        handlers.allow_server_token = False
+    assert pushed[-1] == ("owner/repo", "server-secret")
+
+
+def test_errors_name_the_input_without_server_details(served, monkeypatch, caplog):
+    from gradio_client import handle_file
+
+    client, d = served
+    caplog.set_level("INFO", logger="refinestyle.app")
+    strip = _file(d, "strip.png", _png(Image.new("RGB", (4000, 20))))
+    text = _file(d, "text.png", b"just text")
+    for path, message in ((strip, "strip more than 4 times"), (text, "the uploaded file is not an image")):
+        with pytest.raises(Exception, match=message) as info:
+            client.predict(handle_file(path), "(none)", 1.0, 10, api_name="/invert")
+        assert "/tmp" not in str(info.value) and "gradio" not in str(info.value).lower()
+    for args, message in ((("99999999999999999999", 0.7, "", 1.0), "at most 4,294,967,295"),
+                          (("0-1", 0.7, ":0.5", 1.0), "a domain name is missing")):
+        with pytest.raises(Exception, match=message):
+            client.predict(*args, api_name="/generate")
+    handlers = _handlers(client)
+    monkeypatch.setattr(handlers.model, "generate", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("boom at /srv/secret/x.py")))
+    with pytest.raises(Exception, match=r"internal error [0-9a-f]{8}") as info:
+        client.predict("0-1", 0.7, "", 1.0, api_name="/generate")
+    assert "secret" not in str(info.value)
+    ident = __import__("re").search(r"internal error ([0-9a-f]{8})", str(info.value)).group(1)
+    record = next(r for r in caplog.records if ident in r.getMessage())
+    assert record.exc_info and "boom at /srv/secret" in str(record.exc_info[1])
+    assert any(r.getMessage().startswith("user error: ") for r in caplog.records)
+
+
+def test_host_and_port_follow_gradios_environment(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import urllib.request
+
+    import app as app_module
+
+    args = app_module.argparse.Namespace(host=None, port=None)
+    assert app_module.launch_options(args)["server_name"] is None and app_module.launch_options(args)["server_port"] is None
+    torch.manual_seed(0)
+    RefineStyleModel(generator=StyleGAN2Generator(z_dim=8, w_dim=16, resolution=16, channels=[16, 16, 8],
+                                                  mapping_layers=2)).save_pretrained(tmp_path / "model")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "GRADIO_SERVER_NAME": "127.0.0.1", "GRADIO_SERVER_PORT": str(port), "REFINESTYLE_TEST_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, str(REPO / "app.py"), "--model", str(tmp_path / "model")], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    try:
+        # Both listen: the first on the port from the environment, the second on the next free one.
+        for offset in (0, 1):
+            def up(p=port + offset):
+                try:
+                    return urllib.request.urlopen(f"http://127.0.0.1:{p}/", timeout=1).status == 200
+                except OSError:
+                    return False
+            assert _wait(up, timeout=90), f"nothing listens on {port + offset}"
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
