@@ -38,6 +38,7 @@ from refinestyle import Cancelled, DomainTokens, RefineStyleModel  # noqa: E402
 from refinestyle.evaluation import psnr, ssim  # noqa: E402
 from refinestyle.hub import HubError  # noqa: E402
 from refinestyle.images import ImageError, images_to_tensor, make_grid, parse_seeds, to_uint8  # noqa: E402
+from refinestyle.options import MAX_TRUNCATION  # noqa: E402
 
 try:  # Hugging Face Spaces with ZeroGPU provide this; elsewhere the decorator is a no-op.
     import spaces
@@ -52,7 +53,6 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = str(ROOT / "hub" / "refinestyle-synthfaces")
 EXAMPLES = ROOT / "examples"
 MAX_SEEDS = 64
-MAX_TRUNCATION = 1.2
 MAX_SESSION_DOMAINS = 8  # adapted domains kept per visitor (a few KB each, plus their optimiser history)
 SESSION_TTL_S = 3 * 3600  # a visitor's domains are dropped after this long without use
 USER_ERRORS = (ValueError, TypeError, KeyError, ImageError, HubError)

@@ -483,9 +483,11 @@ def read_checkpoint(path: str | Path, *, max_elements: int = DEFAULT_MAX_ELEMENT
             return _read_safetensors(path, budget=budget)
         if head[:1] == b"\x80" and 2 <= head[1] <= 5:
             return _read_pickle(path.read_bytes(), budget=budget)
-        raise CheckpointError(f"it is {describe_bytes(head)}, not a checkpoint")
+        raise CheckpointError(f"{path} is {describe_bytes(head)}, not a StyleGAN2 checkpoint. Supported: rosinality .pt, "
+                              "NVlabs .pkl snapshots, NVlabs state-dict .pt, safetensors, or a folder from `refinestyle convert`")
     except CheckpointError as err:
-        raise CheckpointError(f"{path}: {err}") from None
+        message = str(err)
+        raise CheckpointError(message if message.startswith(str(path)) else f"{path}: {message}") from None
     except (EOFError, pickle.UnpicklingError, struct.error, ValueError, IndexError, KeyError, TypeError,
             AttributeError, RecursionError, MemoryError, OverflowError, RuntimeError, zipfile.BadZipFile) as err:
         raise CheckpointError(f"{path}: the file is truncated or corrupt ({type(err).__name__}: {str(err)[:200]}); "

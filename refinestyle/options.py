@@ -7,3 +7,5 @@
 LAYER_MODES = ("all", "convs", "adaptive")
 # AdaptConfig.lr_schedule: how the learning rate decays over a run.
 LR_SCHEDULES = ("constant", "cosine", "cosine-restart")
+# Truncation psi that the app and the command line accept: 0 draws the average face, above 1 exaggerates it.
+MAX_TRUNCATION = 1.2

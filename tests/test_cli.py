@@ -149,3 +149,25 @@ def test_imports_load_only_what_they_use():
     assert loaded("import refinestyle.cli", ("torch", "diffusers")) == []
     help_text = subprocess.run([sys.executable, "-m", "refinestyle.cli", "--help"], capture_output=True, text=True, check=True)
     assert "convert" in help_text.stdout and "generate" in help_text.stdout
+
+
+def test_bad_arguments_are_answered_before_any_work(tmp_path, capsys):
+    from refinestyle.cli import build_parser
+
+    parser = build_parser()
+    for argv, message in ((["generate", "--model", "m", "--truncation", "5"], "truncation must be from 0"),
+                          (["generate", "--model", "m", "--out", str(tmp_path / "missing" / "grid.png")], "does not exist"),
+                          (["generate", "--model", "m", "--seeds", "99999999999999999999"], "at most 4,294,967,295")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        assert message in capsys.readouterr().err
+
+
+def test_a_hostile_checkpoint_is_one_line_of_error(tmp_path, capsys):
+    import pickle
+
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"G_ema": __import__("collections").Counter()}, protocol=2))
+    assert main(["convert", str(tmp_path / "evil.pkl"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "collections.Counter" in err
+    assert not (tmp_path / "out").exists()
