@@ -1,6 +1,6 @@
 """Choose between encoder checkpoints on a probe set kept apart from ``bench/inversion.py``'s images.
 
-``bench/inversion.py`` reports the shipped encoders on 200 faces drawn with seed 31337; deciding which training round
+``bench/inversion.py`` reports the shipped encoders on 200 faces drawn with seed 31337; deciding which training run
 ships on those same faces would tune the release to its own test set. This script scores exported encoders on other
 faces (default: 128, seed 271828) in every renderer style plus out-of-domain attributes, and prints the median PSNR
 of each set, one row per encoder.
@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from refinestyle import RefineStyleModel
+from refinestyle.data.synthfaces import STYLES, render, sample_params
+from refinestyle.evaluation import psnr
+from refinestyle.models.encoder import RefineStyleEncoder
 
-from refinestyle import RefineStyleModel  # noqa: E402
-from refinestyle.data.synthfaces import STYLES, render, sample_params  # noqa: E402
-from refinestyle.evaluation import psnr  # noqa: E402
-from refinestyle.models.encoder import RefineStyleEncoder  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 BENCH_SEED = 31337  # bench/inversion.py's faces: never probe on them
 

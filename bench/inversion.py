@@ -6,7 +6,10 @@ One table per image set: MSE, PSNR, SSIM (LPIPS where its backbone can be loaded
 over the images. Encoders run on ``--n`` images per set; the optimisation baselines (far slower on a CPU)
 on the first ``--n-opt`` of them. Reconstruction grids go to bench/out/inversion_<set>.png.
 
-    python bench/inversion.py [--n 200] [--n-opt 24]
+    python bench/inversion.py [--n 200] [--n-opt 24] [--encoders FOLDER ...]
+
+The encoders: the model's own (``model.encoder``) and, by default, the one-stage encoder shipped beside it for
+comparison (``hub/refinestyle-synthfaces-one-stage/encoder``); ``--encoders`` names others (exported folders).
 """
 
 from __future__ import annotations
@@ -14,21 +17,22 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-from refinestyle import RefineStyleModel  # noqa: E402
-from refinestyle.cli import save_grid  # noqa: E402
-from refinestyle.data.synthfaces import STYLES, render, sample_params  # noqa: E402
-from refinestyle.evaluation import psnr, ssim  # noqa: E402
-from refinestyle.inversion import invert_optimize  # noqa: E402
+from refinestyle import RefineStyleModel
+from refinestyle.data.synthfaces import STYLES, render, sample_params
+from refinestyle.evaluation import psnr, ssim
+from refinestyle.images import save_grid
+from refinestyle.inversion import invert_optimize
+from refinestyle.models.encoder import RefineStyleEncoder
 
+ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).resolve().parent / "out"
+DEFAULT_MODEL = ROOT / "hub" / "refinestyle-synthfaces"
+ONE_STAGE_ENCODER = ROOT / "hub" / "refinestyle-synthfaces-one-stage" / "encoder"
 
 
 def image_sets(n: int, resolution: int, seed: int = 31337) -> dict[str, torch.Tensor]:
@@ -58,21 +62,26 @@ def scores(fake: torch.Tensor, real: torch.Tensor, lp) -> dict[str, list[float]]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default=str(ROOT / "hub" / "refinestyle-synthfaces"))
+    parser.add_argument("--model", default=str(DEFAULT_MODEL))
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--n-opt", type=int, default=24)
     parser.add_argument("--sets", nargs="*", default=None, help="subset of set names (default: all)")
+    parser.add_argument("--encoders", nargs="*", default=None,
+                        help="encoder folders to compare beside the model's own (default: the shipped one-stage encoder)")
     args = parser.parse_args()
     model = RefineStyleModel.from_pretrained(args.model)
     G = model.generator
-    encoders = {}
-    # The shipped encoders, named by their kind: the default (model.encoder) and the other variant's folder.
-    from refinestyle.models.encoder import RefineStyleEncoder
-
+    # The encoders, named by their kind: the model's own (the default of model.invert) and the ones to compare.
+    folders = args.encoders
+    if folders is None:  # the one-stage encoder shipped beside the default model, for that model only
+        default = Path(args.model).resolve() == DEFAULT_MODEL and (ONE_STAGE_ENCODER / "config.json").exists()
+        folders = [ONE_STAGE_ENCODER] if default else []
     found = [model.encoder] if model.encoder is not None else []
-    for folder in ("encoder-one-stage", "encoder-two-stage"):
-        if (Path(args.model) / folder / "config.json").exists():
-            found.append(RefineStyleEncoder.from_pretrained(Path(args.model) / folder))
+    for folder in folders:
+        enc = RefineStyleEncoder.from_pretrained(folder)
+        enc.check_generator(G)
+        found.append(enc)
+    encoders = {}
     for enc in found:
         encoders[f"RefineStyle {enc.kind}"] = enc
     encoders = dict(sorted(encoders.items()))  # one-stage rows first, as in earlier tables
