@@ -19,7 +19,8 @@ from typing import Callable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .hub import HubError, load_safetensors, read_json, resolve_repo, save_safetensors, strict_load
+from .hub import (HubError, check_use_safetensors, load_safetensors, read_json, resolve_repo, save_safetensors, storage_dtype,
+                  strict_load, variant_file, weights_path)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "clip_configs"
 SYNTHFACES_CLIP = "RefineStyle-SynthFaces-CLIP"
@@ -156,7 +157,12 @@ class CLIPGuide:
         return cls(model=_create_from_cfg(cfg), tokenizer=tokenizer, image_size=cfg["vision_cfg"]["image_size"],
                    mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), name=name, model_cfg=cfg)
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
+    def save_pretrained(self, save_directory: str | os.PathLike, *, dtype: Optional[torch.dtype] = None,
+                        variant: Optional[str] = None) -> Path:
+        """Config, vocabulary and ``open_clip_model[.<variant>].safetensors`` as ``dtype`` (default: the variant's,
+        else float32), as the models' ``save_pretrained``."""
+        dtype = storage_dtype(dtype, variant)
+        name = variant_file(CLIP_WEIGHTS, variant)
         if not isinstance(self.tokenizer, WordTokenizer) or self.model_cfg is None:
             raise TypeError("only CLIPs with our word tokenizer are saved this way; real open_clip models stay on the Hub")
         out = Path(save_directory)
@@ -168,22 +174,32 @@ class CLIPGuide:
         }, indent=2) + "\n")
         (out / VOCAB).write_text(json.dumps(self.tokenizer.to_json()) + "\n")
         state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in self.model.state_dict().items()}
-        save_safetensors(state, out / CLIP_WEIGHTS, metadata={"format": "pt"}, like=out / CLIP_CONFIG)
+        save_safetensors(state, out / name, metadata={"format": "pt"}, like=out / CLIP_CONFIG)
         return out
 
     @classmethod
     def from_pretrained(cls, path_or_repo: str | os.PathLike, *, subfolder: Optional[str] = None, revision: Optional[str] = None,
-                        device: str | torch.device = "cpu") -> "CLIPGuide":
-        """Our CLIP from a folder (``open_clip_config.json``, ``open_clip_model.safetensors``, ``vocab.json``)."""
-        root = resolve_repo(path_or_repo, revision=revision)
+                        cache_dir: Optional[str] = None, device: str | torch.device = "cpu", variant: Optional[str] = None,
+                        use_safetensors: Optional[bool] = None) -> "CLIPGuide":
+        """Our CLIP from a folder (``open_clip_config.json``, ``open_clip_model[.<variant>].safetensors``, ``vocab.json``).
+
+        It always runs in float32, whatever the weights were stored as: it only scores images (and its
+        preprocessing hands it float32), so half precision would save little and cost accuracy in the losses.
+        """
+        check_use_safetensors(use_safetensors)
+        variant_file(CLIP_WEIGHTS, variant)  # a malformed variant fails before any download
+        root = resolve_repo(path_or_repo, revision=revision, cache_dir=cache_dir)
         folder = root / subfolder if subfolder else root
+        if not folder.is_dir():
+            raise HubError(f"{root} has no subfolder {subfolder!r}")
         config = read_json(folder / CLIP_CONFIG)
         vocab = read_json(folder / VOCAB)
         if "model_cfg" not in config or "words" not in vocab:
             raise HubError(f"{folder} is not a refinestyle CLIP folder (needs model_cfg in {CLIP_CONFIG} and words in {VOCAB})")
         tokenizer = WordTokenizer(vocab["words"], context_length=int(vocab.get("context_length", 32)))
         model = _create_from_cfg(config["model_cfg"])
-        strict_load(model, load_safetensors(folder / CLIP_WEIGHTS), source=str(folder))
+        path = weights_path(folder, CLIP_WEIGHTS, variant)
+        strict_load(model, load_safetensors(path), source=str(path))
         pre = config.get("preprocess_cfg", {})
         guide = cls(model=model, tokenizer=tokenizer, image_size=int(pre.get("image_size", config["model_cfg"]["vision_cfg"]["image_size"])),
                     mean=pre.get("mean", (0.5, 0.5, 0.5)), std=pre.get("std", (0.5, 0.5, 0.5)),

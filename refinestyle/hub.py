@@ -1,7 +1,8 @@
 """Hub I/O shared by every model: resolving local folders or repo ids, strict safetensors loading.
 
 Loading never unpickles: configs are JSON, weights are safetensors. Models store their weights as
-``diffusion_pytorch_model.safetensors`` (the diffusers name) next to ``config.json``.
+``diffusion_pytorch_model.safetensors`` (the diffusers name) next to ``config.json``; a *variant* (diffusers'
+``variant="fp16"``) is another copy of the weights beside it, ``diffusion_pytorch_model.fp16.safetensors``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ import torch
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 CONFIG_NAME = "config.json"
 REPO_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# The storage dtype a variant's name promises (save_pretrained(variant="fp16") without dtype= stores float16).
+VARIANT_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+VARIANT_RE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 T = TypeVar("T")
 
@@ -75,6 +79,50 @@ def read_json(path: Path) -> dict:
     return data
 
 
+def variant_file(weights_name: str, variant: Optional[str]) -> str:
+    """diffusers' variant naming: ``("diffusion_pytorch_model.safetensors", "fp16")`` → ``diffusion_pytorch_model.fp16.safetensors``."""
+    if variant is None:
+        return weights_name
+    if not isinstance(variant, str) or not VARIANT_RE.match(variant):
+        raise ValueError(f"variant must be 1-32 letters, digits, '-' or '_' (e.g. 'fp16'), got {variant!r}")
+    stem, ext = weights_name.rsplit(".", 1)
+    return f"{stem}.{variant}.{ext}"
+
+
+def weights_path(folder: Path, weights_name: str, variant: Optional[str]) -> Path:
+    """The weights file of ``variant`` in ``folder``; a missing variant is named along with the ones there are."""
+    path = folder / variant_file(weights_name, variant)
+    if variant is not None and not path.exists():
+        stem, ext = weights_name.rsplit(".", 1)
+        found = sorted(f.name[len(stem) + 1:-len(ext) - 1] for f in folder.glob(f"{stem}.*.{ext}")) if folder.is_dir() else []
+        plain = (folder / weights_name).exists()
+        have = ", ".join([*(repr(v) for v in found), *(["the default (no variant=)"] if plain else [])]) or "no weights at all"
+        raise HubError(f"{folder} has no {variant!r} variant ({path.name}); it has {have}. Load another, or write this one "
+                       f"with save_pretrained(..., variant={variant!r})")
+    return path
+
+
+def check_use_safetensors(use_safetensors: Optional[bool]) -> None:
+    """diffusers' ``use_safetensors``: None and True read safetensors; False would read pickles, which we never do."""
+    if use_safetensors is False:
+        raise HubError("use_safetensors=False asks for pickled weights, which refinestyle never loads (a pickle can run "
+                       "code); convert them to safetensors, e.g. with `refinestyle convert`")
+    if use_safetensors not in (None, True):
+        raise ValueError(f"use_safetensors must be None or True, got {use_safetensors!r}")
+
+
+def storage_dtype(dtype: Optional[torch.dtype], variant: Optional[str]) -> torch.dtype:
+    """What ``save_pretrained`` stores floats as: ``dtype``; else the dtype the variant's name promises; else float32."""
+    promised = VARIANT_DTYPES.get(variant) if variant is not None else None
+    if dtype is None:
+        return promised or torch.float32
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    if promised is not None and dtype != promised:
+        raise ValueError(f"variant {variant!r} names {promised} weights, but dtype={dtype}; drop one of them")
+    return dtype
+
+
 def load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -119,20 +167,29 @@ def strict_load(model: torch.nn.Module, state: dict[str, torch.Tensor], *, sourc
 class HubModelMixin:
     """``save_pretrained`` / ``from_pretrained`` over config.json + safetensors for our ``ModelMixin`` models.
 
-    Replaces diffusers' versions to guarantee safetensors-only, strict loading with named keys,
-    optional fp16 storage (loaded back as float32), and config validation.
+    The arguments are diffusers' (``subfolder``, ``revision``, ``variant``, ``torch_dtype``, ``use_safetensors``, plus
+    ``device``) and the files are diffusers' (``config.json``, ``diffusion_pytorch_model[.<variant>].safetensors``),
+    so diffusers tools read our folders. The loading is our own, not ``ModelMixin.from_pretrained``: that one falls
+    back to pickled ``.bin`` files, ignores unknown config keys, and only warns about unexpected weights, where we
+    refuse pickles, name every unknown config key and every missing, unexpected or misshaped weight.
     """
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
+    def save_pretrained(self, save_directory: str | os.PathLike, *, dtype: Optional[torch.dtype] = None,
+                        variant: Optional[str] = None) -> Path:
+        """``config.json`` and the weights as ``dtype`` (default: the variant's, e.g. float16 for ``"fp16"``; else
+        float32) in ``diffusion_pytorch_model[.<variant>].safetensors``; another variant in the folder stays."""
+        dtype = storage_dtype(dtype, variant)
+        name = variant_file(WEIGHTS_NAME, variant)
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
         self.save_config(out)
         state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous() for k, v in self.state_dict().items()}
-        save_safetensors(state, out / WEIGHTS_NAME, metadata={"format": "pt", "class": type(self).__name__}, like=out / CONFIG_NAME)
+        save_safetensors(state, out / name, metadata={"format": "pt", "class": type(self).__name__}, like=out / CONFIG_NAME)
         return out
 
     def push_to_hub(self, repo_id: str, *, token: Optional[str] = None, private: Optional[bool] = None,
-                    commit_message: str = "Upload with refinestyle", dtype: torch.dtype = torch.float32) -> str:
+                    commit_message: str = "Upload with refinestyle", dtype: Optional[torch.dtype] = None,
+                    variant: Optional[str] = None) -> str:
         """Save to a temporary folder and upload it as the Hub repo ``repo_id``; returns the repo URL."""
         import tempfile
 
@@ -142,7 +199,7 @@ class HubModelMixin:
             raise HubError(f"repo_id must look like 'user/name', got {repo_id!r}")
         api = HfApi(token=token)
         with tempfile.TemporaryDirectory() as tmp:
-            self.save_pretrained(tmp, dtype=dtype)
+            self.save_pretrained(tmp, dtype=dtype, variant=variant)
             url = api.create_repo(repo_id, private=private, exist_ok=True)
             api.upload_folder(repo_id=repo_id, folder_path=tmp, commit_message=commit_message)
         return str(url)
@@ -169,18 +226,26 @@ class HubModelMixin:
         subfolder: Optional[str] = None,
         revision: Optional[str] = None,
         cache_dir: Optional[str] = None,
-        torch_dtype: torch.dtype = torch.float32,
+        torch_dtype: Optional[torch.dtype] = None,
         device: str | torch.device = "cpu",
+        variant: Optional[str] = None,
+        use_safetensors: Optional[bool] = None,
     ) -> T:
+        """A model from a folder or Hub repo (``subfolder`` inside it), its weights cast to ``torch_dtype`` (default
+        float32, whatever they were stored as) on ``device``; ``variant="fp16"`` reads
+        ``diffusion_pytorch_model.fp16.safetensors``. Every weight must match the config's model exactly."""
+        check_use_safetensors(use_safetensors)
+        name = variant_file(WEIGHTS_NAME, variant)  # a malformed variant fails before any download
         root = resolve_repo(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir)
         folder = root / subfolder if subfolder else root
         if not folder.is_dir():
             raise HubError(f"{root} has no subfolder {subfolder!r}")
         config = cls.validated_config(read_json(folder / CONFIG_NAME), source=str(folder / CONFIG_NAME))
+        path = weights_path(folder, WEIGHTS_NAME, variant)
         try:
             model = cls(**config)
         except (TypeError, ValueError) as err:
             raise HubError(f"invalid config in {folder / CONFIG_NAME}: {err}") from None
-        strict_load(model, load_safetensors(folder / WEIGHTS_NAME), source=str(folder))
+        strict_load(model, load_safetensors(path), source=str(folder / name))
         # nn.Module.to: diffusers' override warns about fp32 modules we do not have.
-        return torch.nn.Module.to(model, device=device, dtype=torch_dtype).eval()
+        return torch.nn.Module.to(model, device=device, dtype=torch_dtype or torch.float32).eval()

@@ -10,7 +10,7 @@ from typing import Mapping, Optional, Sequence, Union
 import torch
 
 from .clip import CLIPGuide
-from .hub import REPO_ID_RE, HubError, read_json, resolve_repo
+from .hub import REPO_ID_RE, HubError, check_use_safetensors, read_json, resolve_repo, storage_dtype
 from .images import images_to_tensor
 from .inversion import InversionOutput, invert_optimize
 from .models.domain import DomainTokens
@@ -74,8 +74,17 @@ class RefineStyleModel:
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *, revision: Optional[str] = None,
-                        cache_dir: Optional[str] = None, device: str | torch.device = "cpu") -> "RefineStyleModel":
-        """Compose the components listed in ``model_index.json`` (local folder or Hub repo id)."""
+                        cache_dir: Optional[str] = None, device: str | torch.device = "cpu",
+                        torch_dtype: Optional[torch.dtype] = None, variant: Optional[str] = None,
+                        use_safetensors: Optional[bool] = None) -> "RefineStyleModel":
+        """Compose the components listed in ``model_index.json`` (local folder or Hub repo id).
+
+        ``torch_dtype`` (default float32) is the generator's, the encoder's and the domains' (they run together, so
+        they share it); the CLIPs stay float32. ``variant`` (e.g. ``"fp16"``, as ``save_pretrained(variant=...)``
+        wrote it) is read for every component, and a component without it is an error naming the folder.
+        """
+        check_use_safetensors(use_safetensors)
+        weights = dict(variant=variant, use_safetensors=use_safetensors)
         root = resolve_repo(pretrained_model_name_or_path, revision=revision, cache_dir=cache_dir)
         index = read_json(root / MODEL_INDEX)
         fmt = index.get("_refinestyle_format", FORMAT_VERSION)
@@ -90,53 +99,61 @@ class RefineStyleModel:
             if isinstance(value, list) and len(value) == 2 and isinstance(value[1], str) and value[1] not in KNOWN_CLASSES:
                 raise HubError(f"{root / MODEL_INDEX} names an unknown class {value[1]!r} for {key!r}; "
                                f"known classes: {sorted(KNOWN_CLASSES)} (nothing is imported from files)")
-        generator = StyleGAN2Generator.from_pretrained(str(root), subfolder="generator", device=device)
+        generator = StyleGAN2Generator.from_pretrained(str(root), subfolder="generator", device=device, torch_dtype=torch_dtype,
+                                                       **weights)
         clip = None
         if index.get("clip"):
-            clip = CLIPGuide.from_pretrained(str(root), subfolder="clip", device=device)
+            clip = CLIPGuide.from_pretrained(str(root), subfolder="clip", device=device, **weights)
         model = cls(generator=generator, clip=clip)
         for folder in index.get("extra_clips", []) or []:
             model.extra_clips.append(CLIPGuide.from_pretrained(str(root), subfolder=_check_name(folder, "extra_clips folder names"),
-                                                         device=device))
+                                                               device=device, **weights))
         if index.get("encoder"):
-            encoder = RefineStyleEncoder.from_pretrained(str(root), subfolder="encoder", device=device)
+            encoder = RefineStyleEncoder.from_pretrained(str(root), subfolder="encoder", device=device, torch_dtype=torch_dtype,
+                                                         **weights)
             encoder.check_generator(generator)
             model.encoder = encoder.requires_grad_(False)
         for name in index.get("domains", []) or []:
-            model.load_domain(str(root / "domains" / _check_name(name)), name=name)
+            model.load_domain(str(root / "domains" / _check_name(name)), name=name, variant=variant)
         model.source = str(pretrained_model_name_or_path)
         return model
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
+    def save_pretrained(self, save_directory: str | os.PathLike, *, dtype: Optional[torch.dtype] = None,
+                        variant: Optional[str] = None) -> Path:
+        """Every component in its folder, weights as ``dtype`` (default: the variant's, e.g. float16 for ``"fp16"``;
+        else float32) in files named for ``variant`` (diffusers' ``diffusion_pytorch_model.fp16.safetensors``)."""
+        storage_dtype(dtype, variant)  # a dtype that contradicts the variant fails before anything is written
         out = Path(save_directory)
         out.mkdir(parents=True, exist_ok=True)
-        self.generator.save_pretrained(out / "generator", dtype=dtype)
+        saved = dict(dtype=dtype, variant=variant)
+        self.generator.save_pretrained(out / "generator", **saved)
         for name, dom in self.domains.items():
-            dom.save_pretrained(out / "domains" / name, dtype=dtype)
+            dom.save_pretrained(out / "domains" / name, **saved)
         index = {"_class_name": "RefineStyleModel", "_refinestyle_format": FORMAT_VERSION,
                  "generator": ["refinestyle", "StyleGAN2Generator"], "domains": sorted(self.domains)}
         if self.encoder is not None:
-            self.encoder.save_pretrained(out / "encoder", dtype=dtype)
+            self.encoder.save_pretrained(out / "encoder", **saved)
             index["encoder"] = ["refinestyle", "RefineStyleEncoder"]
         if self.clip is not None:
-            self.clip.save_pretrained(out / "clip", dtype=dtype)
+            self.clip.save_pretrained(out / "clip", **saved)
             index["clip"] = ["refinestyle", "CLIPGuide"]
         if self.extra_clips:
             index["extra_clips"] = [f"clip-extra-{i}" for i in range(1, len(self.extra_clips) + 1)]
             for folder, extra in zip(index["extra_clips"], self.extra_clips):
-                extra.save_pretrained(out / folder, dtype=dtype)
+                extra.save_pretrained(out / folder, **saved)
         (out / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
         return out
 
     def load_domain(self, path_or_repo: str | os.PathLike, *, name: Optional[str] = None, revision: Optional[str] = None,
-                    subfolder: Optional[str] = None) -> DomainTokens:
+                    subfolder: Optional[str] = None, variant: Optional[str] = None) -> DomainTokens:
         """Register a domain under ``name`` (default: the folder's or repo's last part), resolved as
         ``resolve_domain`` does: a loaded name, a domain folder or a Hub repo id; it must fit the generator."""
-        dom = self.resolve_domain(path_or_repo, revision=revision, subfolder=subfolder)
+        dom = self.resolve_domain(path_or_repo, revision=revision, subfolder=subfolder, variant=variant)
         return self.add_domain(dom, name=name or Path(subfolder or str(path_or_repo)).name)
 
     def resolve_domain(self, domain: str | os.PathLike | DomainTokens, *, session: Optional[Mapping[str, DomainTokens]] = None,
-                       load: bool = True, revision: Optional[str] = None, subfolder: Optional[str] = None) -> DomainTokens:
+                       load: bool = True, revision: Optional[str] = None, subfolder: Optional[str] = None,
+                       variant: Optional[str] = None) -> DomainTokens:
         """The one reading of a domain reference, shared by ``generate``, ``load_domain``, the CLI and the app.
 
         In order: a ``DomainTokens`` as is; a string naming a domain of ``session`` (a caller's own, e.g. the app's
@@ -144,8 +161,8 @@ class RefineStyleModel:
         id (``"org/name"``), loaded and not registered. A ``Path`` is always a folder. Names come first, so a
         model's own ``zombie`` wins over a ``zombie/`` folder in the working directory (``./zombie`` is the folder).
         ``load=False`` resolves names only: what a server does with names its users type, so they cannot make it
-        read files or download repos. Raises KeyError for an unknown name, ValueError for a domain that does
-        not fit the generator.
+        read files or download repos. A loaded domain takes the generator's device and dtype. Raises KeyError for an
+        unknown name, ValueError for a domain that does not fit the generator.
         """
         if isinstance(domain, DomainTokens):
             domain.check_compatible(self.generator)
@@ -157,7 +174,8 @@ class RefineStyleModel:
                 if domain in names:
                     return names[domain]
         if load and (Path(domain).is_dir() or (isinstance(domain, str) and REPO_ID_RE.match(domain))):
-            dom = DomainTokens.from_pretrained(domain, subfolder=subfolder, revision=revision, device=self.device)
+            dom = DomainTokens.from_pretrained(domain, subfolder=subfolder, revision=revision, variant=variant, device=self.device,
+                                               torch_dtype=self.generator.mapping_network_weight.dtype)
             dom.check_compatible(self.generator)
             return dom.eval().requires_grad_(False)
         known = sorted({*(session or {}), *self.domains})

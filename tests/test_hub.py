@@ -39,6 +39,68 @@ def test_generator_round_trip_exact_and_fp16(G16, tmp_path):
         assert (half(z) - G16(z)).abs().max() < 0.05
 
 
+def test_variants_follow_diffusers(tmp_path):
+    """save_pretrained(variant="fp16") writes diffusion_pytorch_model.fp16.safetensors beside the default weights;
+    from_pretrained(variant=..., torch_dtype=...) reads it, strictly, for every component."""
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(**tiny_config(16)).eval()
+    G.save_pretrained(tmp_path / "g")
+    G.save_pretrained(tmp_path / "g", variant="fp16")
+    assert sorted(f.name for f in (tmp_path / "g").iterdir()) == [
+        "config.json", "diffusion_pytorch_model.fp16.safetensors", "diffusion_pytorch_model.safetensors"]
+    stored = load_file(str(tmp_path / "g" / "diffusion_pytorch_model.fp16.safetensors"))
+    assert {v.dtype for v in stored.values()} == {torch.float16}  # the variant's name sets the storage dtype
+    half = StyleGAN2Generator.from_pretrained(tmp_path / "g", variant="fp16", torch_dtype=torch.float16)
+    assert {p.dtype for p in half.parameters()} == {torch.float16}
+    assert all(torch.equal(half.state_dict()[k], v.half()) for k, v in G.state_dict().items())
+    full = StyleGAN2Generator.from_pretrained(tmp_path / "g", variant="fp16")  # default torch_dtype: float32
+    assert {p.dtype for p in full.parameters()} == {torch.float32}
+    exact = StyleGAN2Generator.from_pretrained(tmp_path / "g", use_safetensors=True, device="cpu")
+    assert all(torch.equal(a, b) for a, b in zip(exact.state_dict().values(), G.state_dict().values()))
+    # Missing or malformed variants, pickles and contradictions are refused with the reason.
+    with pytest.raises(HubError, match=r"no 'bf16' variant \(diffusion_pytorch_model.bf16.safetensors\); it has 'fp16', "
+                                       r"the default \(no variant=\)"):
+        StyleGAN2Generator.from_pretrained(tmp_path / "g", variant="bf16")
+    with pytest.raises(ValueError, match="variant must be"):
+        StyleGAN2Generator.from_pretrained(tmp_path / "g", variant="../fp16")
+    with pytest.raises(HubError, match="use_safetensors=False asks for pickled weights"):
+        StyleGAN2Generator.from_pretrained(tmp_path / "g", use_safetensors=False)
+    with pytest.raises(ValueError, match="variant 'fp16' names torch.float16 weights, but dtype=torch.float32"):
+        G.save_pretrained(tmp_path / "x", variant="fp16", dtype=torch.float32)
+    # The strict key check holds for variants too.
+    stored["synthesis.b8.conv0.extra"] = stored.pop("synthesis.b8.conv0.bias")
+    save_file(stored, str(tmp_path / "g" / "diffusion_pytorch_model.fp16.safetensors"))
+    with pytest.raises(HubError, match=r"fp16.safetensors do not fit .*missing keys \['synthesis.b8.conv0.bias'\]"):
+        StyleGAN2Generator.from_pretrained(tmp_path / "g", variant="fp16")
+
+    # A whole model: every component (generator, domain, CLIP) in the variant, in a subfolder layout.
+    from refinestyle.clip import CLIPGuide
+
+    dom = DomainTokens.from_generator(G, num_tokens=2, seed=0)
+    with torch.no_grad():
+        for p in dom.p.values():
+            p.normal_(generator=torch.Generator().manual_seed(2))
+    clip = CLIPGuide.create_synthfaces(vocabulary="a photo sketch of face".split())
+    RefineStyleModel(generator=G, domains={"sketch": dom}, clip=clip).save_pretrained(tmp_path / "m", variant="bf16")
+    for folder in ("generator", "domains/sketch"):
+        assert (tmp_path / "m" / folder / "diffusion_pytorch_model.bf16.safetensors").exists()
+        assert not (tmp_path / "m" / folder / "diffusion_pytorch_model.safetensors").exists()
+    assert (tmp_path / "m" / "clip" / "open_clip_model.bf16.safetensors").exists()
+    model = RefineStyleModel.from_pretrained(tmp_path / "m", variant="bf16", torch_dtype=torch.bfloat16)
+    assert model.generator.mapping_network_weight.dtype == torch.bfloat16
+    assert model.domains["sketch"].p["b8_conv1"].dtype == torch.bfloat16  # domains run with the generator
+    assert next(model.clip.model.parameters()).dtype == torch.float32  # the CLIP stays float32
+    z = torch.randn(2, 32, generator=torch.Generator().manual_seed(0))
+    ref = RefineStyleModel(generator=G, domains={"sketch": dom}).generate(z=z, domain="sketch")
+    got = model.generate(z=z.bfloat16(), domain="sketch")
+    assert got.dtype == torch.bfloat16 and (got.float() - ref).abs().max() < 0.25
+    assert StyleGAN2Generator.from_pretrained(tmp_path / "m", subfolder="generator", variant="bf16").config.resolution == 16
+    with pytest.raises(HubError, match="generator has no 'fp16' variant"):
+        RefineStyleModel.from_pretrained(tmp_path / "m", variant="fp16")
+    with pytest.raises(HubError, match="missing weights diffusion_pytorch_model.safetensors"):
+        RefineStyleModel.from_pretrained(tmp_path / "m")
+
+
 def test_strict_loading_names_keys(G16, tmp_path):
     G16.save_pretrained(tmp_path / "g")
     weights = tmp_path / "g" / "diffusion_pytorch_model.safetensors"
