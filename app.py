@@ -287,7 +287,7 @@ class App:
             if self._running.get(key) is stop:
                 del self._running[key]
         if isinstance(result.get("error"), Cancelled):
-            yield last_preview, gr.update(), f"cancelled: {result['error']}", session, gr.update(), None
+            yield last_preview, gr.update(), f"**{result['error']}**", session, gr.update(), None
             return
         if "error" in result:
             raise as_gradio_error(result["error"])

@@ -168,7 +168,7 @@ def test_cancel_button_stops_the_optimisation_and_says_cancelled(served):
     assert _wait(lambda: len(job.outputs()) >= 1), "no progress from the adaptation"
     _handlers(client).cancel(_Request(client.session_hash))
     outputs = job.result(timeout=60)
-    assert outputs[2].startswith("cancelled: adaptation cancelled after") and "of 300 steps" in outputs[2]
+    assert outputs[2].startswith("**adaptation cancelled after") and "of 300 steps" in outputs[2]
     assert _wait(lambda: _adapt_threads() == 0, timeout=5)
 
 

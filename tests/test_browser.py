@@ -58,3 +58,39 @@ def test_upload_invert_and_see_result(app_url, tmp_path):
         page.screenshot(path=str(SCREENSHOT), full_page=True)
         browser.close()
     assert SCREENSHOT.stat().st_size > 10_000
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_cancel_stops_adaptation_and_shows_cancelled(app_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(app_url, wait_until="load")
+        page.get_by_role("tab", name="Adapt from text").click()
+        page.get_by_role("button", name="Adapt", exact=True).click()
+        status = page.locator("#adapt-status")
+        page.wait_for_function("document.querySelector('#adapt-status').innerText.includes('step ')", timeout=120_000)
+        page.locator("#adapt-cancel").click()
+        page.wait_for_function("document.querySelector('#adapt-status').innerText.includes('cancelled')", timeout=30_000)
+        assert "adaptation cancelled after" in status.inner_text()
+        # Cancelled is not a failure: no error toast, no output marked with an error.
+        assert page.locator(".toast-body.error, .error").filter(has_text="Error").count() == 0
+        assert _threads_gone_within(2.0), "the optimisation kept running after Cancel"
+        page.screenshot(path=str(tmp_path / "cancelled.png"), full_page=True)
+        browser.close()
+
+
+def _threads_gone_within(seconds: float) -> bool:
+    import threading
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if not any(t.name.startswith("adapt-") and t.is_alive() for t in threading.enumerate()):
+            return True
+        time.sleep(0.05)
+    return False
