@@ -48,7 +48,7 @@ def adapt_finetune(G: StyleGAN2Generator, clips, *, source: str, target: str, co
     config.validate()
     G = G.eval().requires_grad_(False)
     G_train = copy.deepcopy(G)
-    params = [layer.weight for _, layer, _ in G_train._layers]
+    params = [layer.weight for _, layer, _ in G_train.synthesis.layers()]
     for p in params:
         p.requires_grad_(True)
     originals = [p.detach().clone() for p in params]
@@ -70,7 +70,7 @@ def adapt_channel_scale(G: StyleGAN2Generator, clips, *, source: str, target: st
     G = G.eval().requires_grad_(False)
     G_train = copy.deepcopy(G)
     deltas = []
-    for _, layer, _ in G_train._layers:
+    for _, layer, _ in G_train.synthesis.layers():
         delta = torch.nn.Parameter(torch.zeros(layer.in_channels))
         plain_styles = layer.styles
         # Scaling input channel i of s ⊙ W0 by (1 + δ_i) equals scaling the style.
@@ -132,7 +132,7 @@ def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int
     elif name == "finetune":
         G_trained, history = adapt_finetune(G, clips, source=source, target=target, config=cfg, callback=callback)
         wall = time.perf_counter() - t0 - eval_seconds[0]
-        params = sum(layer.weight.numel() for _, layer, _ in G_trained._layers)
+        params = sum(layer.weight.numel() for _, layer, _ in G_trained.synthesis.layers())
         size = params * 2  # the changed weights alone, in fp16
         synthesize_at = finetune_at_strength(G, G_trained)
     elif name == "channel_scale":
@@ -160,7 +160,7 @@ def finetune_at_strength(G, G_trained):
     """``synthesize(ws, s)`` with every fine-tuned weight at ``W0 + s·(W1 - W0)`` (a scratch copy of the generator)."""
     scratch = copy.deepcopy(G_trained)
     weights = [(ls.weight, l0.weight, l1.weight) for (_, ls, _), (_, l0, _), (_, l1, _)
-               in zip(scratch._layers, G._layers, G_trained._layers)]
+               in zip(scratch.synthesis.layers(), G.synthesis.layers(), G_trained.synthesis.layers())]
 
     @torch.no_grad()
     def synthesize(ws, strength):

@@ -38,7 +38,7 @@ def tokens_for(G, batch: int, k: int):
     t = G.init_tokens(batch_size=batch, num_tokens=k, generator=g)
     for v in t.layers.values():
         v.p.normal_(generator=g)
-    return t.to(device=G.mapping_module.w_avg.device)
+    return t.to(device=G.mapping.w_avg.device)
 
 
 def main() -> None:

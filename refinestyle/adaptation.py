@@ -263,7 +263,7 @@ def content_loss(refined: torch.Tensor, frozen: torch.Tensor, size: int) -> torc
 
 @torch.no_grad()
 def _latents(G: StyleGAN2Generator, step: int, *, batch: int, seed: int, psi: float) -> torch.Tensor:
-    z = torch.randn(batch, G.config.z_dim, generator=torch.Generator().manual_seed(seed * 7919 + step)).to(G.mapping_module.w_avg.device)
+    z = torch.randn(batch, G.config.z_dim, generator=torch.Generator().manual_seed(seed * 7919 + step)).to(G.mapping.w_avg.device)
     return G.mapping(z, truncation_psi=psi)
 
 
@@ -496,7 +496,7 @@ def suggest_strength(
     else:
         raise TypeError(f"edit must be a DomainTokens or a synthesize(ws, strength) callable, got {type(edit).__name__}")
     directions = text_directions(clips, source, target, target_images)
-    device = G.mapping_module.w_avg.device
+    device = G.mapping.w_avg.device
     z = torch.randn(faces, G.config.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)  # [N, z_dim]
     ws = G.mapping(z)  # [N, num_ws, w_dim]
     frozen = G.synthesis(ws)  # [N, 3, R, R]

@@ -204,7 +204,7 @@ def domain_quality(synthesize, G, classifier: AttributeClassifier, style: str, *
     params = z_to_params(z)
     truth = render(params, style=style, resolution=G.config.resolution)
     # The generator may sit on a GPU; the renderer's truth and the classifier stay on the CPU.
-    fake = synthesize(G.mapping(z.to(G.mapping_module.w_avg.device))).clamp(-1, 1).float().cpu()
+    fake = synthesize(G.mapping(z.to(G.mapping.w_avg.device))).clamp(-1, 1).float().cpu()
     pred = classifier.predict(fake)
     labels = attribute_labels(params)
     content = torch.stack([(pred[k] == labels[k]).float() for k in ("glasses", "smile", "eye_color")]).mean().item()

@@ -195,7 +195,7 @@ class RefineStyleModel:
 
     @property
     def device(self) -> torch.device:
-        return self.generator.mapping_module.w_avg.device
+        return self.generator.mapping.w_avg.device
 
     def to(self, device: str | torch.device) -> "RefineStyleModel":
         """Move every component (generator, encoder, CLIPs, domains) to ``device``; returns the model."""

@@ -24,7 +24,7 @@ def tiny_model():
     torch.manual_seed(0)
     G = StyleGAN2Generator(z_dim=8, w_dim=16, resolution=16, channels=[16, 16, 8], mapping_layers=2, num_tokens=4)
     with torch.no_grad():  # a w_avg that is the real mean of mapping outputs
-        G.mapping_module.w_avg.copy_(G.mapping_module(torch.randn(2000, 8)).mean(0))
+        G.mapping.w_avg.copy_(G.mapping.w(torch.randn(2000, 8)).mean(0))
     clip = CLIPGuide.create_synthfaces(vocabulary="a photo sketch of face red blue".split())
     return RefineStyleModel(generator=G, clip=clip)
 
@@ -251,7 +251,7 @@ def test_optimisation_inversion_recovers_a_generated_image(tiny_model):
     g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         target = G.synthesis(G.mapping(torch.randn(2, 8, generator=g)))
-    start = reconstruction_loss(G.synthesis(G.mapping_module.w_avg[None, None].expand(2, G.num_ws, -1)), target).item()
+    start = reconstruction_loss(G.synthesis(G.mapping.w_avg[None, None].expand(2, G.num_ws, -1)), target).item()
     ws, tokens = invert_optimize(G, target, w_steps=150, token_steps=0)
     w_loss = reconstruction_loss(G.synthesis(ws), target).item()
     assert w_loss < 0.5 * start

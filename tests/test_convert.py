@@ -59,7 +59,7 @@ def test_rosinality_training_checkpoint_estimates_w_avg(fixtures_dir, tmp_path):
         G = load_stylegan2(tmp_path / "train.pt")
     assert any("latent_avg" in str(w.message) for w in caught)
     # The estimate (10,000 samples) is close to the fixture's 4,096-sample mean.
-    err = (G.mapping_module.w_avg - ros["latent_avg"]).norm() / ros["latent_avg"].norm()
+    err = (G.mapping.w_avg - ros["latent_avg"]).norm() / ros["latent_avg"].norm()
     assert err < 0.05, err
     refs = _refs(fixtures_dir, 32)
     with torch.no_grad():

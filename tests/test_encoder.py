@@ -28,7 +28,7 @@ def tiny_generator(seed: int = 0, channels=(16, 16, 8)) -> StyleGAN2Generator:
     torch.manual_seed(seed)
     G = StyleGAN2Generator(z_dim=8, w_dim=16, resolution=16, channels=list(channels), mapping_layers=2, num_tokens=4)
     with torch.no_grad():  # a w_avg that is the real mean of mapping outputs
-        G.mapping_module.w_avg.copy_(G.mapping_module(torch.randn(2000, 8)).mean(0))
+        G.mapping.w_avg.copy_(G.mapping.w(torch.randn(2000, 8)).mean(0))
     return G.eval().requires_grad_(False)
 
 
@@ -71,7 +71,7 @@ def test_output_shapes_groups_and_gains(G):
     G.check_tokens(out.tokens, batch_size=3)
     # Untrained W+ heads start at the mean w (here close to w_avg, the mean of other samples).
     assert torch.equal(out.ws, enc.w_mean.expand(3, G.num_ws, -1))
-    assert torch.allclose(enc.w_mean, G.mapping_module.w_avg, atol=0.1) and torch.equal(enc.w_avg, G.mapping_module.w_avg)
+    assert torch.allclose(enc.w_mean, G.mapping.w_avg, atol=0.1) and torch.equal(enc.w_avg, G.mapping.w_avg)
     # Groups: contiguous, near-equal thirds of the block resolutions; every w index maps to a block.
     assert resolution_groups(16) == {4: "coarse", 8: "medium", 16: "fine"}
     assert resolution_groups(64) == {4: "coarse", 8: "coarse", 16: "medium", 32: "medium", 64: "fine"}
@@ -144,21 +144,21 @@ def test_encoder_fits_a_generator_whose_mapping_alone_changed(G, tmp_path):
     assert half_then_full.synthesis_digest() == StyleGAN2Generator.from_pretrained(tmp_path / "g", torch_dtype=torch.float16).synthesis_digest()
     remapped = StyleGAN2Generator.from_pretrained(tmp_path / "g")
     with torch.no_grad():
-        for p in remapped.mapping_module.parameters():
+        for p in remapped.mapping.parameters():
             p.mul_(1.5)
-        remapped.mapping_module.w_avg.mul_(1.5)  # as a retrained mapping re-estimates it
+        remapped.mapping.w_avg.mul_(1.5)  # as a retrained mapping re-estimates it
     assert remapped.synthesis_digest() == half_then_full.synthesis_digest()
     stamped = RefineStyleEncoder.from_generator(half_then_full, **TINY_ENCODER)
     stamped.check_generator(remapped)
     stamped.check_generator(remapped)  # the digest again (cached): still fits ...
     with torch.no_grad():
-        next(remapped.synthesis_module.parameters()).add_(0.01)
+        next(remapped.synthesis.parameters()).add_(0.01)
     with pytest.raises(ValueError, match="a different w_avg and synthesis"):  # ... until a synthesis weight changes in place
         stamped.check_generator(remapped)
     retouched = StyleGAN2Generator.from_pretrained(tmp_path / "g")
     with torch.no_grad():
-        retouched.mapping_module.w_avg.mul_(1.5)
-        next(retouched.synthesis_module.parameters()).add_(0.01)
+        retouched.mapping.w_avg.mul_(1.5)
+        next(retouched.synthesis.parameters()).add_(0.01)
     assert retouched.synthesis_digest() != half_then_full.synthesis_digest()
     with pytest.raises(ValueError, match="a different w_avg and synthesis"):
         stamped.check_generator(retouched)

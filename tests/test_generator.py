@@ -104,11 +104,11 @@ def test_z_bins_start_as_a_no_op_and_read_the_bins(tmp_path):
         assert torch.equal(binned.mapping(z), plain.mapping(z))
     z[:3, 0] = torch.tensor([-0.5, 0.49, 0.5])
     z[:3, 3] = torch.tensor([-1.0, 0.0, 2.0])
-    features = binned.mapping_module.bin_features(z)
+    features = binned.mapping.bin_features(z)
     assert features[:3].tolist() == [[0, 1, 0, 1, 0], [0, 1, 0, 0, 1], [0, 0, 1, 0, 1]]
     assert torch.equal(features.sum(1), torch.full([64], 2.0))  # one bin per binned coordinate
     with torch.no_grad():
-        binned.mapping_module.fc0_bins.normal_()
+        binned.mapping.fc0_bins.normal_()
     changed = binned.mapping(z)
     assert not torch.equal(changed, plain.mapping(z))
     binned.save_pretrained(tmp_path / "g")
@@ -242,6 +242,26 @@ def test_modulated_conv2d_names_the_argument_of_a_shape_mismatch(path):
             modulated_conv2d(args.pop("x"), args.pop("weight"), args.pop("styles"), path=path, **args)
 
 
+def test_the_nvlabs_module_tree_does_the_work():
+    """G.mapping and G.synthesis are the submodules (NVlabs' names and state-dict keys), called directly."""
+    from refinestyle.models.stylegan2 import MappingNetwork, ModulatedLayer, SynthesisBlock, SynthesisNetwork
+
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(**tiny_config(64)).eval()
+    assert isinstance(G.mapping, MappingNetwork) and isinstance(G.synthesis, SynthesisNetwork)
+    assert isinstance(G.synthesis.b4, SynthesisBlock) and isinstance(G.synthesis.b64.conv1, ModulatedLayer)
+    assert G.mapping.w_avg.shape == (32,) and G.synthesis.num_ws == G.mapping.num_ws == G.num_ws
+    assert {k.split(".")[0] for k in G.state_dict()} == {"mapping", "synthesis"}
+    assert "synthesis.b64.conv1.weight" in G.state_dict() and "mapping.w_avg" in G.state_dict()
+    assert G.layer("b64.conv1") is G.synthesis.b64.conv1
+    z = torch.randn(2, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ws = G.mapping(z, truncation_psi=0.5)
+        assert torch.equal(ws[:, 0], G.mapping.w_avg + 0.5 * (G.mapping.w(z) - G.mapping.w_avg))
+        tokens = G.init_tokens(batch_size=2)
+        assert torch.equal(G.synthesis(ws, tokens=tokens), G(z, truncation_psi=0.5, tokens=tokens))
+
+
 def test_path_choice_depends_on_shapes_only():
     from refinestyle.models.refinement import choose_path
 
@@ -262,19 +282,19 @@ def test_per_layer_mapping(tmp_path):
     per_layer = StyleGAN2Generator(**cfg, mapping_per_layer=True).eval()
     missing, unexpected = per_layer.load_state_dict(plain.state_dict(), strict=False)
     assert sorted(missing) == ["mapping.layer_biases", "mapping.layer_maps"] and not unexpected
-    assert per_layer.mapping_module.layer_maps.shape == (plain.num_ws, 16, 16)
+    assert per_layer.mapping.layer_maps.shape == (plain.num_ws, 16, 16)
     with torch.no_grad():
-        plain.mapping_module.w_avg.normal_()
-        per_layer.mapping_module.w_avg.copy_(plain.mapping_module.w_avg)
+        plain.mapping.w_avg.normal_()
+        per_layer.mapping.w_avg.copy_(plain.mapping.w_avg)
     z = torch.randn(6, 12)
     with torch.no_grad():
         assert torch.equal(per_layer.mapping(z), plain.mapping(z))
         assert torch.equal(per_layer.mapping(z, truncation_psi=0.6, truncation_cutoff=2),
                            plain.mapping(z, truncation_psi=0.6, truncation_cutoff=2))
-        mapping = per_layer.mapping_module
+        mapping = per_layer.mapping
         mapping.layer_maps.normal_()
         mapping.layer_biases.normal_()
-        w = mapping(z)  # [6, w_dim]
+        w = mapping.w(z)  # [6, w_dim]
         ws = per_layer.mapping(z)
         for i in range(per_layer.num_ws):
             a = mapping.layer_maps[i] * 0.5 / 16**0.5  # run-time map: stored · lr_mul / √w_dim
@@ -283,7 +303,7 @@ def test_per_layer_mapping(tmp_path):
         assert not torch.allclose(ws[:, 0], ws[:, 1])
         # Truncation toward each layer's mean: the mean of the mapped W+ equals mean_ws when w_avg is the mean w.
         many = torch.randn(4000, 12)
-        mapping.w_avg.copy_(mapping(many).mean(0))
+        mapping.w_avg.copy_(mapping.w(many).mean(0))
         torch.testing.assert_close(per_layer.mean_ws(), per_layer.mapping(many).mean(0), rtol=1e-4, atol=1e-4)
         psi = 0.3
         truncated = per_layer.mapping(z, truncation_psi=psi, truncation_cutoff=3)
@@ -307,18 +327,18 @@ def test_wider_mapping_draws_the_same_images(tmp_path):
     G = StyleGAN2Generator(z_dim=12, w_dim=16, resolution=8, channels=[8, 8], mapping_layers=3, mapping_lr_multiplier=0.01,
                            z_bins=[[2, [-0.5, 0.5]]]).eval()
     with torch.no_grad():
-        G.mapping_module.fc0_bins.normal_()  # a trained generator's bin inputs are not zero
-        G.mapping_module.w_avg.normal_()
+        G.mapping.fc0_bins.normal_()  # a trained generator's bin inputs are not zero
+        G.mapping.w_avg.normal_()
     wide = G.with_wider_mapping(40, seed=3)
     assert wide.config.mapping_hidden_dim == 40 and G.config.mapping_hidden_dim is None
-    assert [tuple(getattr(wide.mapping_module, f"fc{i}").weight.shape) for i in range(3)] == [(40, 12), (40, 40), (16, 40)]
+    assert [tuple(getattr(wide.mapping, f"fc{i}").weight.shape) for i in range(3)] == [(40, 12), (40, 40), (16, 40)]
     z = torch.randn(32, 12)
     with torch.no_grad():
         torch.testing.assert_close(wide.mapping(z), G.mapping(z), rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(wide.mapping(z, truncation_psi=0.5), G.mapping(z, truncation_psi=0.5), rtol=1e-5, atol=1e-6)
         # The new units are live (they learn), only their outgoing weights are zero.
-        assert wide.mapping_module.fc0.weight[16:].abs().min() > 0
-        assert wide.mapping_module.fc1.weight[:16, 16:].abs().max() == 0
+        assert wide.mapping.fc0.weight[16:].abs().min() > 0
+        assert wide.mapping.fc1.weight[:16, 16:].abs().max() == 0
     assert all(torch.equal(wide.state_dict()[k], v) for k, v in G.state_dict().items() if not k.startswith("mapping.fc"))
     wide.save_pretrained(tmp_path / "wide")
     again = StyleGAN2Generator.from_pretrained(tmp_path / "wide")

@@ -44,7 +44,7 @@ def test_generator_training_resumes_exactly(tmp_path):
     # Truncation needs the true mean w of the trained mapping, not the zeros it starts with.
     from refinestyle.convert import estimate_w_avg
 
-    w_avg = straight.mapping_module.w_avg
+    w_avg = straight.mapping.w_avg
     assert w_avg.abs().sum() > 0 and torch.allclose(w_avg, estimate_w_avg(straight))
 
 
@@ -75,7 +75,7 @@ def test_generator_prefetch_and_fine_tuning(tmp_path):
     before, after = saved.state_dict(), mapped.state_dict()
     assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("synthesis."))
     assert not torch.equal(after["mapping.fc0.weight"], before["mapping.fc0.weight"])
-    assert mapped.mapping_module.fc0_bins.abs().sum() > 0
+    assert mapped.mapping.fc0_bins.abs().sum() > 0
     with pytest.raises(ValueError, match="trained --train mapping; resume it with that"):
         gen_train.train(out=tmp_path / "g", init_from=tmp_path / "saved", resume=True, **{**kwargs, "steps": 8})
     # --train mapping+b16: the mapping and the top block train, the blocks below stay bit for bit.
@@ -104,9 +104,9 @@ def test_generator_fine_tuning_grows_the_mapping(tmp_path, option, resume_error,
                             callback=lambda step, total, state: first.append(state.loss), **option, **kwargs)
     assert first[0] == pytest.approx(expected, rel=1e-5)
     if "mapping_width" in option:
-        assert grown.config.mapping_hidden_dim == 160 and grown.mapping_module.fc1.weight.shape == (160, 160)
+        assert grown.config.mapping_hidden_dim == 160 and grown.mapping.fc1.weight.shape == (160, 160)
     else:  # the maps start at zero and train
-        assert grown.config.mapping_per_layer and grown.mapping_module.layer_maps.abs().max() > 0
+        assert grown.config.mapping_per_layer and grown.mapping.layer_maps.abs().max() > 0
     before, after = saved.state_dict(), grown.state_dict()
     assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("synthesis."))
     with pytest.raises(ValueError, match=resume_error):

@@ -115,7 +115,7 @@ class DomainTokens(HubModelMixin, ModelMixin, ConfigMixin):
                 dom.p[_param_name(name)].copy_(t.p)
                 dom.q[_param_name(name)].copy_(t.q)
                 dom.gain[_param_name(name)].copy_(t.gain)
-        return dom.to(generator.mapping_module.w_avg.device)
+        return dom.to(generator.mapping.w_avg.device)
 
     def tokens_per_layer(self) -> dict[str, int]:
         """K of each refined layer."""

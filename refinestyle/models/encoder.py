@@ -522,11 +522,11 @@ class RefineStyleEncoder(HubModelMixin, ModelMixin, ConfigMixin):
                 synthesis_digest=generator.synthesis_digest(),
             )
         with torch.no_grad():
-            encoder.w_avg.copy_(generator.mapping_module.w_avg.detach().cpu())
+            encoder.w_avg.copy_(generator.mapping.w_avg.detach().cpu())
             encoder.w_mean.copy_(mapping_mean(generator, seed=seed).cpu())
         if pretrained_backbone:
             encoder.load_imagenet_backbone()
-        return encoder.to(generator.mapping_module.w_avg.device)
+        return encoder.to(generator.mapping.w_avg.device)
 
     def load_imagenet_backbone(self) -> None:
         """Load torchvision's ImageNet weights into the ResNet backbone(s) (needs ``pretrained_backbone=True``)."""
@@ -588,7 +588,7 @@ class RefineStyleEncoder(HubModelMixin, ModelMixin, ConfigMixin):
             elif generator.layer_w_index(name) != cfg.layer_w_index[name] or generator.layer(name).resolution != cfg.layer_resolutions[name]:
                 problems.append(f"{name} at another w index or resolution")
         if not problems:
-            theirs = generator.mapping_module.w_avg.detach().float().cpu()
+            theirs = generator.mapping.w_avg.detach().float().cpu()
             mine = self.w_avg.detach().float().cpu()
             # w_avg within 1% (cheap; also accepts a copy cast to another dtype), or else the very synthesis the
             # encoder was trained with: a generator whose mapping alone was retrained moves w_avg, not the images.

@@ -74,23 +74,25 @@ class EqualLinear(nn.Module):
 
 
 class MappingNetwork(nn.Module):
-    """z → w: 2nd-moment normalisation, then ``num_layers`` equalized-lr FC layers with leaky ReLU.
+    """z → W+ ``[N, num_ws, w_dim]`` (``G.mapping(z, truncation_psi=...)``): 2nd-moment normalisation, ``num_layers``
+    equalized-lr FC layers with leaky ReLU (``w``), then one latent per synthesis layer, truncated toward ``w_avg``.
 
     ``z_bins`` lists ``(z index, edges)`` for coordinates of z that encode a categorical choice by bins
     (SynthFaces' eye colour: three bins of one Gaussian coordinate). Each such coordinate also enters the
     first layer as a one-hot of its bin, through ``fc0_bins`` (zero at initialisation: a no-op, bit for bit),
     so the network can jump between categories where the data does instead of gliding through them.
 
-    ``num_ws`` (0: off) adds a linear map per synthesis layer, ``ws[:, i] = w + A_i w + b_i`` (``per_layer``),
+    ``per_layer_maps`` adds a linear map per synthesis layer, ``ws[:, i] = w + A_i w + b_i`` (``per_layer``),
     zero at initialisation (a no-op, bit for bit): each layer's style becomes its own linear function of w,
     a W+ output with no extra depth. Being linear in w, truncating w toward ``w_avg`` truncates every layer's
     latent toward that layer's mean exactly.
     """
 
-    def __init__(self, *, z_dim: int, w_dim: int, num_layers: int, lr_multiplier: float, normalize_z: bool = True,
-                 z_bins: Sequence[tuple[int, Sequence[float]]] = (), hidden_dim: Optional[int] = None,
-                 num_ws: int = 0):
+    def __init__(self, *, z_dim: int, w_dim: int, num_ws: int, num_layers: int, lr_multiplier: float,
+                 normalize_z: bool = True, z_bins: Sequence[tuple[int, Sequence[float]]] = (),
+                 hidden_dim: Optional[int] = None, per_layer_maps: bool = False):
         super().__init__()
+        self.z_dim, self.w_dim, self.num_ws = z_dim, w_dim, num_ws
         self.num_layers = num_layers
         self.normalize_z = normalize_z
         self.hidden_dim = w_dim if hidden_dim is None else hidden_dim
@@ -107,8 +109,8 @@ class MappingNetwork(nn.Module):
             self.bins_gain = lr_multiplier / math.sqrt(len(self.z_bins))
             for index, edges in self.z_bins:
                 self.register_buffer(f"bin_edges_{index}", torch.tensor(edges), persistent=False)
-        self.num_ws = num_ws
-        if num_ws:
+        self.per_layer_maps = per_layer_maps
+        if per_layer_maps:
             # Stored / lr_mul and run with gain lr_mul / √w_dim, like EqualLinear.
             self.layer_maps = nn.Parameter(torch.zeros(num_ws, w_dim, w_dim))
             self.layer_biases = nn.Parameter(torch.zeros(num_ws, w_dim))
@@ -124,7 +126,8 @@ class MappingNetwork(nn.Module):
             groups.append(F.one_hot(bin_index, len(edges) + 1).to(z.dtype))  # [N, edges + 1]
         return torch.cat(groups, dim=1)  # [N, num_features]
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
+    def w(self, z: torch.Tensor) -> torch.Tensor:
+        """z ``[N, z_dim]`` → w ``[N, w_dim]``: the FC layers alone (no per-layer maps, no truncation); ``w_avg`` is its mean."""
         x = z * (z.square().mean(dim=1, keepdim=True) + 1e-8).rsqrt() if self.normalize_z else z  # [N, z_dim]
         for idx in range(self.num_layers):
             x = getattr(self, f"fc{idx}")(x)  # [N, hidden_dim], [N, w_dim] after the last layer
@@ -133,13 +136,31 @@ class MappingNetwork(nn.Module):
             x = F.leaky_relu(x, LRELU_SLOPE) * LRELU_GAIN
         return x
 
-    def per_layer(self, w: torch.Tensor, num_ws: int) -> torch.Tensor:
+    def per_layer(self, w: torch.Tensor) -> torch.Tensor:
         """w ``[N, w_dim]`` → W+ ``[N, num_ws, w_dim]``: w repeated, plus each layer's map where there are maps."""
-        ws = w[:, None, :].repeat(1, num_ws, 1)  # [N, num_ws, w_dim]
-        if self.num_ws:
+        ws = w[:, None, :].repeat(1, self.num_ws, 1)  # [N, num_ws, w_dim]
+        if self.per_layer_maps:
             maps = self.layer_maps * self.layer_maps_gain  # [num_ws, w_dim, w_dim]
             ws = ws + torch.einsum("nd,lod->nlo", w, maps) + self.layer_biases * self.layer_biases_gain  # [N, num_ws, w_dim]
         return ws
+
+    def forward(self, z: torch.Tensor, *, truncation_psi: float = 1.0, truncation_cutoff: int | None = None) -> torch.Tensor:
+        """z ``[N, z_dim]`` → W+ ``[N, num_ws, w_dim]``, truncated toward ``w_avg`` in the first ``truncation_cutoff`` layers."""
+        _check_tensor("z", z, dims=[None, self.z_dim], like=self.fc0.weight)
+        if not isinstance(truncation_psi, (int, float)) or not math.isfinite(truncation_psi):
+            raise ValueError(f"truncation_psi must be a finite number, got {truncation_psi!r}")
+        w = self.w(z)  # [N, w_dim]
+        ws = self.per_layer(w)  # [N, num_ws, w_dim]
+        if truncation_psi != 1:
+            cutoff = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
+            # Truncate w, then map: the per-layer maps are linear, so each layer moves toward its own mean.
+            truncated = self.per_layer(self.w_avg + truncation_psi * (w - self.w_avg))  # [N, num_ws, w_dim]
+            ws[:, :cutoff] = truncated[:, :cutoff]  # [N, cutoff, w_dim]
+        return ws
+
+    def mean_ws(self) -> torch.Tensor:
+        """W+ ``[num_ws, w_dim]`` of ``w_avg``: each layer's mean latent (where inversion starts)."""
+        return self.per_layer(self.w_avg[None])[0]  # [num_ws, w_dim]
 
 
 class ModulatedLayer(nn.Module):
@@ -226,26 +247,117 @@ class SynthesisBlock(nn.Module):
 
 
 class SynthesisNetwork(nn.Module):
+    """W+ → image (``G.synthesis(ws, tokens=...)``): blocks ``b4`` … ``b{resolution}``, each ``conv0`` (upsampling;
+    none in ``b4``, which starts from ``const``), ``conv1`` and ``torgb``, with the RGB outputs summed on the way up."""
+
     def __init__(self, *, w_dim: int, resolution: int, channels: Sequence[int], img_channels: int,
                  conv_clamp: Optional[float]):
         super().__init__()
+        self.w_dim = w_dim
         self.resolutions = [2**i for i in range(2, int(math.log2(resolution)) + 1)]
         for idx, res in enumerate(self.resolutions):
             in_ch = channels[idx - 1] if idx > 0 else channels[0]
             setattr(self, f"b{res}", SynthesisBlock(in_channels=in_ch, out_channels=channels[idx], w_dim=w_dim,
                                                     resolution=res, img_channels=img_channels, conv_clamp=conv_clamp))
         self.register_buffer("resample_filter", fir_filter_2d(), persistent=False)
-
-    def layers(self) -> list[tuple[str, ModulatedLayer, int]]:
-        """Every modulated layer in forward order with its index into ``ws``."""
-        out, w_idx = [], 0
+        # A plain list (not registered): the modules are registered once, in their blocks.
+        self._layers: list[tuple[str, ModulatedLayer, int]] = []
+        w_idx = 0
         for res in self.resolutions:
             block = getattr(self, f"b{res}")
             for conv in block.conv_names:
-                out.append((f"b{res}.{conv}", getattr(block, conv), w_idx))
+                self._layers.append((f"b{res}.{conv}", getattr(block, conv), w_idx))
                 w_idx += 1
-            out.append((f"b{res}.torgb", block.torgb, w_idx))  # shares its w with the next conv0
-        return out
+            self._layers.append((f"b{res}.torgb", block.torgb, w_idx))  # shares its w with the next conv0
+        self.num_ws = self._layers[-1][2] + 1
+
+    def layers(self) -> list[tuple[str, ModulatedLayer, int]]:
+        """Every modulated layer in forward order with its index into ``ws``."""
+        return list(self._layers)
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [name for name, _, _ in self._layers]
+
+    def layer(self, name: str) -> ModulatedLayer:
+        for n, layer, _ in self._layers:
+            if n == name:
+                return layer
+        raise KeyError(f"no layer {name!r}; layers are {self.layer_names}")
+
+    def layer_w_index(self, name: str) -> int:
+        for n, _, idx in self._layers:
+            if n == name:
+                return idx
+        raise KeyError(f"no layer {name!r}")
+
+    def check_tokens(self, tokens: TokenSet, *, batch_size: int | None = None) -> None:
+        """Raise a clear error when a token set does not fit these layers (or the batch)."""
+        if not isinstance(tokens, TokenSet):
+            raise TypeError(f"tokens must be a TokenSet, got {type(tokens).__name__}")
+        ref = self.b4.const
+        for name, t in tokens.layers.items():
+            try:
+                layer = self.layer(name)
+            except KeyError:
+                raise ValueError(f"token set refines layer {name!r}, which this generator does not have "
+                                 f"(its layers: {self.layer_names}); was it made for another generator?") from None
+            o, i, k = layer.out_channels, layer.in_channels, layer.kernel_size
+            lead = [batch_size] if t.per_image else []
+            if t.per_image and batch_size is not None and t.p.shape[0] != batch_size:
+                raise ValueError(f"per-image tokens for {name!r} have batch {t.p.shape[0]} but ws has batch {batch_size}")
+            kk = t.p.shape[-2]
+            _check_tensor(f"tokens[{name!r}].p", t.p, dims=lead + [kk, o], like=ref)
+            q_dims = ([t.p.shape[0]] if t.per_image else []) + [kk, i * k * k]
+            _check_tensor(f"tokens[{name!r}].q", t.q, dims=q_dims, like=ref)
+            if t.gain.dim() > 1 or (t.gain.dim() == 1 and (not t.per_image or t.gain.shape[0] != t.p.shape[0])):
+                raise ValueError(f"tokens[{name!r}].gain must be a scalar (or [N] for per-image tokens), got {list(t.gain.shape)}")
+            _check_tensor(f"tokens[{name!r}].gain", t.gain, dims=list(t.gain.shape), like=ref)
+
+    def forward(
+        self,
+        ws: torch.Tensor,
+        *,
+        tokens=None,
+        noise_mode: str = "const",
+        noise_generator: torch.Generator | None = None,
+        path: str = "auto",
+    ) -> torch.Tensor:
+        """W+ ``[N, num_ws, w_dim]`` (or w ``[N, w_dim]``) → images ``[N, C, R, R]`` (about [-1, 1], not clamped).
+
+        Args:
+            ws: latents.
+            tokens: None, a ``TokenSet``, or a list of ``TokenSet`` / ``(TokenSet, weight)`` whose residuals add up.
+            noise_mode: ``"const"`` (stored noise buffers), ``"none"`` (zero noise), ``"random"``.
+            noise_generator: RNG for ``noise_mode="random"``.
+            path: ``"auto"``, ``"materialized"`` or ``"lowrank"`` (see ``refinement.choose_path``).
+        """
+        ref = self.b4.const
+        if isinstance(ws, torch.Tensor) and ws.dim() == 2:
+            _check_tensor("ws", ws, dims=[None, self.w_dim], like=ref)
+            ws = ws[:, None, :].expand(-1, self.num_ws, -1)
+        _check_tensor("ws", ws, dims=[None, self.num_ws, self.w_dim], like=ref)
+        if noise_mode not in NOISE_MODES:
+            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
+        if path not in PATHS:
+            raise ValueError(f"path must be one of {PATHS}, got {path!r}")
+        n = ws.shape[0]
+        sources = normalize_sources(tokens)
+        for token_set, _ in sources:
+            self.check_tokens(token_set, batch_size=n)
+
+        x = self.b4.const[None].expand(n, -1, -1, -1)  # [N, C, 4, 4]
+        img = None
+        for name, layer, w_idx in self._layers:
+            y = layer(
+                x, ws[:, w_idx], residual=combine_residuals(sources, name, n) if sources else None,
+                noise_mode=noise_mode, noise_generator=noise_generator, resample_filter=self.resample_filter, path=path,
+            )
+            if layer.is_torgb:
+                img = y if img is None else upsample2x(img, self.resample_filter) + y  # [N, C, R, R]
+            else:
+                x = y
+        return img
 
 
 def _check_z_bins(z_bins: Optional[list], *, z_dim: int) -> list[tuple[int, list[float]]]:
@@ -272,8 +384,9 @@ def _check_z_bins(z_bins: Optional[list], *, z_dim: int) -> list[tuple[int, list
 class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
     r"""StyleGAN2 generator (config-f, skip architecture) with RefineStyle dynamic-kernel refinement.
 
-    A drop-in, pure-PyTorch StyleGAN2: ``mapping`` (z → W+ with truncation toward ``w_avg``) and
-    ``synthesis`` (W+ → image, optionally with low-rank kernel residuals from token sets).
+    A drop-in, pure-PyTorch StyleGAN2 with NVlabs' module tree: ``G.mapping`` (z → W+ with truncation toward
+    ``G.mapping.w_avg``) and ``G.synthesis`` (W+ → image, optionally with low-rank kernel residuals from token sets)
+    are the submodules that do the work, and ``G.synthesis.b64.conv1`` is that layer, as its state-dict key says.
 
     Args:
         z_dim: latent z size.
@@ -349,48 +462,42 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
             raise ValueError(f"channels must list {num_res} positive ints (resolutions 4..{resolution}), got {channels!r}")
         self.channels = chans
         bins = _check_z_bins(z_bins, z_dim=z_dim)
+        # The NVlabs module tree (and state-dict keys): G.mapping (z → W+) and G.synthesis (W+ → image) do the work.
         self.synthesis = SynthesisNetwork(w_dim=w_dim, resolution=resolution, channels=chans,
-                                                  img_channels=img_channels, conv_clamp=conv_clamp)
-        self._layers = self.synthesis_module.layers()
-        self.num_ws = self._layers[-1][2] + 1
-        self.mapping = MappingNetwork(z_dim=z_dim, w_dim=w_dim, num_layers=mapping_layers, lr_multiplier=mapping_lr_multiplier,
-                                      normalize_z=normalize_z, z_bins=bins, hidden_dim=mapping_hidden_dim,
-                                      num_ws=self.num_ws if mapping_per_layer else 0)
+                                          img_channels=img_channels, conv_clamp=conv_clamp)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(z_dim=z_dim, w_dim=w_dim, num_ws=self.num_ws, num_layers=mapping_layers,
+                                      lr_multiplier=mapping_lr_multiplier, normalize_z=normalize_z, z_bins=bins,
+                                      hidden_dim=mapping_hidden_dim, per_layer_maps=mapping_per_layer)
 
     # ----------------------------------------------------------------------------------------------
     # Structure
 
     @property
     def layer_names(self) -> list[str]:
-        return [name for name, _, _ in self._layers]
+        return self.synthesis.layer_names
 
     def layer(self, name: str) -> ModulatedLayer:
-        for n, layer, _ in self._layers:
-            if n == name:
-                return layer
-        raise KeyError(f"no layer {name!r}; layers are {self.layer_names}")
+        return self.synthesis.layer(name)
 
     def refinable_layers(self, *, include_torgb: bool | None = None) -> dict[str, tuple[int, int, int]]:
         """Layers token sets refine by default → ``(out_channels, in_channels, kernel_size)``."""
         torgb = self.config.refine_torgb if include_torgb is None else include_torgb
         return {
             name: (layer.out_channels, layer.in_channels, layer.kernel_size)
-            for name, layer, _ in self._layers
+            for name, layer, _ in self.synthesis.layers()
             if torgb or not layer.is_torgb
         }
 
     def layer_w_index(self, name: str) -> int:
-        for n, _, idx in self._layers:
-            if n == name:
-                return idx
-        raise KeyError(f"no layer {name!r}")
+        return self.synthesis.layer_w_index(name)
 
     def signature(self) -> dict:
         """What a token set must match: every layer's shape, w_dim, resolution."""
         return {
             "resolution": self.config.resolution,
             "w_dim": self.config.w_dim,
-            "layers": {name: [l.out_channels, l.in_channels, l.kernel_size] for name, l, _ in self._layers},
+            "layers": {name: [l.out_channels, l.in_channels, l.kernel_size] for name, l, _ in self.synthesis.layers()},
         }
 
     @torch.no_grad()
@@ -400,7 +507,7 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         is not part of it. Encoders record it, so a generator whose mapping alone was retrained still fits them."""
         import hashlib
 
-        state = sorted(self.synthesis_module.state_dict().items())
+        state = sorted(self.synthesis.state_dict().items())
         # Encoders check on every forward: hash again only when a tensor was replaced or changed in place.
         key = tuple((t.data_ptr(), t._version) for _, t in state)
         cached = getattr(self, "_synthesis_digest_cache", None)
@@ -422,7 +529,7 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         until trained; the old units' weights into the next layer are rescaled for its larger fan-in (the
         equalized learning rate divides by √in). Checked on random z: the copy's ``mapping`` equals this one's.
         """
-        mapping = self.mapping_module
+        mapping = self.mapping
         if mapping.num_layers < 2:
             raise ValueError("a one-layer mapping has no hidden layer to widen")
         if not isinstance(hidden_dim, int) or hidden_dim < mapping.hidden_dim:
@@ -435,7 +542,7 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         g = torch.Generator().manual_seed(seed)
         state = self.state_dict()
         for idx in range(mapping.num_layers):
-            old, new = getattr(mapping, f"fc{idx}"), getattr(wide.mapping_module, f"fc{idx}")
+            old, new = getattr(mapping, f"fc{idx}"), getattr(wide.mapping, f"fc{idx}")
             (o_old, i_old), (o_new, i_new) = old.weight.shape, new.weight.shape
             lr_mul = old.bias_gain
             weight = torch.randn(o_new, i_new, generator=g).to(ref) / lr_mul  # [O', I']: new units hear all, as at init
@@ -448,7 +555,7 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
             state["mapping.fc0_bins"] = torch.cat([bins, bins.new_zeros(hidden_dim - bins.shape[0], bins.shape[1])])
         wide.load_state_dict(state, strict=True)
         z = torch.randn(64, self.config.z_dim, generator=g).to(ref)
-        before, after = self.mapping_module(z), wide.mapping_module(z)  # [64, w_dim]
+        before, after = self.mapping.w(z), wide.mapping.w(z)  # [64, w_dim]
         if not torch.allclose(before, after, rtol=1e-4, atol=1e-4 * float(before.abs().max())):
             raise RuntimeError(f"widened mapping differs by {float((before - after).abs().max()):.3g}: please report this")
         return wide.train(self.training)
@@ -476,7 +583,7 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         """
         k = num_tokens or self.config.num_tokens
         names = list(layers) if layers is not None else list(self.refinable_layers())
-        ref = self.mapping_module.w_avg
+        ref = self.mapping.w_avg
         out = {}
         for name in names:
             layer = self.layer(name)
@@ -490,75 +597,13 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
     # ----------------------------------------------------------------------------------------------
     # Forward
 
-    def mapping(self, z: torch.Tensor, *, truncation_psi: float = 1.0, truncation_cutoff: int | None = None) -> torch.Tensor:
-        """z ``[N, z_dim]`` → W+ ``[N, num_ws, w_dim]``, truncated toward ``w_avg`` in the first ``truncation_cutoff`` layers."""
-        ref = self.mapping_network_weight
-        _check_tensor("z", z, dims=[None, self.config.z_dim], like=ref)
-        if not isinstance(truncation_psi, (int, float)) or not math.isfinite(truncation_psi):
-            raise ValueError(f"truncation_psi must be a finite number, got {truncation_psi!r}")
-        w = self.mapping_module(z)  # [N, w_dim]
-        ws = self.mapping_module.per_layer(w, self.num_ws)  # [N, num_ws, w_dim]
-        if truncation_psi != 1:
-            cutoff = self.num_ws if truncation_cutoff is None else int(truncation_cutoff)
-            w_avg = self.mapping_module.w_avg
-            # Truncate w, then map: the per-layer maps are linear, so each layer moves toward its own mean.
-            truncated = self.mapping_module.per_layer(w_avg + truncation_psi * (w - w_avg), self.num_ws)  # [N, num_ws, w_dim]
-            ws[:, :cutoff] = truncated[:, :cutoff]  # [N, cutoff, w_dim]
-        return ws
-
     def mean_ws(self) -> torch.Tensor:
         """W+ ``[num_ws, w_dim]`` of ``w_avg``: each layer's mean latent (where inversion starts)."""
-        return self.mapping_module.per_layer(self.mapping_module.w_avg[None], self.num_ws)[0]  # [num_ws, w_dim]
+        return self.mapping.mean_ws()
 
     @property
     def mapping_network_weight(self) -> torch.Tensor:
-        return self.mapping_module.fc0.weight
-
-    def synthesis(
-        self,
-        ws: torch.Tensor,
-        *,
-        tokens=None,
-        noise_mode: str = "const",
-        noise_generator: torch.Generator | None = None,
-        path: str = "auto",
-    ) -> torch.Tensor:
-        """W+ ``[N, num_ws, w_dim]`` (or w ``[N, w_dim]``) → images ``[N, C, R, R]`` (about [-1, 1], not clamped).
-
-        Args:
-            ws: latents.
-            tokens: None, a ``TokenSet``, or a list of ``TokenSet`` / ``(TokenSet, weight)`` whose residuals add up.
-            noise_mode: ``"const"`` (stored noise buffers), ``"none"`` (zero noise), ``"random"``.
-            noise_generator: RNG for ``noise_mode="random"``.
-            path: ``"auto"``, ``"materialized"`` or ``"lowrank"`` (see ``refinement.choose_path``).
-        """
-        ref = self.mapping_network_weight
-        if isinstance(ws, torch.Tensor) and ws.dim() == 2:
-            _check_tensor("ws", ws, dims=[None, self.config.w_dim], like=ref)
-            ws = ws[:, None, :].expand(-1, self.num_ws, -1)
-        _check_tensor("ws", ws, dims=[None, self.num_ws, self.config.w_dim], like=ref)
-        if noise_mode not in NOISE_MODES:
-            raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
-        if path not in PATHS:
-            raise ValueError(f"path must be one of {PATHS}, got {path!r}")
-        n = ws.shape[0]
-        sources = normalize_sources(tokens)
-        for token_set, _ in sources:
-            self.check_tokens(token_set, batch_size=n)
-
-        net = self.synthesis_module
-        x = net.b4.const[None].expand(n, -1, -1, -1)  # [N, C, 4, 4]
-        img = None
-        for name, layer, w_idx in self._layers:
-            y = layer(
-                x, ws[:, w_idx], residual=combine_residuals(sources, name, n) if sources else None,
-                noise_mode=noise_mode, noise_generator=noise_generator, resample_filter=net.resample_filter, path=path,
-            )
-            if layer.is_torgb:
-                img = y if img is None else upsample2x(img, net.resample_filter) + y  # [N, C, R, R]
-            else:
-                x = y
-        return img
+        return self.mapping.fc0.weight
 
     def forward(self, z: torch.Tensor, *, truncation_psi: float = 1.0, truncation_cutoff: int | None = None,
                 tokens=None, noise_mode: str = "const") -> torch.Tensor:
@@ -567,33 +612,24 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
 
     def check_tokens(self, tokens: TokenSet, *, batch_size: int | None = None) -> None:
         """Raise a clear error when a token set does not fit this generator (or the batch)."""
-        if not isinstance(tokens, TokenSet):
-            raise TypeError(f"tokens must be a TokenSet, got {type(tokens).__name__}")
-        ref = self.mapping_network_weight
-        for name, t in tokens.layers.items():
-            try:
-                layer = self.layer(name)
-            except KeyError:
-                raise ValueError(f"token set refines layer {name!r}, which this generator does not have "
-                                 f"(its layers: {self.layer_names}); was it made for another generator?") from None
-            o, i, k = layer.out_channels, layer.in_channels, layer.kernel_size
-            lead = [batch_size] if t.per_image else []
-            if t.per_image and batch_size is not None and t.p.shape[0] != batch_size:
-                raise ValueError(f"per-image tokens for {name!r} have batch {t.p.shape[0]} but ws has batch {batch_size}")
-            kk = t.p.shape[-2]
-            _check_tensor(f"tokens[{name!r}].p", t.p, dims=lead + [kk, o], like=ref)
-            q_dims = ([t.p.shape[0]] if t.per_image else []) + [kk, i * k * k]
-            _check_tensor(f"tokens[{name!r}].q", t.q, dims=q_dims, like=ref)
-            if t.gain.dim() > 1 or (t.gain.dim() == 1 and (not t.per_image or t.gain.shape[0] != t.p.shape[0])):
-                raise ValueError(f"tokens[{name!r}].gain must be a scalar (or [N] for per-image tokens), got {list(t.gain.shape)}")
-            _check_tensor(f"tokens[{name!r}].gain", t.gain, dims=list(t.gain.shape), like=ref)
+        self.synthesis.check_tokens(tokens, batch_size=batch_size)
 
-    # The networks are registered as ``mapping`` / ``synthesis`` (the NVlabs state-dict layout), names
-    # that are also the public methods; these properties reach the modules.
+    # Until refinestyle/convert.py's estimate_w_avg calls G.mapping.w(z): it reads w (not W+) from
+    # G.mapping_module(z). Goes when that line changes; everything else uses G.mapping.
     @property
-    def mapping_module(self) -> MappingNetwork:
-        return self._modules["mapping"]
+    def mapping_module(self) -> "_MappingW":
+        return _MappingW(self.mapping)
+
+
+class _MappingW:
+    """``G.mapping`` called for w ``[N, w_dim]``, as the generator's former ``mapping_module`` was."""
+
+    def __init__(self, mapping: MappingNetwork):
+        self.mapping = mapping
+
+    def __call__(self, z: torch.Tensor) -> torch.Tensor:
+        return self.mapping.w(z)
 
     @property
-    def synthesis_module(self) -> SynthesisNetwork:
-        return self._modules["synthesis"]
+    def w_avg(self) -> torch.Tensor:
+        return self.mapping.w_avg

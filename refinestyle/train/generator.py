@@ -59,7 +59,7 @@ def train_blocks(train_parts: str, G: StyleGAN2Generator) -> list[str]:
     """``--train``: ``all``, ``mapping``, or ``mapping+b64[+b32...]`` (the mapping and these synthesis blocks)."""
     if train_parts in TRAIN_PARTS:
         return []
-    names = [name for name, _ in G.synthesis_module.named_children()]
+    names = [name for name, _ in G.synthesis.named_children()]
     head, *blocks = train_parts.split("+")
     if head == "mapping" and blocks and all(b in names for b in blocks):
         return blocks
@@ -162,11 +162,11 @@ def train(
                              f"but this run builds {list(G.config.channels)} at {resolution} px; pass matching --channels")
         if source.config.z_bins and not z_bins:
             raise ValueError(f"--init-from {init_from}: that generator has z_bins inputs; drop --no-z-bins")
-        width = G.mapping_module.hidden_dim
-        if source.mapping_module.hidden_dim > width:
-            raise ValueError(f"--init-from {init_from}: its mapping is {source.mapping_module.hidden_dim} wide; "
-                             f"pass --mapping-width {source.mapping_module.hidden_dim} or more")
-        if source.mapping_module.hidden_dim < width:
+        width = G.mapping.hidden_dim
+        if source.mapping.hidden_dim > width:
+            raise ValueError(f"--init-from {init_from}: its mapping is {source.mapping.hidden_dim} wide; "
+                             f"pass --mapping-width {source.mapping.hidden_dim} or more")
+        if source.mapping.hidden_dim < width:
             # Same images at the start; the new units learn from there (see with_wider_mapping).
             source = source.with_wider_mapping(width, seed=seed)
         if source.config.get("mapping_per_layer", False) and not mapping_per_layer:
@@ -179,9 +179,9 @@ def train(
     if train_parts != "all":
         # Synthesis frozen: every W+ keeps its image, so encoders and domains made on this synthesis still hold.
         # Named blocks (mapping+b64) train too: their images change, so encoders and domains must be re-measured.
-        G.synthesis_module.requires_grad_(False)
+        G.synthesis.requires_grad_(False)
         for block in blocks:
-            getattr(G.synthesis_module, block).requires_grad_(True)
+            getattr(G.synthesis, block).requires_grad_(True)
     G = G.to(dev)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.99))
@@ -210,7 +210,7 @@ def train(
 
     def save(step: int) -> None:
         # Truncation pulls toward w_avg: keep it the mean of the EMA generator's mapping output.
-        G_ema.mapping_module.w_avg.copy_(estimate_w_avg(G_ema))
+        G_ema.mapping.w_avg.copy_(estimate_w_avg(G_ema))
         tmp = out / "checkpoint.tmp"
         torch.save({"G": G.state_dict(), "G_ema": G_ema.state_dict(), "opt": opt.state_dict(), "step": step,
                     "elapsed": elapsed, "config": dict(G.config), "train_parts": train_parts}, tmp)
