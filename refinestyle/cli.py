@@ -10,11 +10,9 @@ from pathlib import Path
 
 # torch (and diffusers, through the models) are imported by the commands that use them, so that
 # `refinestyle --help` and argument errors answer at once.
-from .cards import describe_tokens, domain_metrics, save_domain_preview, write_model_card
+from .cards import describe_tokens, domain_metrics, save_domain_preview, write_domain_card, write_model_card
 from .images import parse_seeds, save_grid
 from .options import LAYER_MODES, LR_SCHEDULES, MAX_TRUNCATION
-# Not used here: app.py still imports them from refinestyle.cli until it imports refinestyle.images.
-from .images import make_grid, to_uint8  # noqa: F401
 
 
 def strength_arg(text: str) -> float | str:
@@ -127,119 +125,6 @@ def _adapt_command(args: argparse.Namespace) -> str:
         flag = "--" + key.replace("_", "-")
         parts += [flag] if value is True else [a for v in (value if isinstance(value, list) else [value]) for a in (flag, str(v))]
     return shlex.join(parts)
-
-
-def _domain_card_results(name: str, target: str, suggested, metrics: dict, ground_truth: dict | None) -> str:
-    """The card's results: CLIP similarity to the prompt before/after, and a renderer's ground truth when there is one."""
-    text = "## Results\n\n"
-    if "clip_target_similarity_after" in metrics:
-        clip = metrics.get("adaptation", {}).get("clips", ["the model's CLIP"])[0]
-        text += (f"CLIP similarity to \"{target}\" ({clip}; {metrics['n']} faces from seed {metrics['seed']}, truncation "
-                 f"{metrics['truncation_psi']:g}; `metrics.json`):\n\n| no domain | with the domain |\n|---|---|\n"
-                 f"| {metrics['clip_target_similarity_before']:.4f} | {metrics['clip_target_similarity_after']:.4f} |\n")
-    if ground_truth:
-        cols = [("no domain", ground_truth["unadapted"]), ("strength 1", ground_truth["adapted"])]
-        if ground_truth.get("suggested"):
-            cols.append((f"strength {ground_truth['suggested']['strength']:g} (suggested)", ground_truth["suggested"]))
-        text += (f"\nAgainst the renderer's own `{name}` images of the same faces (64 held-out z; style and content read by "
-                 "a classifier trained on renders):\n\n| | " + " | ".join(c for c, _ in cols) + " |\n|---|"
-                 + "---|" * len(cols) + "\n")
-        for label, key, fmt in (("PSNR (dB)", "psnr", ".2f"), ("SSIM", "ssim", ".3f"), ("style accuracy", "style_acc", ".2f"),
-                                ("content kept (glasses, smile, eye colour)", "content", ".2f")):
-            text += f"| {label} | " + " | ".join(f"{g[key]:{fmt}}" for _, g in cols) + " |\n"
-    if suggested is not None:
-        text += ("\n![before (top), after (middle), at the suggested strength (bottom)](preview.png)\n")
-    else:
-        text += "\n![before (top) and after (bottom)](preview.png)\n"
-    return text
-
-
-def _domain_card_limitations(name: str, target: str, adaptation: dict, ground_truth: dict | None) -> str:
-    """What the domain does not promise, including what its own numbers show."""
-    clips = ", ".join(adaptation.get("clips", [])) or "its CLIP"
-    items = [f"Made for one generator (`{adaptation['model']}`): `load_domain` refuses a generator with other layer "
-             "shapes; on one with the same shapes but other weights it loads and means nothing.",
-             f"Judged by the CLIP guides it was optimised with ({clips}): they say the images moved toward the prompt, "
-             f"not that a person would call them {target}. Look at the preview.",
-             "Strengths above 1 extrapolate past what was optimised."]
-    if ground_truth:
-        u, a = ground_truth["unadapted"], ground_truth["adapted"]
-        if a["psnr"] < u["psnr"]:
-            items.append(f"At strength 1 the images are further from the renderer's own `{name}` images than without the "
-                         f"domain (PSNR {u['psnr']:.2f} → {a['psnr']:.2f} dB), although the classifier reads the style in "
-                         f"{a['style_acc']:.0%} of them: the style is recognisable, the pixels differ.")
-        if a["content"] < 0.9:
-            items.append(f"Content drifts: glasses, smile and eye colour all survive in {a['content']:.0%} of the faces at "
-                         f"strength 1 ({u['content']:.0%} without the domain).")
-    return "## Limitations\n\n" + "".join(f"- {item}\n" for item in items)
-
-
-def write_domain_card(out: Path, dom, *, adaptation: dict, metrics: dict, ground_truth: dict | None = None,
-                      folder: str | None = None, license: str = "other", note: str | None = None) -> None:
-    """``out/README.md`` of a domain: what it is, usage, results, how to reproduce it, limitations.
-
-    Reads nothing but its arguments and the weights' size, so a card can be rewritten without adapting again:
-    ``adaptation`` is how it was made (``metrics.json["adaptation"]``, as ``refinestyle adapt`` records it),
-    ``metrics`` its CLIP similarities (``domain_metrics``), ``ground_truth`` optional numbers against a renderer's
-    own images of the style (SynthFaces: ``{"unadapted" | "adapted" | "suggested": {"psnr", "ssim", "style_acc",
-    "content"}}``), ``folder`` the path the usage snippet loads it from (default ``out``), ``note`` a line added to
-    the reproduction section (e.g. the script that makes a set of domains)."""
-    cfg, a, folder = dom.config, adaptation, folder or str(out)
-    name, target, suggested = Path(folder).name, cfg.target or "the reference images", cfg.suggested_strength
-    size_kb = sum(f.stat().st_size for f in out.glob("*.safetensors")) / 1024
-    shipped = Path(a["model"]) / "domains" / name == Path(folder)
-    usage = (f'model = RefineStyleModel.from_pretrained("{a["model"]}")  # the generator it was made for\n'
-             f'model.load_domain("{folder}", name="{name}")  # this folder (or its Hub repo id)\n'
-             f'images = model.generate(seeds=range(8), truncation_psi=0.7, domain="{name}")  # [8, 3, R, R] in [-1, 1]'
-             + (f'\nsofter = model.generate(seeds=range(8), truncation_psi=0.7, domain="{name}", strength="suggested")  # {suggested:g}'
-                if suggested is not None else ""))
-    made = [f"steps: {a['steps']}; peak learning rate {a['peak_lr']:g} ({a['lr_schedule']}"
-            f"{', automatic for these steps' if a['lr_automatic'] else ''}); final loss {a['final_loss']:.4f} (directional "
-            f"{a['final_direction_loss']:.4f}); {a['seconds']:.1f} s",
-            f"CLIP guides (directional loss averaged over them): {', '.join(a['clips'])}"]
-    if a.get("store_rank") is not None:
-        made.append(f"adapted with {a['adapted_tokens']} tokens per layer, stored as the best rank-{a['store_rank']} "
-                    "residual of each layer (truncated SVD)")
-    if a.get("stopped_early"):
-        made.append(f"stopped early: {a['stopped_early']}")
-    text = f"""---
-library_name: refinestyle
-license: {license}
-tags:
-- stylegan2
-- refinestyle
-- safetensors
----
-
-# RefineStyle domain: {target}
-
-A RefineStyle domain for the generator of `{a['model']}`: one shared set of low-rank residuals of its
-convolution kernels (tokens), adapted from **{cfg.source}** to **{target}** with the generator frozen.
-Added to the kernels of any image it restyles it; `strength` scales it (0: the generator's own image, 1: the
-tokens as optimised).
-
-- tokens per layer: {describe_tokens(dom)}; layers: {len(cfg.layers)}; parameters: {dom.num_parameters():,}; file: {size_kb:.1f} KB
-""" + (f"- suggested strength: {suggested:g} (`strength=\"suggested\"`): the smallest at which the CLIPs see the images "
-       "as far along the text direction as this domain takes them\n" if suggested is not None else "") + f"""
-## Usage
-
-```python
-from refinestyle import RefineStyleModel
-
-{usage}
-```
-""" + (f"\n`{a['model']}` ships this domain: `RefineStyleModel.from_pretrained(\"{a['model']}\")` loads it already, so "
-       f"`model.generate(..., domain=\"{name}\")` needs no `load_domain`.\n" if shipped else "") + f"""
-{_domain_card_results(name, target, suggested, metrics, ground_truth)}
-## How to reproduce
-
-```bash
-{a['command']}
-```
-
-""" + "".join(f"- {item}\n" for item in made) + (f"\n{note}\n" if note else "") + "\n" \
-        + _domain_card_limitations(name, target, a, ground_truth)
-    (out / "README.md").write_text(text)
 
 
 def cmd_adapt(args: argparse.Namespace) -> int:
