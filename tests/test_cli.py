@@ -139,9 +139,8 @@ def test_imports_load_only_what_they_use():
     import sys
 
     def loaded(code: str, names: tuple[str, ...]) -> list[str]:
-        probe = f"import sys; {code}; print(sorted(m for m in {names!r} if m in sys.modules))"
-        return json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
-                          .stdout.strip().replace("'", '"'))
+        probe = f"import json, sys; {code}; print(json.dumps(sorted(m for m in {names!r} if m in sys.modules)))"
+        return json.loads(subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout)
 
     optional = ("gradio", "open_clip", "matplotlib", "lpips", "skimage")
     assert loaded("import refinestyle", optional) == []
