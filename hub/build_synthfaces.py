@@ -24,8 +24,7 @@ from pathlib import Path
 import torch
 
 from refinestyle import RefineStyleModel, StyleGAN2Generator
-from refinestyle.cards import domain_metrics, save_domain_preview
-from refinestyle.cli import write_domain_card
+from refinestyle.cards import domain_metrics, save_domain_preview, write_domain_card
 from refinestyle.clip import CLIPGuide
 from refinestyle.images import save_grid
 from refinestyle.models.domain import DomainTokens

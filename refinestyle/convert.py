@@ -253,7 +253,7 @@ def generator_from_nvlabs_state_dict(sd: dict[str, torch.Tensor], *, config: dic
 @torch.no_grad()
 def estimate_w_avg(G: StyleGAN2Generator, *, num_samples: int = 10_000, seed: int = 0) -> torch.Tensor:
     z = torch.randn(num_samples, G.config.z_dim, generator=torch.Generator().manual_seed(seed))  # on the CPU: same z on any device
-    return G.mapping_module(z.to(G.mapping_module.w_avg.device)).mean(dim=0)
+    return G.mapping.w(z.to(G.mapping.w_avg.device)).mean(dim=0)
 
 
 def generator_from_rosinality(ckpt: dict, *, overrides: dict | None = None,
@@ -273,7 +273,7 @@ def generator_from_rosinality(ckpt: dict, *, overrides: dict | None = None,
     target = _skeleton(config).state_dict()
     G = _build(config, apply_key_map(source, rosinality_key_map(config), target))
     if estimated:
-        G.mapping_module.w_avg.copy_(estimate_w_avg(G))
+        G.mapping.w_avg.copy_(estimate_w_avg(G))
         warnings.warn(
             "the checkpoint has no 'latent_avg' (a training checkpoint): w_avg was estimated as the mean of "
             "mapping(z) over 10,000 z drawn with seed 0; truncation uses that estimate",

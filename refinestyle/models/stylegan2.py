@@ -613,23 +613,3 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
     def check_tokens(self, tokens: TokenSet, *, batch_size: int | None = None) -> None:
         """Raise a clear error when a token set does not fit this generator (or the batch)."""
         self.synthesis.check_tokens(tokens, batch_size=batch_size)
-
-    # Until refinestyle/convert.py's estimate_w_avg calls G.mapping.w(z): it reads w (not W+) from
-    # G.mapping_module(z). Goes when that line changes; everything else uses G.mapping.
-    @property
-    def mapping_module(self) -> "_MappingW":
-        return _MappingW(self.mapping)
-
-
-class _MappingW:
-    """``G.mapping`` called for w ``[N, w_dim]``, as the generator's former ``mapping_module`` was."""
-
-    def __init__(self, mapping: MappingNetwork):
-        self.mapping = mapping
-
-    def __call__(self, z: torch.Tensor) -> torch.Tensor:
-        return self.mapping.w(z)
-
-    @property
-    def w_avg(self) -> torch.Tensor:
-        return self.mapping.w_avg
