@@ -199,17 +199,19 @@ def assemble_encoders(runs: dict[str, str]) -> dict:
 
 
 def write_index() -> None:
-    domains = sorted(p.parent.name for p in (HUB / "domains").glob("*/config.json"))
-    index = {"_class_name": "RefineStyleModel", "_refinestyle_format": 1, "generator": ["refinestyle", "StyleGAN2Generator"],
-             "domains": domains}
-    if (HUB / "clip" / "open_clip_config.json").exists():
-        index["clip"] = ["refinestyle", "CLIPGuide"]
-    extra = [folder for folder in CLIP_RUNS if folder != "clip" and (HUB / folder / "open_clip_config.json").exists()]
-    if extra:
-        index["extra_clips"] = extra
+    """model_index.json for the components on disk, written by the library's one writer of it."""
+    model = RefineStyleModel(generator=StyleGAN2Generator.from_pretrained(HUB / "generator"),
+                             clip=CLIPGuide.from_pretrained(HUB / "clip") if (HUB / "clip" / "open_clip_config.json").exists() else None)
+    for folder in CLIP_RUNS:
+        if folder != "clip" and (HUB / folder / "open_clip_config.json").exists():
+            extra = CLIPGuide.from_pretrained(HUB / folder)
+            extra.hub_folder = folder
+            model.extra_clips.append(extra)
     if (HUB / "encoder" / "config.json").exists():
-        index["encoder"] = ["refinestyle", "RefineStyleEncoder"]
-    (HUB / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        model.encoder = RefineStyleEncoder.from_pretrained(HUB / "encoder")
+    for config in sorted((HUB / "domains").glob("*/config.json")):
+        model.load_domain(config.parent, name=config.parent.name)
+    model.write_model_index(HUB)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -114,6 +114,7 @@ class CLIPGuide:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.name = name
+        self.hub_folder: Optional[str] = None  # the model-repo folder it was loaded from; saving the model reuses it
 
     @property
     def device(self) -> torch.device:

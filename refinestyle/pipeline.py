@@ -106,8 +106,10 @@ class RefineStyleModel:
             clip = CLIPGuide.from_pretrained(str(root), subfolder="clip", device=device, **weights)
         model = cls(generator=generator, clip=clip)
         for folder in index.get("extra_clips", []) or []:
-            model.extra_clips.append(CLIPGuide.from_pretrained(str(root), subfolder=_check_name(folder, "extra_clips folder names"),
-                                                               device=device, **weights))
+            extra = CLIPGuide.from_pretrained(str(root), subfolder=_check_name(folder, "extra_clips folder names"),
+                                              device=device, **weights)
+            extra.hub_folder = folder
+            model.extra_clips.append(extra)
         if index.get("encoder"):
             encoder = RefineStyleEncoder.from_pretrained(str(root), subfolder="encoder", device=device, torch_dtype=torch_dtype,
                                                          **weights)
@@ -129,20 +131,39 @@ class RefineStyleModel:
         self.generator.save_pretrained(out / "generator", **saved)
         for name, dom in self.domains.items():
             dom.save_pretrained(out / "domains" / name, **saved)
-        index = {"_class_name": "RefineStyleModel", "_refinestyle_format": FORMAT_VERSION,
-                 "generator": ["refinestyle", "StyleGAN2Generator"], "domains": sorted(self.domains)}
         if self.encoder is not None:
             self.encoder.save_pretrained(out / "encoder", **saved)
-            index["encoder"] = ["refinestyle", "RefineStyleEncoder"]
         if self.clip is not None:
             self.clip.save_pretrained(out / "clip", **saved)
+        for folder, extra in zip(self.extra_clip_folders(), self.extra_clips):
+            extra.save_pretrained(out / folder, **saved)
+        self.write_model_index(out)
+        return out
+
+    def extra_clip_folders(self) -> list[str]:
+        """Each extra CLIP's folder: the one it was loaded from (so a repo saves back as it was), else clip-extra-<i>."""
+        folders: list[str] = []
+        for i, extra in enumerate(self.extra_clips, start=1):
+            folder = extra.hub_folder
+            if not folder or folder in (*folders, "clip", "generator", "encoder", "domains"):
+                folder = f"clip-extra-{i}"
+            folders.append(folder)
+        return folders
+
+    def write_model_index(self, save_directory: str | os.PathLike) -> Path:
+        """The one writer of ``model_index.json``: which components this model has and where (``save_pretrained``
+        calls it; a build script that saved the components one by one calls it last)."""
+        index = {"_class_name": "RefineStyleModel", "_refinestyle_format": FORMAT_VERSION,
+                 "generator": ["refinestyle", "StyleGAN2Generator"], "domains": sorted(self.domains)}
+        if self.clip is not None:
             index["clip"] = ["refinestyle", "CLIPGuide"]
         if self.extra_clips:
-            index["extra_clips"] = [f"clip-extra-{i}" for i in range(1, len(self.extra_clips) + 1)]
-            for folder, extra in zip(index["extra_clips"], self.extra_clips):
-                extra.save_pretrained(out / folder, **saved)
-        (out / MODEL_INDEX).write_text(json.dumps(index, indent=2) + "\n")
-        return out
+            index["extra_clips"] = self.extra_clip_folders()
+        if self.encoder is not None:
+            index["encoder"] = ["refinestyle", "RefineStyleEncoder"]
+        path = Path(save_directory) / MODEL_INDEX
+        path.write_text(json.dumps(index, indent=2) + "\n")
+        return path
 
     def load_domain(self, path_or_repo: str | os.PathLike, *, name: Optional[str] = None, revision: Optional[str] = None,
                     subfolder: Optional[str] = None, variant: Optional[str] = None) -> DomainTokens:

@@ -383,3 +383,27 @@ def test_domain_with_its_own_torgb_token_count(G16, tmp_path):
         DomainTokens.from_generator(G16, num_tokens=1, torgb_tokens=0, layers=layers)
     with pytest.raises(ValueError, match="layer_tokens names layers"):
         DomainTokens(generator_signature=G16.signature(), layers=layers[:1], num_tokens=1, layer_tokens={layers[1]: 2})
+
+
+def test_shipped_repo_saves_back_as_it_was(tmp_path):
+    """One writer of model_index.json: loading the default repo and saving it reproduces its index (folder names
+    included) and every component's config and weights."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from .conftest import REPO
+
+    hub = REPO / "hub" / "refinestyle-synthfaces"
+    RefineStyleModel.from_pretrained(hub).save_pretrained(tmp_path, dtype=torch.float16)
+    assert json.loads((tmp_path / "model_index.json").read_text()) == json.loads((hub / "model_index.json").read_text())
+    saved = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file())
+    shipped = sorted(p.relative_to(hub).as_posix() for p in hub.rglob("*") if p.is_file() and p.suffix in (".json", ".safetensors")
+                     and p.name not in ("metrics.json", "build_info.json"))
+    assert saved == shipped
+    for name in saved:
+        if name.endswith(".safetensors"):
+            a, b = load_file(str(hub / name)), load_file(str(tmp_path / name))
+            assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+        else:
+            assert json.loads((hub / name).read_text()) == json.loads((tmp_path / name).read_text()), name
