@@ -213,7 +213,7 @@ def per_seed(runs: list[dict], key: str) -> str:
     return " / ".join(f"{r['final'][key]:.2f}" for r in runs)
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "hub" / "refinestyle-synthfaces"))
     parser.add_argument("--steps", type=int, default=200)
@@ -244,25 +244,16 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads < 1:
         parser.error(f"--threads {args.threads}: give 1 or more")
-    torch.set_num_threads(args.threads)
     try:
-        token_config = AdaptConfig(steps=args.steps, lr=args.lr_tokens)
-        token_config.validate()
+        AdaptConfig(steps=args.steps, lr=args.lr_tokens).validate()
     except ValueError as e:
         parser.error(f"--steps / --lr-tokens: {e}")
-    lrs = {"refinestyle": token_config.learning_rate(), "finetune": args.lr_finetune, "channel_scale": args.lr_channel_scale}
-    model = RefineStyleModel.from_pretrained(args.model)
-    G = model.generator
-    clips = model.clips  # the directional loss is averaged over them, as in model.adapt
-    print("the independent style/attribute classifier (trained on renders only; the copy in bench/assets) ...", flush=True)
-    classifier = cached_attribute_classifier(ROOT / "bench" / "assets", steps=600)
-    gen_bytes = sum(p.numel() for p in G.parameters()) * 2
+    return args
+
+
+def run_all(args: argparse.Namespace, G, clips, classifier, *, lrs: dict, gen_bytes: int) -> list[dict]:
+    """Every style × method × seed; prints the seed-0 table as the runs finish."""
     results = []
-    print(f"\nsteps {args.steps}, batch 8, {args.threads} thread(s), learning rates {lrs} ({args.lr_schedule} schedule), CLIPs {[c.name for c in clips]}, "
-          f"generator {sum(p.numel() for p in G.parameters()):,} parameters; seed {args.seeds[0]}")
-    print(f"RefineStyle: K = {args.num_tokens} (toRGB {args.torgb_tokens or args.num_tokens}), "
-          + (f"warm-up with {args.warmup_tokens} tokens for {args.warmup_fraction:.0%} of the steps, " if args.warmup_tokens else "")
-          + f"global CLIP weight {args.global_weight} (every method)\n")
     print("| style | method | trainable params | file | s/step | wall s | GT PSNR | GT SSIM | style acc | content |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     # (tokens, steps) of the rank warm-up; none when it rounds to zero steps (model.adapt's rule)
@@ -287,9 +278,10 @@ def main() -> None:
                 print(f"| {style} | {method} | {r['params']:,} | {r['file_bytes'] / 1024:.0f} KB ({100 * r['file_bytes'] / gen_bytes:.1f}%) | "
                       f"{r['s_per_step']:.3f} | {r['wall_s']:.0f} | {f['psnr']:.2f} | {f['ssim']:.3f} | {f['style_acc']:.2f} | {f['content']:.2f} |",
                       flush=True)
-    OUT.mkdir(parents=True, exist_ok=True)
-    stem = f"adaptation-{args.tag}" if args.tag else "adaptation"
-    (OUT / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def print_seed_table(args, results) -> None:
     table_header(f"RefineStyle over seeds {args.seeds} (final step; median, then each seed)",
                  ["style", "GT PSNR unadapted", "GT PSNR median", "style acc median", "content median", "wall s median",
                   "GT PSNR per seed", "style acc per seed"])
@@ -298,6 +290,9 @@ def main() -> None:
         med = medians([r["final"] for r in runs])
         print(f"| {style} | {runs[0]['unadapted']['psnr']:.2f} | {med['psnr']:.2f} | {med['style_acc']:.2f} | {med['content']:.2f} | "
               f"{statistics.median(r['wall_s'] for r in runs):.0f} | {per_seed(runs, 'psnr')} | {per_seed(runs, 'style_acc')} |")
+
+
+def print_suggested_table(args, results) -> None:
     table_header(f"RefineStyle at each domain's suggested strength (model.adapt's CLIP-only suggestion; generate(..., "
                  f"strength='suggested')) against strength 1; medians over seeds {args.seeds}",
                  ["style", "GT PSNR unadapted", "suggested strength per seed", "GT PSNR at 1", "GT PSNR suggested",
@@ -315,6 +310,9 @@ def main() -> None:
               + f" | {at1['psnr']:.2f} | {med['psnr']:.2f} | {at1['style_acc']:.2f} | {med['style_acc']:.2f} | {med['content']:.2f} | "
               f"{statistics.median(q['seconds'] for q in rows):.1f} | " + " / ".join(f"{q['psnr']:.2f}" for q in rows) + " | "
               + " / ".join(f"{q['style_acc']:.2f}" for q in rows) + " |")
+
+
+def print_methods_table(args, results) -> None:
     if len(args.methods) > 1:
         table_header(f"Every method at strength 1 and at its own CLIP-suggested strength (tokens × s; fine-tuned weights "
                      f"W0 + s·ΔW; channel scales 1 + s·δ), seed {args.seeds[0]}",
@@ -329,6 +327,9 @@ def main() -> None:
                     continue
                 print(f"| {style} | {r['method']} | {r['unadapted']['psnr']:.2f} | {q['strength']:g} | {r['final']['psnr']:.2f} | "
                       f"{q['psnr']:.2f} | {r['final']['style_acc']:.2f} | {q['style_acc']:.2f} | {q['content']:.2f} |")
+
+
+def print_rank_table(args, results, gen_bytes: int) -> None:
     if args.store_ranks:
         table_header(f"RefineStyle domains (K = {args.num_tokens}) stored at lower rank (truncated SVD); medians over seeds {args.seeds}",
                      ["style", "rank", "file", "GT PSNR median", "style acc median", "content median", "style acc per seed"])
@@ -342,6 +343,9 @@ def main() -> None:
                 label = f"K = {args.num_tokens}" if rank is None else rank
                 print(f"| {style} | {label} | {size / 1024:.0f} KB ({100 * size / gen_bytes:.1f}%) | {med['psnr']:.2f} | "
                       f"{med['style_acc']:.2f} | {med['content']:.2f} | {each} |")
+
+
+def print_strength_table(args, results) -> None:
     if args.strengths:
         table_header(f"RefineStyle domains applied at partial strength; medians over seeds {args.seeds}",
                      ["style", "strength", "GT PSNR median", "style acc median", "content median", "GT PSNR per seed",
@@ -353,6 +357,9 @@ def main() -> None:
                 med = medians(rows)
                 print(f"| {style} | {strength:g} | {med['psnr']:.2f} | {med['style_acc']:.2f} | {med['content']:.2f} | "
                       + " / ".join(f"{q['psnr']:.2f}" for q in rows) + " | " + " / ".join(f"{q['style_acc']:.2f}" for q in rows) + " |")
+
+
+def save_plot(args, results, stem: str) -> None:
     try:
         import matplotlib
 
@@ -375,6 +382,35 @@ def main() -> None:
         print(f"\nplot: {OUT / f'{stem}.png'}")
     except ImportError:
         print("(matplotlib missing: no plot)")
+
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    token_config = AdaptConfig(steps=args.steps, lr=args.lr_tokens)
+    lrs = {"refinestyle": token_config.learning_rate(), "finetune": args.lr_finetune, "channel_scale": args.lr_channel_scale}
+    model = RefineStyleModel.from_pretrained(args.model)
+    G = model.generator
+    clips = model.clips  # the directional loss is averaged over them, as in model.adapt
+    print("the independent style/attribute classifier (trained on renders only; the copy in bench/assets) ...", flush=True)
+    classifier = cached_attribute_classifier(ROOT / "bench" / "assets", steps=600)
+    gen_bytes = sum(p.numel() for p in G.parameters()) * 2
+    print(f"\nsteps {args.steps}, batch 8, {args.threads} thread(s), learning rates {lrs} ({args.lr_schedule} schedule), CLIPs {[c.name for c in clips]}, "
+          f"generator {sum(p.numel() for p in G.parameters()):,} parameters; seed {args.seeds[0]}")
+    print(f"RefineStyle: K = {args.num_tokens} (toRGB {args.torgb_tokens or args.num_tokens}), "
+          + (f"warm-up with {args.warmup_tokens} tokens for {args.warmup_fraction:.0%} of the steps, " if args.warmup_tokens else "")
+          + f"global CLIP weight {args.global_weight} (every method)\n")
+    results = run_all(args, G, clips, classifier, lrs=lrs, gen_bytes=gen_bytes)
+    OUT.mkdir(parents=True, exist_ok=True)
+    stem = f"adaptation-{args.tag}" if args.tag else "adaptation"
+    (OUT / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    print_seed_table(args, results)
+    print_suggested_table(args, results)
+    print_methods_table(args, results)
+    print_rank_table(args, results, gen_bytes)
+    print_strength_table(args, results)
+    save_plot(args, results, stem)
 
 
 if __name__ == "__main__":
