@@ -117,12 +117,25 @@ def cancel_on_idle_app(url: str, *, seconds_before_cancel: float = 3.0) -> dict:
     return {"stop_seconds": stopped, "cpu_cores_0_2s": cpu_0_2, "cpu_cores_2_4s": cpu_2_4}
 
 
+def sequential_adaptations(url: str, *, count: int, steps: int = 20) -> list[float]:
+    """RSS after each of ``count`` short adaptations from one visitor: does the app give memory back?"""
+    from gradio_client import Client
+
+    client = Client(url, verbose=False, download_files=False)
+    rss = [rss_mb()]
+    for i in range(count):
+        client.predict("a photo of a face", "a zombie face", None, steps, 0, i, f"seq-{i}", api_name="/adapt")
+        rss.append(rss_mb())
+    return rss
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=str(ROOT / "hub" / "refinestyle-synthfaces"))
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--requests", type=int, default=25, help="requests per client")
     parser.add_argument("--cancel-after", type=float, default=10.0, help="seconds into the load when one adaptation is cancelled")
+    parser.add_argument("--sequential", type=int, default=8, help="short adaptations in a row, RSS after each")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "out" / "app.json")
     args = parser.parse_args()
     from gradio_client import Client, handle_file
@@ -163,6 +176,7 @@ def main() -> None:
         kept_status = "failed"
     rss_after = rss_mb()
     idle_cancel = cancel_on_idle_app(demo.local_url)
+    sequential_rss = sequential_adaptations(demo.local_url, count=args.sequential)
     demo.close()
 
     total = sum(len(v) for v in latencies.values()) + len(failures)
@@ -183,12 +197,15 @@ def main() -> None:
     print(f"| idle app: cancelled adaptation stopped (s) | {stop_idle:.2f} |" if stop_idle is not None else "| idle app: stopped | no |")
     print(f"| idle app: CPU 0-2 s / 2-4 s after the cancel (cores) | {idle_cancel['cpu_cores_0_2s']:.2f} / "
           f"{idle_cancel['cpu_cores_2_4s']:.2f} |")
+    print(f"| RSS before / after {args.sequential} more adaptations in a row, 20 steps each (MB) | "
+          f"{sequential_rss[0]:.0f} / {sequential_rss[-1]:.0f} (max {max(sequential_rss):.0f}) |")
     for failure in failures[:10]:
         print("failure:", failure)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"latencies": latencies, "failures": failures, "load_seconds": load_seconds,
                                      "rss_mb": [rss_before, rss_after], "cancel_under_load": cancel_report,
-                                     "cancel_idle": idle_cancel, "kept_status": kept_status}, indent=1))
+                                     "cancel_idle": idle_cancel, "kept_status": kept_status,
+                                     "sequential_rss_mb": sequential_rss}, indent=1))
 
 
 if __name__ == "__main__":
