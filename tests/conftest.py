@@ -34,3 +34,16 @@ def load_bench_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_app_module():
+    """``app.py`` (the Space's entry file, not part of the package) as the module ``app``; Gradio looks its
+    component classes up by module name, so it is registered in ``sys.modules``."""
+    import sys
+
+    if "app" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("app", REPO / "app.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["app"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["app"]

@@ -10,15 +10,14 @@ from PIL import Image
 from refinestyle import DomainTokens, RefineStyleModel, StyleGAN2Generator
 from refinestyle.clip import CLIPGuide
 
-from .conftest import REPO
+from .conftest import REPO, load_app_module
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    sys.path.insert(0, str(REPO))
-    import app as app_module
+    app_module = load_app_module()
 
     torch.manual_seed(0)
     G = StyleGAN2Generator(z_dim=8, w_dim=16, resolution=16, channels=[16, 16, 8], mapping_layers=2, num_tokens=4)
@@ -197,7 +196,7 @@ def test_closing_the_tab_stops_work_and_deletes_the_session_files(served):
 
 
 def test_session_keeps_its_last_domains(served):
-    import app as app_module
+    app_module = load_app_module()
 
     client, _ = served
     handlers = _handlers(client)
@@ -266,7 +265,7 @@ def test_host_and_port_follow_gradios_environment(tmp_path):
     import subprocess
     import urllib.request
 
-    import app as app_module
+    app_module = load_app_module()
 
     args = app_module.argparse.Namespace(host=None, port=None)
     assert app_module.launch_options(args)["server_name"] is None and app_module.launch_options(args)["server_port"] is None

@@ -5,13 +5,11 @@ Saves docs/app-screenshot.png, which the README shows. Skipped only where chromi
 """
 
 import shutil
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from .conftest import REPO
+from .conftest import REPO, load_app_module
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -19,9 +17,8 @@ SCREENSHOT = REPO / "docs" / "app-screenshot.png"
 
 
 @pytest.fixture(scope="module")
-def app_url():
-    sys.path.insert(0, str(REPO))
-    import app as app_module
+def app_demo():
+    app_module = load_app_module()
     from refinestyle import RefineStyleModel, StyleGAN2Generator
 
     hub = REPO / "hub" / "refinestyle-synthfaces"
@@ -32,8 +29,13 @@ def app_url():
         model = RefineStyleModel(generator=StyleGAN2Generator(z_dim=8, w_dim=16, resolution=16, channels=[16, 16, 8], mapping_layers=2))
     demo = app_module.build_demo(model, invert_steps=60)
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
-    yield demo.local_url
+    yield demo
     demo.close()
+
+
+@pytest.fixture(scope="module")
+def app_url(app_demo):
+    return app_demo.local_url
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
@@ -94,3 +96,30 @@ def _threads_gone_within(seconds: float) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install chromium)")
+def test_closing_the_tab_stops_adaptation_and_deletes_session_files(app_url, app_demo):
+    from playwright.sync_api import sync_playwright
+
+    example = REPO / "examples" / "photo-1.png"
+    handlers = app_demo.app_handlers
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(app_url, wait_until="load")
+        before = set(handlers.files_root.iterdir())
+        page.locator("#inv-input input[type=file]").set_input_files(str(example))
+        page.get_by_role("button", name="Invert", exact=True).click()
+        page.get_by_text("PSNR (dB)").wait_for(timeout=60_000)
+        mine = set(handlers.files_root.iterdir()) - before
+        assert len(mine) == 1 and any(next(iter(mine)).rglob("result.png"))
+        page.get_by_role("tab", name="Adapt from text").click()
+        page.get_by_role("button", name="Adapt", exact=True).click()
+        page.wait_for_function("document.querySelector('#adapt-status').innerText.includes('step ')", timeout=120_000)
+        page.close()
+        assert _threads_gone_within(10.0), "the optimisation kept running after the tab closed"
+        assert not next(iter(mine)).exists(), "the session's files outlived it"
+        browser.close()
