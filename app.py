@@ -252,7 +252,7 @@ class App:
     @gpu
     async def adapt(self, source: str, target: str, reference=None, steps: float = 60, lr: float = 0, seed: float = 0,
                     name: str = "", session: dict | None = None, request: gr.Request = None, progress=gr.Progress()):
-        """Optimise a new domain; yields previews while it runs. Final output adds the domain to this session."""
+        """Optimise a new domain; yields previews while it runs. Final output adds the domain to the visitor's session."""
         import pandas as pd
 
         session = dict(session or {})
@@ -326,7 +326,7 @@ class App:
             f"; suggested strength **{suggested:g}** (bottom row: where the CLIPs see the style reached; 1 = as optimised, "
             "stronger)" if suggested is not None else "") + (
             f"; stopped early: {history.stopped_early}" if history.stopped_early else "") + (
-            f"; {', '.join(dropped)} removed (a session keeps its last {MAX_SESSION_DOMAINS} domains; download to keep more)"
+            f"; {', '.join(dropped)} removed (each visitor keeps their last {MAX_SESSION_DOMAINS} domains; download to keep more)"
             if dropped else "")
         return (preview, frame, status, session, gr.update(choices=self.domain_choices(session), value=name),
                 self._domain_zip(dom, name, folder))
@@ -341,7 +341,7 @@ class App:
 
     # --------------------------------------------------------------------------------------------
     def push(self, name: str, repo_id: str, session: dict | None = None, oauth_token: gr.OAuthToken | None = None):
-        """Push a domain of this session with the visitor's own login (the server's token only when the operator allows)."""
+        """Push one of the visitor's domains with the visitor's own login (the server's token only when the operator allows)."""
         try:
             if oauth_token is not None:
                 token = oauth_token.token
@@ -351,7 +351,7 @@ class App:
                 raise ValueError("log in with your Hugging Face account (the Login button) to push; this app never "
                                  "pushes with the server's token")
             if not session or name not in session:
-                raise ValueError("adapt a domain in this session first; built-in domains are already on the Hub")
+                raise ValueError("adapt a domain first; built-in domains are already on the Hub")
             return f"pushed to {session[name].push_to_hub((repo_id or '').strip(), token=token)}"
         except OSError as err:
             raise as_gradio_error(ValueError(f"the push failed ({err}); check the repo id and your write access")) from None
