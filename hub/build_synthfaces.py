@@ -342,7 +342,7 @@ domain = model.adapt(source="a photo of a face", target="a pencil sketch of a fa
 domain.save_pretrained("my-sketch")
 ```
 
-From the command line: `refinestyle generate --model hub/refinestyle-synthfaces --domain hub/refinestyle-synthfaces/domains/zombie --seeds 0-7 --truncation 0.7 --out zombies.png`.
+From the command line: `refinestyle generate --model hub/refinestyle-synthfaces --domain zombie --seeds 0-7 --truncation 0.7 --out zombies.png`.
 """
 
 
