@@ -16,6 +16,14 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SCREENSHOT = REPO / "docs" / "app-screenshot.png"
 
 
+def _launch(pw):
+    # Without the background-networking flags chromium keeps dialling out of a closed network. Playwright gives
+    # each launch a fresh empty profile.
+    return pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+        "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"])
+
+
 @pytest.fixture(scope="module")
 def app_demo():
     app_module = load_app_module()
@@ -45,9 +53,7 @@ def test_upload_invert_and_see_result(app_url, tmp_path):
     example = REPO / "examples" / "photo-1.png"
     assert example.exists(), "run scripts/make_examples.py"
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])  # playwright gives each launch a fresh empty profile
+        browser = _launch(pw)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(app_url, wait_until="load")
         page.locator("#inv-input input[type=file]").set_input_files(str(example))
@@ -67,9 +73,7 @@ def test_cancel_stops_adaptation_and_shows_cancelled(app_url, tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = _launch(pw)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(app_url, wait_until="load")
         page.get_by_role("tab", name="Adapt from text").click()
@@ -105,9 +109,7 @@ def test_closing_the_tab_stops_adaptation_and_deletes_session_files(app_url, app
     example = REPO / "examples" / "photo-1.png"
     handlers = app_demo.app_handlers
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        browser = _launch(pw)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(app_url, wait_until="load")
         before = set(handlers.files_root.iterdir())

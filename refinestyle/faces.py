@@ -1,0 +1,287 @@
+"""Real photos for face models: FFHQ-style alignment, paste-back into the photo, and identity similarity.
+
+Every StyleGAN face model (FFHQ, and the e4e / pSp / ReStyle / HyperStyle / PTI encoders made for it) expects
+faces cut the way the FFHQ dataset was: dlib's 68 landmarks give the eye and mouth centres, which fix an oriented
+square (its centre a little below the eyes, its size from the eye-to-eye and eye-to-mouth distances, its angle from
+the eye line); the crop reflect-pads where the square leaves the photo, fading the padding into a blur, and is
+resampled with antialiasing.
+
+The landmark and descriptor models are dlib's, shipped inside the ``face_recognition_models`` package and run by
+the ``dlib-bin`` wheel: ``pip install refinestyle[faces]``. Nothing is downloaded.
+
+Examples:
+    ```py
+    >>> from refinestyle.faces import align_face, paste_back  # doctest: +SKIP
+    >>> aligned = align_face("portrait.jpg", resolution=1024)  # doctest: +SKIP
+    >>> aligned.image.size, aligned.quad.shape, aligned.landmarks.shape  # doctest: +SKIP
+    ((1024, 1024), (4, 2), (68, 2))
+    >>> restored = paste_back(aligned, aligned.image)  # the photo again, the face put back in place  # doctest: +SKIP
+    ```
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .images import ImageError, open_image, to_rgb
+
+DETECT_MAX_SIDE = 1024  # faces are found on a copy this size at most; landmarks and crops use the full photo
+IDENTITY_CHIP = 150  # dlib's face-descriptor network reads 150 px aligned chips
+
+
+class NoFaceError(ImageError):
+    """No face was found in an image that a face model was asked to align."""
+
+
+class FacesUnavailableError(ImportError):
+    """dlib or its models are not installed."""
+
+
+@dataclass
+class AlignedFace:
+    """One face cut the FFHQ way.
+
+    Attributes:
+        image: the aligned crop, ``resolution`` × ``resolution`` RGB.
+        quad: ``[4, 2]`` corners of the crop in the source photo (top-left, bottom-left, bottom-right, top-right),
+            in pixels; the crop maps onto it by a similarity transform.
+        landmarks: ``[68, 2]`` dlib landmarks in source-photo pixels.
+        source: the source photo (RGB), kept so that ``paste_back`` can put an edit back into it.
+        box: the detected face rectangle ``(left, top, right, bottom)`` in source pixels.
+    """
+
+    image: "PIL.Image.Image"  # noqa: F821
+    quad: np.ndarray
+    landmarks: np.ndarray
+    source: "PIL.Image.Image"  # noqa: F821
+    box: tuple[float, float, float, float]
+
+    @property
+    def resolution(self) -> int:
+        return self.image.size[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# dlib's models
+
+
+def _model_file(name: str) -> str:
+    # face_recognition_models/__init__.py imports pkg_resources (gone from current setuptools): find its folder instead.
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or spec.origin is None:
+        raise FacesUnavailableError("the face models are not installed: pip install 'refinestyle[faces]' "
+                                    "(dlib-bin and face_recognition_models; nothing is downloaded at run time)")
+    path = Path(spec.origin).parent / "models" / name
+    if not path.is_file():
+        raise FacesUnavailableError(f"face_recognition_models has no {name}; reinstall it: pip install 'refinestyle[faces]'")
+    return str(path)
+
+
+@functools.lru_cache(maxsize=1)
+def _dlib():
+    try:
+        import dlib
+    except ImportError:
+        raise FacesUnavailableError("dlib is not installed: pip install 'refinestyle[faces]' (the dlib-bin wheel, "
+                                    "no compiler needed)") from None
+    return dlib
+
+
+@functools.lru_cache(maxsize=1)
+def _detector():
+    return _dlib().get_frontal_face_detector()
+
+
+@functools.lru_cache(maxsize=1)
+def _landmarker():
+    return _dlib().shape_predictor(_model_file("shape_predictor_68_face_landmarks.dat"))
+
+
+@functools.lru_cache(maxsize=1)
+def _descriptor():
+    return _dlib().face_recognition_model_v1(_model_file("dlib_face_recognition_resnet_model_v1.dat"))
+
+
+def _as_rgb(image) -> "PIL.Image.Image":  # noqa: F821
+    import torch
+
+    if isinstance(image, torch.Tensor):  # [3, H, W] in [-1, 1], as the library's images are
+        from .images import to_uint8
+        from PIL import Image
+
+        return Image.fromarray(to_uint8(image[None] if image.dim() == 3 else image)[0].cpu().numpy())
+    return to_rgb(open_image(image))
+
+
+def detect_faces(image) -> list[tuple[tuple[float, float, float, float], np.ndarray]]:
+    """Every face as ``(box, landmarks [68, 2])`` in the photo's pixels, largest first.
+
+    Detection runs on a copy at most ``DETECT_MAX_SIDE`` on a side, upsampled once when faces would be small,
+    so it copes with 256 px to 6000 px photos; the landmarks are then fitted on the full photo.
+    """
+    dlib = _dlib()
+    photo = _as_rgb(image)
+    scale = min(1.0, DETECT_MAX_SIDE / max(photo.size))
+    small = photo if scale == 1.0 else photo.resize((round(photo.width * scale), round(photo.height * scale)), 1)  # LANCZOS
+    pixels = np.asarray(small)
+    rects = _detector()(pixels, 1 if max(small.size) < 2048 else 0)
+    full = np.asarray(photo)
+    faces = []
+    for rect in rects:
+        box = (rect.left() / scale, rect.top() / scale, rect.right() / scale, rect.bottom() / scale)
+        shape = _landmarker()(full, dlib.rectangle(*(int(round(v)) for v in box)))
+        landmarks = np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)  # [68, 2]
+        faces.append((box, landmarks))
+    faces.sort(key=lambda f: -(f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
+    return faces
+
+
+# --------------------------------------------------------------------------------------------------
+# The FFHQ crop
+
+
+def ffhq_quad(landmarks: np.ndarray) -> np.ndarray:
+    """The oriented square of the FFHQ recipe from 68 landmarks: ``[4, 2]`` corners (TL, BL, BR, TR)."""
+    eye_left = landmarks[36:42].mean(axis=0)  # [2]
+    eye_right = landmarks[42:48].mean(axis=0)  # [2]
+    mouth_avg = (landmarks[48] + landmarks[54]) / 2  # [2] the two mouth corners
+    eye_avg = (eye_left + eye_right) / 2
+    eye_to_eye = eye_right - eye_left
+    eye_to_mouth = mouth_avg - eye_avg
+    # The square's x axis: the eye line, tilted by the eye-to-mouth direction turned a quarter; its half-size the
+    # larger of 2× the eye distance and 1.8× the eye-to-mouth distance.
+    x = eye_to_eye - np.array([-eye_to_mouth[1], eye_to_mouth[0]])
+    x = x / np.hypot(*x) * max(np.hypot(*eye_to_eye) * 2.0, np.hypot(*eye_to_mouth) * 1.8)
+    y = np.array([-x[1], x[0]])  # x turned a quarter: the square's y axis
+    centre = eye_avg + eye_to_mouth * 0.1
+    return np.stack([centre - x - y, centre - x + y, centre + x + y, centre + x - y])  # [4, 2]
+
+
+def _padded(photo: "PIL.Image.Image", quad: np.ndarray):  # noqa: F821
+    """The photo extended by reflection wherever the quad leaves it, the padding fading into a blur and the
+    mean colour (so the mirror images do not read as a second face); returns the image and the shifted quad."""
+    from PIL import Image, ImageFilter
+
+    size = np.hypot(*(quad[3] - quad[0]))
+    lo, hi = np.floor(quad.min(axis=0)), np.ceil(quad.max(axis=0))
+    border = max(round(size * 0.1), 3)
+    pad = np.maximum(np.concatenate([-lo, hi - np.array(photo.size)]) + border, 0).astype(int)  # left, top, right, bottom
+    if not pad.any():
+        return photo, quad
+    arr = np.asarray(photo, dtype=np.float32)  # [H, W, 3]
+    h, w = arr.shape[:2]
+    arr = np.pad(arr, ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), mode="reflect")
+    yy, xx = np.mgrid[: arr.shape[0], : arr.shape[1]].astype(np.float32)
+    # distance into the padding, as a share of the pad on that side: 0 on the photo, 1 at the outer edge
+    fade = np.maximum.reduce([
+        (pad[0] - xx) / max(pad[0], 1), (xx - (pad[0] + w - 1)) / max(pad[2], 1),
+        (pad[1] - yy) / max(pad[1], 1), (yy - (pad[1] + h - 1)) / max(pad[3], 1), np.zeros_like(xx)])
+    fade = np.clip(fade, 0, 1)[..., None]  # [H', W', 1]
+    blur_radius = float(max(size * 0.02, 1))
+    blurred = np.asarray(Image.fromarray(arr.round().astype(np.uint8)).filter(ImageFilter.GaussianBlur(blur_radius)), dtype=np.float32)
+    arr = arr + (blurred - arr) * np.clip(fade * 3, 0, 1)  # the reflection dissolves into the blur
+    arr = arr + (np.median(arr, axis=(0, 1)) - arr) * fade  # and the blur into the mean colour
+    return Image.fromarray(np.clip(arr.round(), 0, 255).astype(np.uint8)), quad + pad[:2]
+
+
+def _crop_quad(photo: "PIL.Image.Image", quad: np.ndarray, resolution: int) -> "PIL.Image.Image":  # noqa: F821
+    from PIL import Image
+
+    size = np.hypot(*(quad[3] - quad[0]))
+    shrink = int(size // (2 * resolution))
+    if shrink > 1:  # downscale first (antialiased) so the bilinear transform below never skips pixels
+        photo = photo.reduce(shrink)
+        quad = quad / shrink
+    photo, quad = _padded(photo, quad)
+    over = 2 * resolution  # transform at twice the size, then antialias down
+    warped = photo.transform((over, over), Image.QUAD, data=tuple((quad + 0.5).flatten()), resample=Image.BILINEAR)
+    return warped.resize((resolution, resolution), Image.LANCZOS)
+
+
+def align_faces(image, *, resolution: int = 1024) -> list[AlignedFace]:
+    """Every face in the photo cut the FFHQ way, largest first (``NoFaceError`` when there is none)."""
+    if not isinstance(resolution, int) or not 8 <= resolution <= 4096:
+        raise ValueError(f"resolution must be an integer from 8 to 4096, got {resolution!r}")
+    photo = _as_rgb(image)
+    faces = detect_faces(photo)
+    if not faces:
+        raise NoFaceError("no face was found in the image; for a picture that is already a cropped face, or not a "
+                          "face at all, pass align='none'")
+    out = []
+    for box, landmarks in faces:
+        quad = ffhq_quad(landmarks)
+        out.append(AlignedFace(image=_crop_quad(photo, quad, resolution), quad=quad, landmarks=landmarks, source=photo, box=box))
+    return out
+
+
+def align_face(image, *, resolution: int = 1024) -> AlignedFace:
+    """The largest face of the photo cut the FFHQ way (``align_faces`` for all of them)."""
+    return align_faces(image, resolution=resolution)[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# Back into the photo
+
+
+def _square_to_quad(quad: np.ndarray, resolution: int) -> np.ndarray:
+    """The affine map (2×3) from aligned-crop pixels to source pixels."""
+    origin = quad[0]
+    ax_x = (quad[3] - quad[0]) / resolution  # one crop pixel along x, in source pixels
+    ax_y = (quad[1] - quad[0]) / resolution
+    return np.array([[ax_x[0], ax_y[0], origin[0]], [ax_x[1], ax_y[1], origin[1]]])
+
+
+def feather_mask(resolution: int, *, margin: float = 0.12) -> "PIL.Image.Image":  # noqa: F821
+    """An ``L`` mask over the aligned crop: 255 in the middle, fading to 0 at ``margin`` from each edge (cosine)."""
+    from PIL import Image
+
+    t = (np.arange(resolution) + 0.5) / resolution
+    edge = np.clip(np.minimum(t, 1 - t) / margin, 0, 1)
+    ramp = 0.5 - 0.5 * np.cos(np.pi * edge)  # [R]
+    return Image.fromarray((np.outer(ramp, ramp) * 255).round().astype(np.uint8))
+
+
+def paste_back(aligned: AlignedFace, edited, *, margin: float = 0.12) -> "PIL.Image.Image":  # noqa: F821
+    """``edited`` (a crop of the aligned face: PIL or ``[3, R, R]`` in [-1, 1], any size) warped back into the
+    source photo through a feathered mask; pixels the mask does not reach are the photo's own, bit for bit."""
+    from PIL import Image
+
+    crop = _as_rgb(edited).resize((aligned.resolution, aligned.resolution), Image.LANCZOS)
+    to_source = np.vstack([_square_to_quad(aligned.quad, aligned.resolution), [0, 0, 1]])
+    to_crop = np.linalg.inv(to_source)[:2].flatten()  # PIL asks, per output (source) pixel, where to read in the crop
+    size = aligned.source.size
+    warped = crop.transform(size, Image.AFFINE, data=tuple(to_crop), resample=Image.BILINEAR)
+    mask = feather_mask(aligned.resolution, margin=margin).transform(size, Image.AFFINE, data=tuple(to_crop),
+                                                                       resample=Image.BILINEAR, fillcolor=0)
+    return Image.composite(warped, aligned.source, mask)
+
+
+# --------------------------------------------------------------------------------------------------
+# Identity
+
+
+def face_descriptor(image) -> np.ndarray:
+    """dlib's 128-D face descriptor of the (largest) face; an image where no face is detected is read as one face
+    filling the frame, as an aligned crop or a generator's output is."""
+    dlib = _dlib()
+    photo = _as_rgb(image)
+    pixels = np.asarray(photo)
+    faces = _detector()(pixels, 1)
+    rect = max(faces, key=lambda r: r.width() * r.height()) if faces else \
+        dlib.rectangle(round(photo.width * 0.15), round(photo.height * 0.15), round(photo.width * 0.85), round(photo.height * 0.9))
+    shape = _landmarker()(pixels, rect)
+    chip = dlib.get_face_chip(pixels, shape, size=IDENTITY_CHIP)
+    return np.array(_descriptor().compute_face_descriptor(chip), dtype=np.float64)  # [128]
+
+
+def identity_similarity(a, b) -> float:
+    """Cosine similarity of dlib's face descriptors of two images (1: the same face). dlib's own rule calls two
+    descriptors the same person below a Euclidean distance of 0.6."""
+    da, db = face_descriptor(a), face_descriptor(b)
+    return float(da @ db / (np.linalg.norm(da) * np.linalg.norm(db)))
