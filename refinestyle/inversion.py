@@ -17,13 +17,43 @@ from .models.refinement import LayerTokens, TokenSet
 from .models.stylegan2 import StyleGAN2Generator
 
 
+ALIGNMENTS = ("none", "ffhq")
+DOMAIN_SCORES = ("w_psnr", "refined_psnr")
+
+
+@dataclass(frozen=True)
+class DomainCheck:
+    """How a model tells whether an image lies in its domain: one score of the inversion (``w_psnr``: PSNR of the
+    W+-only reconstruction; ``refined_psnr``: of the refined one) against a threshold calibrated on held-out
+    in-domain images, for inversions by ``method``. Stored in ``model_index.json`` as ``"domain_check"``."""
+
+    score: str
+    threshold: float
+    method: str
+
+    @classmethod
+    def from_dict(cls, data: dict, *, source: str) -> "DomainCheck":
+        if not isinstance(data, dict) or data.get("score") not in DOMAIN_SCORES or \
+                not isinstance(data.get("threshold"), (int, float)) or not isinstance(data.get("method"), str):
+            raise ValueError(f"{source}: domain_check must be {{'score': one of {DOMAIN_SCORES}, 'threshold': a number, "
+                             f"'method': an inversion method}}, got {data!r}")
+        return cls(score=data["score"], threshold=float(data["threshold"]), method=data["method"])
+
+    def to_dict(self) -> dict:
+        return {"score": self.score, "threshold": self.threshold, "method": self.method}
+
+
 @dataclass
 class InversionOutput:
     """Result of ``RefineStyleModel.invert``.
 
     images: refined reconstructions ``[N, 3, R, R]`` in [-1, 1]; ws: W+ ``[N, num_ws, w_dim]``;
-    tokens: per-image ``TokenSet``; w_images: W+-only reconstructions; targets: the preprocessed inputs;
-    seconds: wall time of the inversion; method: ``"encoder"`` or ``"optimize"``.
+    tokens: per-image ``TokenSet``; w_images: W+-only reconstructions; targets: the preprocessed inputs (the
+    aligned crops when aligned); seconds: wall time of the inversion; method: ``"encoder"`` or ``"optimize"``;
+    aligned: one ``refinestyle.faces.AlignedFace`` per image when faces were aligned (``faces.paste_back`` puts an
+    edit back into the photo), else None; scores: every ``DOMAIN_SCORES`` entry, one value per image;
+    domain_score / in_domain: the score the model's ``domain_check`` reads and its verdict per image (None when
+    the model has no calibrated check for this method).
     """
 
     images: torch.Tensor
@@ -33,6 +63,17 @@ class InversionOutput:
     targets: torch.Tensor
     seconds: float
     method: str
+    aligned: Optional[list] = None
+    scores: Optional[dict[str, torch.Tensor]] = None
+    domain_score: Optional[torch.Tensor] = None
+    in_domain: Optional[list[bool]] = None
+
+
+def domain_scores(*, images: torch.Tensor, w_images: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each of ``DOMAIN_SCORES`` per image ``[N]``: how well the generator redraws the inputs."""
+    from .evaluation import psnr
+
+    return {"w_psnr": psnr(w_images, targets), "refined_psnr": psnr(images, targets)}
 
 
 @dataclass

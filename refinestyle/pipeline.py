@@ -12,7 +12,7 @@ import torch
 from .clip import CLIPGuide
 from .hub import REPO_ID_RE, HubError, check_use_safetensors, read_json, resolve_repo, storage_dtype
 from .images import images_to_tensor
-from .inversion import InversionOutput, invert_optimize
+from .inversion import ALIGNMENTS, DomainCheck, InversionOutput, domain_scores, invert_optimize
 from .models.domain import DomainTokens
 from .models.encoder import RefineStyleEncoder
 from .models.refinement import TokenSet
@@ -66,6 +66,8 @@ class RefineStyleModel:
         self.extra_clips: list[CLIPGuide] = []  # more CLIP models whose directional losses are averaged
         self.domains: dict[str, DomainTokens] = {}
         self.source: Optional[str] = None  # where it was loaded from, for model cards and the app
+        self.face_alignment = "none"  # how photos are cut before inversion: "ffhq" for face models (model_index.json)
+        self.domain_check: Optional[DomainCheck] = None  # the calibrated in/out-of-domain test of inversions
         for name, dom in (domains or {}).items():
             self.add_domain(dom, name=name)
 
@@ -118,6 +120,14 @@ class RefineStyleModel:
         for name in index.get("domains", []) or []:
             model.load_domain(str(root / "domains" / _check_name(name)), name=name, variant=variant)
         model.source = str(pretrained_model_name_or_path)
+        model.face_alignment = index.get("face_alignment", "none")
+        if model.face_alignment not in ALIGNMENTS:
+            raise HubError(f"{root / MODEL_INDEX}: face_alignment must be one of {ALIGNMENTS}, got {model.face_alignment!r}")
+        if index.get("domain_check") is not None:
+            try:
+                model.domain_check = DomainCheck.from_dict(index["domain_check"], source=str(root / MODEL_INDEX))
+            except ValueError as err:
+                raise HubError(str(err)) from None
         return model
 
     def save_pretrained(self, save_directory: str | os.PathLike, *, dtype: Optional[torch.dtype] = None,
@@ -161,6 +171,9 @@ class RefineStyleModel:
             index["extra_clips"] = self.extra_clip_folders()
         if self.encoder is not None:
             index["encoder"] = ["refinestyle", "RefineStyleEncoder"]
+        index["face_alignment"] = self.face_alignment
+        if self.domain_check is not None:
+            index["domain_check"] = self.domain_check.to_dict()
         path = Path(save_directory) / MODEL_INDEX
         path.write_text(json.dumps(index, indent=2) + "\n")
         return path
@@ -312,6 +325,7 @@ class RefineStyleModel:
         steps: int = 300,
         token_steps: Optional[int] = None,
         seed: int = 0,
+        align: str = "auto",
         callback=None,
         stop=None,
     ) -> InversionOutput:
@@ -322,6 +336,11 @@ class RefineStyleModel:
         ``"encoder+optimize"`` refines the encoder's W+ and tokens further by optimisation; ``"auto"``
         takes the encoder when there is one. ``stop`` (a ``threading.Event``): set it from another thread to
         end an optimisation before its next step (``refinestyle.Cancelled`` is raised).
+
+        ``align``: ``"ffhq"`` cuts the largest face of each photo the way the FFHQ dataset was made
+        (``refinestyle.faces``; ``out.aligned`` keeps what ``faces.paste_back`` needs), ``"none"`` centre-crops,
+        ``"auto"`` does what the model declares (``model.face_alignment``, from ``model_index.json``).
+        ``out.in_domain`` says per image whether the model can draw it (``model.domain_check``).
         """
         import time
 
@@ -334,7 +353,18 @@ class RefineStyleModel:
             raise ValueError("this model has no encoder; use method='optimize' (works with any generator)")
         if method != "encoder" and (not isinstance(steps, int) or not 1 <= steps <= 5000):
             raise ValueError(f"steps must be an integer from 1 to 5000, got {steps!r}")
+        if align not in ("auto", *ALIGNMENTS):
+            raise ValueError(f"align must be 'auto', 'ffhq' or 'none', got {align!r}")
+        align = self.face_alignment if align == "auto" else align
         G = self.generator
+        aligned = None
+        if align == "ffhq":
+            from .faces import align_face
+
+            batch = list(images) if isinstance(images, (list, tuple)) or (isinstance(images, torch.Tensor) and images.dim() == 4) \
+                else [images]
+            aligned = [align_face(image, resolution=G.config.resolution) for image in batch]
+            images = [a.image for a in aligned]
         targets = images_to_tensor(images, G.config.resolution).to(self.device)
         t0 = time.perf_counter()
         ws = tokens = None
@@ -350,7 +380,13 @@ class RefineStyleModel:
         with torch.no_grad():
             refined = G.synthesis(ws, tokens=tokens)
             w_only = G.synthesis(ws)
-        return InversionOutput(images=refined, ws=ws, tokens=tokens, w_images=w_only, targets=targets, seconds=seconds, method=method)
+        scores = domain_scores(images=refined, w_images=w_only, targets=targets)
+        check = self.domain_check
+        applies = check is not None and check.method == method
+        domain_score = scores[check.score] if applies else None
+        return InversionOutput(images=refined, ws=ws, tokens=tokens, w_images=w_only, targets=targets, seconds=seconds,
+                               method=method, aligned=aligned, scores=scores, domain_score=domain_score,
+                               in_domain=[bool(s >= check.threshold) for s in domain_score] if applies else None)
 
     def _reference_tensor(self, target_images):
         """Reference images (PIL, paths, bytes or a tensor) as the generator-sized tensor the CLIP losses take."""
