@@ -185,30 +185,73 @@ class App:
     @gpu
     def invert(self, image, domain_name: str = "(none)", strength: float = 1.0, steps: float = 0, session: dict | None = None,
                request: gr.Request = None, progress=gr.Progress()):
-        """Image → W+ and refined reconstructions, metrics, the domain-applied result and downloads."""
+        """Image → W+ and refined reconstructions, metrics with an in/out-of-domain word, the domain-applied result,
+        for face models the edit pasted back into the photo, and downloads."""
         try:
             if image is None:
                 raise ValueError("upload an image (PNG or JPEG) or pick an example first")
             strength = _number(strength, "strength", -2.0, 2.0)
             steps = int(_number(steps or self.invert_steps, "steps", 1, 1000))
-            R = self.model.generator.config.resolution
-            target = images_to_tensor([image], R)
+            images_to_tensor([image], 8)  # a clear word on a bad upload before any face search
             method = "encoder" if self.model.encoder is not None else "optimize"
-            out = self.model.invert(target, method=method, steps=steps,
-                                    callback=lambda s, t, st: progress((s, t), desc=f"inverting ({st.stage})"))
+            out, alignment_note = self._invert_photo(image, method=method, steps=steps, progress=progress)
             dom = self.resolve(domain_name, session)
             edited = self.model.generate(ws=out.ws, tokens=out.tokens, domain={dom: 1.0}, strength=strength) \
                 if dom is not None else out.images
-            w_psnr, w_ssim = psnr_ssim(out.w_images[0], out.targets[0])
-            r_psnr, r_ssim = psnr_ssim(out.images[0], out.targets[0])
-            metrics = (f"| | PSNR (dB) | SSIM |\n|---|---|---|\n| W+ only | {w_psnr:.2f} | {w_ssim:.3f} |\n"
-                       f"| RefineStyle | {r_psnr:.2f} | {r_ssim:.3f} |\n\n{out.method}: {out.seconds * 1000:.0f} ms")
+            pasted = None
+            if out.aligned is not None:
+                from refinestyle.faces import paste_back
+
+                pasted = paste_back(out.aligned[0], edited[0])
+            metrics = self._inversion_report(out, edited if dom is not None else None, alignment_note)
             files = self._inversion_files(out, edited, self.session_dir(request))
             # No domain: no fourth image (an identical one would share Gradio's content-addressed cache file).
             return (upscale(to_pil(out.targets[0])), upscale(to_pil(out.w_images[0])), upscale(to_pil(out.images[0])),
-                    upscale(to_pil(edited[0])) if dom is not None else None, metrics, files)
+                    upscale(to_pil(edited[0])) if dom is not None else None, metrics, files, pasted)
         except Exception as err:
             raise as_gradio_error(err, uploads=[image]) from None
+
+    def _invert_photo(self, image, *, method: str, steps: int, progress):
+        """Invert as the model declares (aligned the FFHQ way for face models); a face model without the faces
+        extra falls back to a centre crop and says so."""
+        from refinestyle.faces import FacesUnavailableError, NoFaceError
+
+        def run(align):
+            return self.model.invert([image], method=method, steps=steps, align=align,
+                                     callback=lambda s, t, st: progress((s, t), desc=f"inverting ({st.stage})"))
+
+        try:
+            return run("auto"), None
+        except NoFaceError:
+            raise ValueError("no face was found in the photo; this face model needs one (a face seen from the front, "
+                             "not too small)") from None
+        except FacesUnavailableError:
+            return run("none"), ("the photo was centre-cropped, not aligned the FFHQ way this face model expects "
+                                 "(the server lacks `refinestyle[faces]`): expect a poor reconstruction")
+
+    def _inversion_report(self, out, edited, alignment_note: Optional[str]) -> str:
+        w_psnr, w_ssim = psnr_ssim(out.w_images[0], out.targets[0])
+        r_psnr, r_ssim = psnr_ssim(out.images[0], out.targets[0])
+        lines = [f"| | PSNR (dB) | SSIM |\n|---|---|---|\n| W+ only | {w_psnr:.2f} | {w_ssim:.3f} |\n"
+                 f"| RefineStyle | {r_psnr:.2f} | {r_ssim:.3f} |\n\n{out.method}: {out.seconds * 1000:.0f} ms"]
+        if out.aligned is not None:
+            from refinestyle.faces import identity_similarity
+
+            crop = to_pil(out.targets[0])
+            lines.append(f"aligned the FFHQ way; identity similarity to your face (dlib descriptors, 1 = same): "
+                         f"reconstruction **{identity_similarity(crop, to_pil(out.images[0])):.2f}**"
+                         + (f", edit **{identity_similarity(crop, to_pil(edited[0])):.2f}**" if edited is not None else ""))
+        if alignment_note:
+            lines.append(f"⚠ {alignment_note}")
+        if out.in_domain is not None and not out.in_domain[0]:
+            check = self.model.domain_check
+            lines.append(f"⚠ **Outside this model's domain.** `{model_label(self.model)}` draws "
+                         f"{self.model.generator.config.resolution} px images like those it was trained on; this one scores "
+                         f"{float(out.domain_score[0]):.1f} dB where the model's own kind score {check.threshold:.1f} dB or more. "
+                         "The result is the nearest image the model can draw, not a reconstruction of yours.")
+        elif out.in_domain is not None:
+            lines.append("within the model's domain")
+        return "\n\n".join(lines)
 
     def _inversion_files(self, out, edited, folder: Path) -> list[str]:
         from safetensors.torch import save_file
@@ -429,14 +472,17 @@ def build_demo(model: RefineStyleModel, *, invert_steps: int = 150, allow_server
             if examples:
                 gr.Examples(examples, inputs=[inp], label="examples (renderer images, in and out of domain)")
             with gr.Row():
-                o_target = gr.Image(label="input (cropped)", format="png", elem_id="inv-target")
+                o_target = gr.Image(label="input (aligned)" if model.face_alignment != "none" else "input (cropped)",
+                                    format="png", elem_id="inv-target")
                 o_w = gr.Image(label="W+ reconstruction", format="png", elem_id="inv-w")
                 o_ref = gr.Image(label="RefineStyle reconstruction", format="png", elem_id="inv-refined")
                 o_edit = gr.Image(label="with domain", format="png", elem_id="inv-edited")
             metrics = gr.Markdown()
+            o_pasted = gr.Image(label="pasted back into your photo", format="png", elem_id="inv-pasted",
+                                visible=model.face_alignment != "none")
             files = gr.File(label="downloads (PNG, ws + tokens)", file_count="multiple")
             run_inv.click(app.invert, [inp, dom_inv, strength_inv, steps_inv, session],
-                          [o_target, o_w, o_ref, o_edit, metrics, files], api_name="invert")
+                          [o_target, o_w, o_ref, o_edit, metrics, files, o_pasted], api_name="invert")
         with gr.Tab("Adapt from text"):
             with gr.Row():
                 with gr.Column():

@@ -3,6 +3,7 @@
 import io
 import sys
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -67,7 +68,8 @@ def test_invert_endpoint_with_domain(served):
 
     client, d = served
     path = _file(d, "face.png", _png(Image.new("RGB", (48, 40), (200, 120, 90))))
-    target, w_img, refined, edited, metrics, files = client.predict(handle_file(path), "sketch", 1.0, 10, api_name="/invert")
+    target, w_img, refined, edited, metrics, files, pasted = client.predict(handle_file(path), "sketch", 1.0, 10, api_name="/invert")
+    assert pasted is None  # not a face model: nothing to paste back
     assert all(Image.open(p).format == "PNG" for p in (target, w_img, refined, edited))
     assert "PSNR" in metrics and "RefineStyle" in metrics
     names = sorted(p.rsplit("/", 1)[-1] for p in files)
@@ -291,3 +293,44 @@ def test_host_and_port_follow_gradios_environment(tmp_path):
         for proc in procs:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def face_model_client(tmp_path_factory):
+    """A (random-weight) face model: model_index.json declares FFHQ alignment and a calibrated domain check."""
+    pytest.importorskip("dlib", reason="pip install 'refinestyle[faces]'")
+    from gradio_client import Client
+
+    from refinestyle.inversion import DomainCheck
+
+    app_module = load_app_module()
+    torch.manual_seed(0)
+    model = RefineStyleModel(generator=StyleGAN2Generator(z_dim=8, w_dim=16, resolution=32, channels=[16, 16, 8, 8],
+                                                          mapping_layers=2, num_tokens=2))
+    model.face_alignment = "ffhq"
+    model.domain_check = DomainCheck(score="refined_psnr", threshold=30.0, method="optimize")  # random weights: all out
+    folder = tmp_path_factory.mktemp("face-model")
+    model.save_pretrained(folder)
+    demo = app_module.build_demo(RefineStyleModel.from_pretrained(folder), invert_steps=10)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    yield Client(demo.local_url, verbose=False), tmp_path_factory.mktemp("photos")
+    demo.close()
+
+
+def test_face_model_aligns_pastes_back_and_says_out_of_domain(face_model_client):
+    from gradio_client import handle_file
+    from skimage import data
+
+    client, d = face_model_client
+    photo = Image.fromarray(data.astronaut())
+    path = _file(d, "astronaut.png", _png(photo))
+    target, _, refined, _, metrics, _, pasted = client.predict(handle_file(path), "(none)", 1.0, 10, api_name="/invert")
+    assert Image.open(target).size[0] >= 32 and Image.open(pasted).size == photo.size
+    assert "aligned the FFHQ way" in metrics and "identity similarity" in metrics
+    assert "Outside this model's domain" in metrics and "not a reconstruction of yours" in metrics
+    # outside the feathered face region the photo comes back untouched
+    corner = (slice(0, 10), slice(0, 10))
+    assert (np.asarray(Image.open(pasted).convert("RGB"))[corner] == np.asarray(photo)[corner]).all()
+    cat = _file(d, "cat.png", _png(Image.fromarray(data.chelsea())))
+    with pytest.raises(Exception, match="no face was found in the photo"):
+        client.predict(handle_file(cat), "(none)", 1.0, 10, api_name="/invert")
