@@ -235,12 +235,12 @@ class App:
         lines = [f"| | PSNR (dB) | SSIM |\n|---|---|---|\n| W+ only | {w_psnr:.2f} | {w_ssim:.3f} |\n"
                  f"| RefineStyle | {r_psnr:.2f} | {r_ssim:.3f} |\n\n{out.method}: {out.seconds * 1000:.0f} ms"]
         if out.aligned is not None:
-            from refinestyle.faces import identity_similarity
-
             crop = to_pil(out.targets[0])
-            lines.append(f"aligned the FFHQ way; identity similarity to your face (dlib descriptors, 1 = same): "
-                         f"reconstruction **{identity_similarity(crop, to_pil(out.images[0])):.2f}**"
-                         + (f", edit **{identity_similarity(crop, to_pil(edited[0])):.2f}**" if edited is not None else ""))
+            identity = [f"reconstruction {_identity(crop, to_pil(out.images[0]))}"]
+            if edited is not None:
+                identity.append(f"edit {_identity(crop, to_pil(edited[0]))}")
+            lines.append("aligned the FFHQ way. Identity against your face (dlib's face descriptors: cosine similarity, "
+                         "and distance, where below 0.6 is the same person): " + "; ".join(identity))
         if alignment_note:
             lines.append(f"⚠ {alignment_note}")
         if out.in_domain is not None and not out.in_domain[0]:
@@ -437,6 +437,17 @@ class UploadImage(gr.Image):
     @classmethod
     def get_block_name(cls) -> str:
         return "image"  # rendered by Gradio's own image front-end
+
+
+def _identity(face, other) -> str:
+    from refinestyle.faces import NoFaceError, identity_distance, identity_similarity
+
+    try:
+        distance = identity_distance(face, other)
+    except NoFaceError:
+        return "**no face found** in it"
+    verdict = "same person" if distance < 0.6 else "another person"
+    return f"similarity {identity_similarity(face, other):.2f}, distance **{distance:.2f}** ({verdict})"
 
 
 def _number(value, name: str, lo: float, hi: float) -> float:

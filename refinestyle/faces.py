@@ -266,22 +266,41 @@ def paste_back(aligned: AlignedFace, edited, *, margin: float = 0.12) -> "PIL.Im
 # Identity
 
 
-def face_descriptor(image) -> np.ndarray:
-    """dlib's 128-D face descriptor of the (largest) face; an image where no face is detected is read as one face
-    filling the frame, as an aligned crop or a generator's output is."""
+SAME_PERSON_DISTANCE = 0.6  # dlib's rule for its descriptors: closer than this is the same person
+DESCRIPTOR_MIN_SIDE = 256  # small images (a 64 px crop) are enlarged so the HOG detector sees the face
+
+
+def face_descriptor(image, *, aligned: bool = False) -> np.ndarray:
+    """dlib's 128-D descriptor of the image's largest face. No detected face raises ``NoFaceError``, unless
+    ``aligned`` says the image is an FFHQ-style crop, whose face then is read from where the recipe puts it."""
+    from PIL import Image
+
     dlib = _dlib()
     photo = _as_rgb(image)
+    if min(photo.size) < DESCRIPTOR_MIN_SIDE:
+        factor = DESCRIPTOR_MIN_SIDE / min(photo.size)
+        photo = photo.resize((round(photo.width * factor), round(photo.height * factor)), Image.LANCZOS)
     pixels = np.asarray(photo)
     faces = _detector()(pixels, 1)
-    rect = max(faces, key=lambda r: r.width() * r.height()) if faces else \
-        dlib.rectangle(round(photo.width * 0.15), round(photo.height * 0.15), round(photo.width * 0.85), round(photo.height * 0.9))
+    if faces:
+        rect = max(faces, key=lambda r: r.width() * r.height())
+    elif aligned:  # the FFHQ crop puts the eyes at ~40% height and the mouth at ~70%: the face box around them
+        w, h = photo.size
+        rect = dlib.rectangle(round(w * 0.22), round(h * 0.25), round(w * 0.78), round(h * 0.85))
+    else:
+        raise NoFaceError("no face was found to compare")
     shape = _landmarker()(pixels, rect)
     chip = dlib.get_face_chip(pixels, shape, size=IDENTITY_CHIP)
     return np.array(_descriptor().compute_face_descriptor(chip), dtype=np.float64)  # [128]
 
 
-def identity_similarity(a, b) -> float:
-    """Cosine similarity of dlib's face descriptors of two images (1: the same face). dlib's own rule calls two
-    descriptors the same person below a Euclidean distance of 0.6."""
-    da, db = face_descriptor(a), face_descriptor(b)
+def identity_similarity(a, b, *, aligned: bool = False) -> float:
+    """Cosine similarity of dlib's face descriptors of two images (1: the same face). These descriptors are far from
+    centred (unrelated faces, even noise, score 0.85-0.9), so for a verdict use ``identity_distance``."""
+    da, db = face_descriptor(a, aligned=aligned), face_descriptor(b, aligned=aligned)
     return float(da @ db / (np.linalg.norm(da) * np.linalg.norm(db)))
+
+
+def identity_distance(a, b, *, aligned: bool = False) -> float:
+    """Euclidean distance of dlib's face descriptors; below ``SAME_PERSON_DISTANCE`` (0.6) dlib calls it one person."""
+    return float(np.linalg.norm(face_descriptor(a, aligned=aligned) - face_descriptor(b, aligned=aligned)))

@@ -326,7 +326,7 @@ def test_face_model_aligns_pastes_back_and_says_out_of_domain(face_model_client)
     path = _file(d, "astronaut.png", _png(photo))
     target, _, refined, _, metrics, _, pasted = client.predict(handle_file(path), "(none)", 1.0, 10, api_name="/invert")
     assert Image.open(target).size[0] >= 32 and Image.open(pasted).size == photo.size
-    assert "aligned the FFHQ way" in metrics and "identity similarity" in metrics
+    assert "aligned the FFHQ way" in metrics and "Identity against your face" in metrics
     assert "Outside this model's domain" in metrics and "not a reconstruction of yours" in metrics
     # outside the feathered face region the photo comes back untouched
     corner = (slice(0, 10), slice(0, 10))
