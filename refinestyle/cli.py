@@ -47,6 +47,16 @@ def output_file(text: str) -> Path:
     return path
 
 
+def output_folder(text: str) -> Path:
+    """argparse type of an output folder: made if missing, but its parent must exist."""
+    path = Path(text)
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the folder {str(path.parent)!r} does not exist; create it first or choose another --out")
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a file, not a folder")
+    return path
+
+
 def seed_list(text: str) -> list[int]:
     """argparse type for ``--seeds``."""
     try:
@@ -98,6 +108,59 @@ def load_model_any(path: str):
     if (p / MODEL_INDEX).exists() or (not p.exists() and path.count("/") == 1):
         return RefineStyleModel.from_pretrained(path)
     return RefineStyleModel(generator=load_stylegan2(path))
+
+
+def cmd_invert(args: argparse.Namespace) -> int:
+    """Invert photos; per image write the input as inverted, the reconstruction, the edit, the edit pasted back into
+    the photo (aligned faces), and ws + tokens; print PSNR, identity and the in-domain verdict."""
+    from safetensors.torch import save_file
+    from tqdm import tqdm
+
+    from .images import to_uint8
+
+    model = load_model_any(args.model)
+    domain = model.resolve_domain(args.domain) if args.domain else None
+    args.out.mkdir(exist_ok=True)
+    method = args.method if args.method != "auto" else "encoder" if model.encoder is not None else "optimize"
+    print("| image | PSNR W+ (dB) | PSNR refined (dB) | identity distance | in domain |")
+    print("|---|---|---|---|---|")
+    for path in args.images:
+        with tqdm(total=args.steps, desc=f"inverting {Path(path).name}", disable=args.quiet or method == "encoder") as bar:
+            out = model.invert([path], method=method, steps=args.steps, align=args.align,
+                               callback=lambda step, total, state: bar.update(step - bar.n))
+        edited = model.generate(ws=out.ws, tokens=out.tokens, domain=domain, strength=args.strength) if domain else out.images
+        stem = args.out / Path(path).stem
+        written = {"input": out.targets, "reconstruction": out.images, **({"edited": edited} if domain else {})}
+        for name, images in written.items():
+            _save_png(to_uint8(images)[0], f"{stem}-{name}.png")
+        identity = "-"
+        if out.aligned is not None:
+            from .faces import NoFaceError, identity_distance, paste_back
+
+            paste_back(out.aligned[0], edited[0]).save(f"{stem}-pasted.png")
+            try:
+                identity = f"{identity_distance(out.aligned[0].image, _pil(to_uint8(out.images)[0])):.2f}"
+            except NoFaceError:
+                identity = "no face in the reconstruction"
+        state = {"ws": out.ws.detach().cpu().contiguous(), **{f"tokens.{k}": v.detach().cpu().contiguous()
+                                                              for k, v in out.tokens.state_dict().items()}}
+        save_file(state, f"{stem}-inversion.safetensors", metadata={"format": "pt"})
+        verdict = "-" if out.in_domain is None else \
+            f"{'yes' if out.in_domain[0] else 'no'} ({float(out.domain_score[0]):.1f} vs {model.domain_check.threshold:.1f})"
+        print(f"| {Path(path).name} | {float(out.scores['w_psnr'][0]):.2f} | {float(out.scores['refined_psnr'][0]):.2f} | "
+              f"{identity} | {verdict} |")
+    print(f"saved to {args.out}")
+    return 0
+
+
+def _pil(array):
+    from PIL import Image
+
+    return Image.fromarray(array.cpu().numpy())
+
+
+def _save_png(array, path: str) -> None:
+    _pil(array).save(path)
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
@@ -215,6 +278,19 @@ def build_parser() -> argparse.ArgumentParser:
     ad.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage precision of the tokens")
     ad.add_argument("--quiet", action="store_true")
     ad.set_defaults(func=cmd_adapt)
+
+    inv = sub.add_parser("invert", help="invert photos: reconstruction, edit, paste-back, ws + tokens")
+    inv.add_argument("images", nargs="+", help="image files")
+    inv.add_argument("--model", required=True, help="Hub-layout folder, repo id, or checkpoint file")
+    inv.add_argument("--out", type=output_folder, required=True, help="output folder (made if missing)")
+    inv.add_argument("--align", choices=["auto", "ffhq", "none"], default="auto",
+                     help="ffhq: cut the face the FFHQ way (needs refinestyle[faces]); auto: what the model declares")
+    inv.add_argument("--method", choices=["auto", "encoder", "optimize", "encoder+optimize"], default="auto")
+    inv.add_argument("--steps", type=int, default=300, help="optimisation steps (without an encoder)")
+    inv.add_argument("--domain", default=None, help="a domain to apply to the inversion (name, folder or repo id)")
+    inv.add_argument("--strength", type=strength_arg, default=1.0)
+    inv.add_argument("--quiet", action="store_true")
+    inv.set_defaults(func=cmd_invert)
 
     gen = sub.add_parser("generate", help="generate an image grid")
     gen.add_argument("--model", required=True, help="Hub-layout folder, repo id, or checkpoint file")

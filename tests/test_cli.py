@@ -170,3 +170,34 @@ def test_a_hostile_checkpoint_is_one_line_of_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "collections.Counter" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_invert_writes_reconstruction_edit_and_paste_back(tmp_path, capsys):
+    pytest.importorskip("dlib", reason="pip install 'refinestyle[faces]'")
+    import torch
+    from skimage import data
+
+    from refinestyle import DomainTokens, RefineStyleModel, StyleGAN2Generator
+    from refinestyle.inversion import DomainCheck
+
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(z_dim=8, w_dim=16, resolution=32, channels=[16, 16, 8, 8], mapping_layers=2, num_tokens=2)
+    model = RefineStyleModel(generator=G, domains={"toon": DomainTokens.from_generator(G, num_tokens=2, seed=1)})
+    model.face_alignment = "ffhq"
+    model.domain_check = DomainCheck(score="w_psnr", threshold=40.0, method="optimize")
+    model.save_pretrained(tmp_path / "face-model")
+    Image.fromarray(data.astronaut()).save(tmp_path / "astronaut.png")
+    assert main(["invert", str(tmp_path / "astronaut.png"), "--model", str(tmp_path / "face-model"), "--steps", "6",
+                 "--domain", "toon", "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert names == ["astronaut-edited.png", "astronaut-input.png", "astronaut-inversion.safetensors",
+                     "astronaut-pasted.png", "astronaut-reconstruction.png"]
+    assert Image.open(tmp_path / "out" / "astronaut-pasted.png").size == (512, 512)
+    assert Image.open(tmp_path / "out" / "astronaut-input.png").size == (32, 32)
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| astronaut.png"))
+    assert row.endswith("| no (" + row.split("| no (")[1]) and "vs 40.0" in row  # out of domain, with its score
+    # the folder's parent must exist; a face-less photo is one line of error
+    Image.fromarray(data.chelsea()).save(tmp_path / "cat.png")
+    assert main(["invert", str(tmp_path / "cat.png"), "--model", str(tmp_path / "face-model"), "--steps", "2",
+                 "--out", str(tmp_path / "out2"), "--quiet"]) == 2
+    assert "no face was found" in capsys.readouterr().err
