@@ -36,6 +36,7 @@ import gradio as gr  # noqa: E402
 import torch  # noqa: E402
 
 from refinestyle import Cancelled, DomainTokens, RefineStyleModel  # noqa: E402
+from refinestyle.clip import WordTokenizer  # noqa: E402
 from refinestyle.evaluation import psnr, ssim  # noqa: E402
 from refinestyle.hub import HubError  # noqa: E402
 from refinestyle.images import ImageError, images_to_tensor, make_grid, parse_seeds, to_uint8  # noqa: E402
@@ -172,6 +173,11 @@ class App:
                 event.set()
         shutil.rmtree(self.files_root / key, ignore_errors=True)
 
+    def style_words(self) -> Optional[list[str]]:
+        """The style words the model's guides all know (None: open-vocabulary guides, any text)."""
+        known = [set(words) for words in (clip.style_words() for clip in self.model.clips) if words is not None]
+        return sorted(set.intersection(*known)) if known else None
+
     def domain_choices(self, session: dict | None) -> list[str]:
         return ["(none)"] + sorted(self.model.domains) + sorted((session or {}))
 
@@ -289,6 +295,10 @@ class App:
             raise ValueError("type a target prompt (e.g. 'a pencil sketch of a face') or give a reference image")
         if not (source or "").strip():
             raise ValueError("type a source prompt, e.g. 'a photo of a face'")
+        styles = self.style_words()
+        if target_images is None and styles and not set(WordTokenizer.split(target)) & set(styles):
+            raise ValueError(f"the target prompt {target.strip()!r} names no style this model's guide knows; "
+                             f"use one of: {', '.join(styles)}")
         return dict(source=source, target=target if target_images is None else None, target_images=target_images,
                     steps=steps, lr=lr or None, seed=seed, name=name)
 
@@ -499,6 +509,10 @@ def build_demo(model: RefineStyleModel, *, invert_steps: int = 150, allow_server
                 with gr.Column():
                     src = gr.Textbox("a photo of a face", label="source prompt")
                     tgt = gr.Textbox("a pencil sketch of a face", label="target prompt")
+                    styles = app.style_words()
+                    gr.Markdown(f"This model's guide knows these style words: {', '.join(styles)} (and the words of its "
+                                "captions: hair, glasses, smile, colours)" if styles else
+                                "This model's guide is an open-vocabulary CLIP: any text", elem_id="guide-words")
                     ref = UploadImage(type="filepath", label="or a reference image (replaces the target prompt)", height=160)
                     with gr.Row():
                         steps_ad = gr.Slider(5, 300, value=60, step=5, label="steps")

@@ -116,6 +116,8 @@ class AdaptConfig:
     augment_views: int = 4
     # Measure the domain's suggested strength after the run (suggest_strength; a few seconds).
     suggest_strength: bool = True
+    # Unknown prompt words are an error (each would be read as one 'unknown' token, silently); True: a warning.
+    allow_unknown_words: bool = False
 
     def validate(self) -> None:
         if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
@@ -412,6 +414,7 @@ def adapt_tokens(
     """
     config.validate()
     source, target = _check_prompts(source, target, target_images)
+    check_guide_words(clips, [p for p in (source, target) if p], allow_unknown=config.allow_unknown_words)
     if not clips:
         raise ValueError("domain adaptation needs at least one CLIP model (model.clip is None); load a repo with clip/")
     G = G.eval().requires_grad_(False)
@@ -538,6 +541,24 @@ def _optimise_domain(domain: DomainTokens, **run) -> AdaptHistory:
                        restore=domain.load_state_dict, **run)
     domain.eval().requires_grad_(False)
     return history
+
+
+def check_guide_words(clips: Sequence[CLIPGuide], prompts: Sequence[str], *, allow_unknown: bool = False) -> None:
+    """Every word of every prompt must be known to every guide (a closed-vocabulary guide reads the others as one
+    'unknown' token, so "a charcoal drawing" would silently mean "a <unknown> drawing")."""
+    for clip in clips:
+        for prompt in prompts:
+            unknown = clip.unknown_words(prompt)
+            if not unknown:
+                continue
+            styles = clip.style_words()
+            message = (f"the guide {clip.name} does not know the words {unknown} in {prompt!r}"
+                       + (f"; the words it knows for styles: {', '.join(styles)}" if styles else "")
+                       + ". Rephrase the prompt" + ("" if allow_unknown else
+                                                    ", or pass allow_unknown_words=True to go on with them unread"))
+            if not allow_unknown:
+                raise ValueError(message)
+            warnings.warn(message, stacklevel=3)
 
 
 def _check_prompts(source, target, target_images):

@@ -120,6 +120,21 @@ class CLIPGuide:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    def unknown_words(self, text: str) -> list[str]:
+        """Words of ``text`` this guide cannot read (a closed vocabulary turns each into one 'unknown' token);
+        always none for a real CLIP, whose BPE tokenizer spells out any text."""
+        if not isinstance(self.tokenizer, WordTokenizer):
+            return []
+        return [w for w in WordTokenizer.split(text) if w not in self.tokenizer.index]
+
+    def style_words(self) -> Optional[list[str]]:
+        """The words this guide learned to name styles with (a SynthFaces guide); None for a real CLIP."""
+        if not isinstance(self.tokenizer, WordTokenizer):
+            return None
+        from .data.synthfaces import style_words
+
+        return sorted(w for w in style_words() if w in self.tokenizer.index)
+
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """[-1, 1] images of any size → the model's input size and normalisation (differentiable)."""
         if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:

@@ -440,6 +440,7 @@ class RefineStyleModel:
         global_weight: float = 0.5,
         augment_views: int = 4,
         suggest_strength: bool = True,
+        allow_unknown_words: bool = False,
         callback=None,
         preview_every: int = 0,
         progress: bool = False,
@@ -463,7 +464,9 @@ class RefineStyleModel:
         (``adaptation.suggest_strength``). Use it with ``generate(..., strength="suggested")``; ``strength=1`` stays
         the tokens as optimised, which go further.
 
-        ``stop`` (a ``threading.Event``): set it from another thread (a Cancel button) to end the run before its
+        A prompt word the guide does not know is an error naming it and the guide's style words
+        (``allow_unknown_words=True``: a warning). ``stop`` (a ``threading.Event``): set it from another thread (a
+        Cancel button) to end the run before its
         next step; ``refinestyle.Cancelled`` is raised and no domain is returned.
         """
         from .adaptation import AdaptConfig, adapt_tokens
@@ -476,6 +479,6 @@ class RefineStyleModel:
         config = AdaptConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, batch=batch, seed=seed, num_tokens=num_tokens,
                              torgb_tokens=torgb_tokens, warmup_tokens=warmup_tokens, warmup_steps=warmup_steps, layers=layers,
                              content_weight=content_weight, global_weight=global_weight, augment_views=augment_views,
-                             suggest_strength=suggest_strength)
+                             suggest_strength=suggest_strength, allow_unknown_words=allow_unknown_words)
         return adapt_tokens(self.generator, clips, source=source, target=target, target_images=target_images, config=config,
                             callback=callback, preview_every=preview_every, progress=progress, stop=stop)

@@ -334,3 +334,11 @@ def test_face_model_aligns_pastes_back_and_says_out_of_domain(face_model_client)
     cat = _file(d, "cat.png", _png(Image.fromarray(data.chelsea())))
     with pytest.raises(Exception, match="no face was found in the photo"):
         client.predict(handle_file(cat), "(none)", 1.0, 10, api_name="/invert")
+
+
+def test_adapt_refuses_prompts_the_guide_cannot_read(served):
+    client, _ = served
+    with pytest.raises(Exception, match=r"names no style this model's guide knows; use one of: photo, sketch"):
+        client.predict("a photo of a face", "a face", None, 5, 0, 0, "", api_name="/adapt")
+    with pytest.raises(Exception, match=r"does not know the words \['charcoal'\]"):
+        client.predict("a photo of a face", "a charcoal sketch of a face", None, 5, 0, 0, "", api_name="/adapt")

@@ -135,3 +135,27 @@ def test_attribute_classifier_files_load_strictly(tmp_path):
         load_attribute_classifier(tmp_path / "bad.safetensors", resolution=32)
     with pytest.raises(FileNotFoundError, match="cached_attribute_classifier"):
         load_attribute_classifier(tmp_path / "none.safetensors")
+
+
+def test_unknown_prompt_words_are_named_with_the_style_words_the_guide_knows():
+    import warnings
+
+    import torch
+
+    from refinestyle import RefineStyleModel, StyleGAN2Generator
+
+    clip = CLIPGuide.create_synthfaces(vocabulary="a photo pencil sketch of face zombie".split())
+    assert clip.unknown_words("a charcoal drawing of a face") == ["charcoal", "drawing"]
+    assert clip.unknown_words("A Pencil SKETCH of a face") == []
+    assert clip.style_words() == ["pencil", "photo", "sketch", "zombie"]
+    torch.manual_seed(0)
+    model = RefineStyleModel(generator=StyleGAN2Generator(z_dim=8, w_dim=16, resolution=16, channels=[16, 16, 8],
+                                                          mapping_layers=2, num_tokens=2), clip=clip)
+    with pytest.raises(ValueError, match=r"does not know the words \['charcoal', 'drawing'\].*styles: pencil, photo, "
+                                         r"sketch, zombie.*allow_unknown_words=True"):
+        model.adapt("a photo of a face", "a charcoal drawing of a face", steps=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.adapt("a photo of a face", "a charcoal drawing of a face", steps=2, batch=2, warmup_steps=0,
+                    suggest_strength=False, allow_unknown_words=True)
+    assert any("charcoal" in str(w.message) for w in caught)

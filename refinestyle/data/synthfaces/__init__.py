@@ -38,7 +38,7 @@ from ._params import (
     z_to_params,
 )
 from ._render import MASK_NAMES, STYLES, render, sprite_resolution
-from ._text import caption, style_prompt
+from ._text import caption, style_prompt, style_words
 
 __all__ = [
     "ATTRIBUTES",
@@ -61,5 +61,6 @@ __all__ = [
     "sample_params",
     "sprite_resolution",
     "style_prompt",
+    "style_words",
     "z_to_params",
 ]

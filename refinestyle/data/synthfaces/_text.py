@@ -52,6 +52,14 @@ def style_prompt(style: str) -> str:
     return _STYLE_PROMPTS[_check_style(style)]
 
 
+def style_words() -> frozenset[str]:
+    """The words the captions use to name a style ("pencil", "sketch", "watercolour", "pixel", "zombie", ...):
+    a prompt needs one of them for a guide trained on these captions to know which style is meant."""
+    phrases = [p for group in _STYLE_PHRASES.values() for p in group] + list(_ZOMBIE_NOUNS)
+    words = {w for p in phrases for w in p.replace("-", " ").split()}
+    return frozenset(words - {"a", "an", "of", "close", "up", "soft", "face", "image", "picture", "portrait"})
+
+
 def _hue_name(h: float) -> str:
     return _HUE_NAMES[int(h * len(_HUE_NAMES)) % len(_HUE_NAMES)]
 
