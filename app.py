@@ -74,6 +74,25 @@ def grid(images: torch.Tensor, columns: int = 4):
     return Image.fromarray(make_grid(images, columns=columns).numpy())
 
 
+PREVIEW_FACE_PX = 128  # preview faces, enlarged by whole pixels (nearest) so what the model drew stays visible
+LABEL_PX = 120
+
+
+def labelled_rows(rows: list[tuple[str, torch.Tensor]], *, face_px: int = PREVIEW_FACE_PX):
+    """Rows of images ``[N, 3, R, R]``, each enlarged to ``face_px`` (nearest) after a label: a preview one can read."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    columns = max(len(images) for _, images in rows)
+    sheet = Image.new("RGB", (LABEL_PX + columns * face_px, len(rows) * face_px), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=16)
+    for r, (label, images) in enumerate(rows):
+        draw.multiline_text((8, r * face_px + face_px // 2), label, fill=(40, 40, 40), font=font, anchor="lm")
+        for c, image in enumerate(images):
+            sheet.paste(to_pil(image).resize((face_px, face_px), Image.NEAREST), (LABEL_PX + c * face_px, r * face_px))
+    return sheet
+
+
 def upscale(pil, size: int = 256):
     from PIL import Image
 
@@ -343,7 +362,8 @@ class App:
                     progress((state.step, state.total), desc="adapting")
                     previews = [s for s in updates[:seen] if s.preview is not None]
                     if previews:
-                        last_preview = grid(previews[-1].preview, columns=4)
+                        last_preview = labelled_rows([("before", previews[-1].preview_before),
+                                                      (f"step {previews[-1].step}", previews[-1].preview)])
                     frame = pd.DataFrame({"step": [s.step for s in updates[:seen]], "loss": [s.loss for s in updates[:seen]]})
                     yield last_preview, frame, f"step {state.step}/{state.total}, loss {state.loss:.4f}", session, gr.update(), None
         finally:
@@ -359,10 +379,12 @@ class App:
 
     def _before_after(self, dom: DomainTokens, seed: int):
         z = torch.randn(4, self.model.generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
-        rows = [self.model.generate(z=z, truncation_psi=0.7), self.model.generate(z=z, truncation_psi=0.7, domain={dom: 1.0})]
+        rows = [("before", self.model.generate(z=z, truncation_psi=0.7)),
+                ("after\n(strength 1)", self.model.generate(z=z, truncation_psi=0.7, domain={dom: 1.0}))]
         if dom.config.suggested_strength is not None:
-            rows.append(self.model.generate(z=z, truncation_psi=0.7, domain=dom, strength="suggested"))
-        return grid(torch.cat(rows), columns=4)
+            rows.append((f"suggested\n(strength {dom.config.suggested_strength:g})",
+                         self.model.generate(z=z, truncation_psi=0.7, domain=dom, strength="suggested")))
+        return labelled_rows(rows)
 
     def _finish_adapt(self, dom: DomainTokens, preview, name: str, session: dict, folder: Path):
         import pandas as pd
@@ -432,7 +454,8 @@ class App:
                 if dom is not None:
                     weights[dom] = _number(w, f"weight of {name}", -2.0, 2.0)
             images = self.model.generate(seeds=seed_list, truncation_psi=psi, domain=weights or None, strength=strength)
-            return upscale(grid(images, columns=min(8, len(seed_list))), 512)
+            columns = min(4, len(seed_list))  # rows of four, each face at least 128 px (256 for a few)
+            return upscale(grid(images, columns=columns), (256 if len(seed_list) <= 8 else 128) * columns)
         except Exception as err:
             raise as_gradio_error(err) from None
 
@@ -488,7 +511,9 @@ def build_demo(model: RefineStyleModel, *, invert_steps: int = 150, allow_server
                 with gr.Column():
                     dom_inv = gr.Dropdown(app.domain_choices({}), value="(none)", label="apply a domain")
                     strength_inv = gr.Slider(-1, 2, value=1.0, step=0.05, label="domain strength")
-                    steps_inv = gr.Slider(10, 500, value=invert_steps, step=10, label="optimisation steps (without encoder)")
+                    # the encoder inverts in one pass: the optimisation's steps only matter without one
+                    steps_inv = gr.Slider(10, 500, value=invert_steps, step=10, label="optimisation steps",
+                                          visible=model.encoder is None)
                     run_inv = gr.Button("Invert", variant="primary")
             if examples:
                 gr.Examples(examples, inputs=[inp], label="examples (renderer images, in and out of domain)")

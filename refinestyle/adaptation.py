@@ -186,6 +186,7 @@ class AdaptState:
     content_loss: float
     seconds: float
     preview: Optional[torch.Tensor] = None  # refined images of the fixed preview latents, every few steps
+    preview_before: Optional[torch.Tensor] = None  # the frozen generator's images of the same latents, beside it
     synthesize: Optional[Callable[[torch.Tensor], torch.Tensor]] = None  # ws → images with the current parameters
 
 
@@ -347,6 +348,10 @@ def optimise(
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=len(steps))
     history = AdaptHistory() if history is None else history
     preview_ws = _latents(G, -1, batch=4, seed=config.seed, psi=config.truncation_psi)
+    preview_before = None
+    if preview_every:
+        with torch.no_grad():
+            preview_before = G.synthesis(preview_ws)
     last_good = snapshot()
     t0 = time.perf_counter() if start_time is None else start_time
     from tqdm import tqdm
@@ -387,8 +392,8 @@ def optimise(
                            content_loss=c_loss.item(), seconds=time.perf_counter() - t0, synthesize=synth)
         if preview_every and ((step + 1) % preview_every == 0 or step + 1 == config.steps):
             with torch.no_grad():
-                state.preview = synth(preview_ws).detach()
-        history.states.append({k: v for k, v in state.__dict__.items() if k not in ("preview", "synthesize")})
+                state.preview, state.preview_before = synth(preview_ws).detach(), preview_before
+        history.states.append({k: v for k, v in state.__dict__.items() if k not in ("preview", "preview_before", "synthesize")})
         bar.set_postfix(loss=f"{state.loss:.4f}", dir=f"{state.direction_loss:.4f}")
         if callback is not None:
             callback(step + 1, config.steps, state)

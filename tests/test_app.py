@@ -77,15 +77,17 @@ def test_invert_endpoint_with_domain(served):
 
 
 def test_adapt_endpoint_then_use_domain_in_same_session(served):
+    app_module = load_app_module()
     client, _ = served
     job = client.submit("a photo of a face", "a sketch of a face", None, 5, 0, 0, "mine", api_name="/adapt")  # lr 0: automatic
     outputs = job.result()
     preview, _, status = outputs[0], outputs[1], outputs[2]
     assert "domain **mine** ready" in status
     assert Image.open(preview).format == "PNG"
-    # Before, strength 1 and the suggested strength: three rows of four, the suggestion named in the status.
+    # Before, strength 1 and the suggested strength: three labelled rows of four, the suggestion named in the status.
     assert "suggested strength" in status
-    assert Image.open(preview).height * 4 == Image.open(preview).width * 3
+    sheet = Image.open(preview)
+    assert sheet.height == 3 * app_module.PREVIEW_FACE_PX and sheet.width == app_module.LABEL_PX + 4 * app_module.PREVIEW_FACE_PX
 
 
 @pytest.mark.parametrize("args,message", [
