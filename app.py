@@ -548,7 +548,7 @@ def build_demo(model: RefineStyleModel, *, invert_steps: int = 150, allow_server
                         run_ad = gr.Button("Adapt", variant="primary")
                         cancel_ad = gr.Button("Cancel", elem_id="adapt-cancel")
                 with gr.Column():
-                    preview = gr.Image(label="preview (before; after; at the suggested strength)", format="png")
+                    preview = gr.Image(label="preview (rows labelled)", format="png")
                     loss_plot = gr.LinePlot(x="step", y="loss", label="loss")
                     status = gr.Markdown(elem_id="adapt-status")
                     dom_file = gr.File(label="download the domain")
