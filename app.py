@@ -389,11 +389,7 @@ class App:
     def _finish_adapt(self, dom: DomainTokens, preview, name: str, session: dict, folder: Path):
         import pandas as pd
 
-        dropped = []
-        session[name] = dom
-        while len(session) > MAX_SESSION_DOMAINS:
-            dropped.append(next(iter(session)))
-            del session[dropped[-1]]
+        dropped = self._add_to_session(session, name, dom)
         history = dom.history
         frame = pd.DataFrame({"step": [s["step"] for s in history.states], "loss": [s["loss"] for s in history.states]})
         suggested = dom.config.suggested_strength
@@ -413,6 +409,36 @@ class App:
             for f in (folder / name).iterdir():
                 zf.write(f, f"{name}/{f.name}")
         return str(path)
+
+    def load_domain_zip(self, upload, session: dict | None = None, request: gr.Request = None):
+        """A domain zip this app made (``<name>/config.json`` + safetensors), back into the visitor's session."""
+        session = dict(session or {})
+        try:
+            if upload is None:
+                raise ValueError("choose a domain .zip (the file this app offers after an adaptation)")
+            folder = self.session_dir(request)
+            name = extract_domain_zip(upload, folder)
+            if name in self.model.domains:
+                raise ValueError(f"{name!r} is a built-in domain's name; rename the folder inside the zip")
+            dom = DomainTokens.from_pretrained(folder / name)
+            dom.check_compatible(self.model.generator)
+            dropped = self._add_to_session(session, name, dom.eval().requires_grad_(False))
+            note = f"; {', '.join(dropped)} removed (each visitor keeps their last {MAX_SESSION_DOMAINS})" if dropped else ""
+            return (f"domain **{name}** loaded ({dom.num_parameters():,} parameters){note}", session,
+                    gr.update(choices=self.domain_choices(session), value=name))
+        except Exception as err:
+            raise as_gradio_error(err, uploads=[upload]) from None
+
+    @staticmethod
+    def _add_to_session(session: dict, name: str, dom: DomainTokens) -> list[str]:
+        """Add a domain, dropping the oldest beyond ``MAX_SESSION_DOMAINS``; returns the names dropped."""
+        dropped = []
+        session.pop(name, None)
+        session[name] = dom
+        while len(session) > MAX_SESSION_DOMAINS:
+            dropped.append(next(iter(session)))
+            del session[dropped[-1]]
+        return dropped
 
     # --------------------------------------------------------------------------------------------
     def push(self, name: str, repo_id: str, session: dict | None = None, oauth_token: gr.OAuthToken | None = None):
@@ -470,6 +496,41 @@ class UploadImage(gr.Image):
     @classmethod
     def get_block_name(cls) -> str:
         return "image"  # rendered by Gradio's own image front-end
+
+
+DOMAIN_ZIP_FILES = ("config.json", "diffusion_pytorch_model.safetensors")
+DOMAIN_ZIP_EXTRAS = ("README.md", "metrics.json", "preview.png")  # written beside a domain; ignored on the way in
+MAX_DOMAIN_ZIP_BYTES = 20_000_000  # uncompressed; a domain is kilobytes to a few MB
+
+
+def extract_domain_zip(path, folder: Path) -> str:
+    """Check a domain zip and write its two files under ``folder/<name>/``; returns the name. Refuses anything else:
+    other files, paths that climb out, several folders, declared or real sizes over ``MAX_DOMAIN_ZIP_BYTES``."""
+    if not zipfile.is_zipfile(path):
+        raise ValueError("the uploaded file is not a zip archive; upload the domain .zip this app made")
+    with zipfile.ZipFile(path) as archive:
+        entries = [i for i in archive.infolist() if not i.is_dir()]
+        names = {i.filename.split("/")[0] for i in entries}
+        if len(names) != 1 or len(entries) > len(DOMAIN_ZIP_FILES) + len(DOMAIN_ZIP_EXTRAS):
+            raise ValueError("the zip must hold one domain folder, <name>/config.json and its safetensors")
+        name = names.pop()
+        if not re.fullmatch(r"[\w-]{1,40}", name):
+            raise ValueError(f"the folder name {name!r} in the zip: use 1-40 letters, digits, '-' or '_'")
+        wanted = {f"{name}/{f}": f for f in DOMAIN_ZIP_FILES}
+        allowed = set(wanted) | {f"{name}/{f}" for f in DOMAIN_ZIP_EXTRAS}
+        if not {i.filename for i in entries} <= allowed or not set(wanted) <= {i.filename for i in entries}:
+            raise ValueError(f"the zip must hold exactly {name}/config.json and {name}/diffusion_pytorch_model.safetensors "
+                             "(plus the README, metrics and preview this app writes)")
+        if sum(i.file_size for i in entries) > MAX_DOMAIN_ZIP_BYTES:
+            raise ValueError(f"the zip unpacks to more than {MAX_DOMAIN_ZIP_BYTES // 1_000_000} MB; a domain is far smaller")
+        (folder / name).mkdir(parents=True)
+        for member, filename in wanted.items():
+            with archive.open(member) as src:
+                data = src.read(MAX_DOMAIN_ZIP_BYTES + 1)  # a member lying about its size is still cut here
+            if len(data) > MAX_DOMAIN_ZIP_BYTES:
+                raise ValueError(f"the zip unpacks to more than {MAX_DOMAIN_ZIP_BYTES // 1_000_000} MB")
+            (folder / name / filename).write_bytes(data)
+    return name
 
 
 def _identity(face, other) -> str:
@@ -552,6 +613,9 @@ def build_demo(model: RefineStyleModel, *, invert_steps: int = 150, allow_server
                     loss_plot = gr.LinePlot(x="step", y="loss", label="loss")
                     status = gr.Markdown(elem_id="adapt-status")
                     dom_file = gr.File(label="download the domain")
+                    with gr.Row():
+                        zip_in = gr.File(label="load a domain .zip made here", file_types=[".zip"], type="filepath")
+                        load_zip = gr.Button("Load domain")
                     repo = gr.Textbox("", label="push to Hub repo (user/name, with your own Hugging Face login)")
                     with gr.Row():
                         if app.oauth:
@@ -577,6 +641,7 @@ def build_demo(model: RefineStyleModel, *, invert_steps: int = 150, allow_server
         # Not Gradio's `cancels=`: that marks every output with an error; the handler sees the signal and says "cancelled".
         cancel_ad.click(app.cancel, None, status, queue=False, api_name=False)
         push_btn.click(app.push, [name_ad, repo, session], push_status, api_name=False)
+        load_zip.click(app.load_domain_zip, [zip_in, session], [status, session, dom_inv], api_name="load_domain")
         demo.load(app.push_button_state, None, push_btn, api_name=False)
         demo.unload(app.end_session)
     demo.queue(max_size=64, default_concurrency_limit=2)

@@ -344,3 +344,32 @@ def test_adapt_refuses_prompts_the_guide_cannot_read(served):
         client.predict("a photo of a face", "a face", None, 5, 0, 0, "", api_name="/adapt")
     with pytest.raises(Exception, match=r"does not know the words \['charcoal'\]"):
         client.predict("a photo of a face", "a charcoal sketch of a face", None, 5, 0, 0, "", api_name="/adapt")
+
+
+def test_a_downloaded_domain_zip_loads_back_in_another_session(served, tmp_path):
+    import zipfile
+
+    from gradio_client import Client, handle_file
+
+    client, _ = served
+    outputs = client.submit("a photo of a face", "a sketch of a face", None, 5, 0, 0, "keep", api_name="/adapt").result()
+    archive = outputs[-1]  # the domain zip (the session state is not part of the API's outputs)
+    assert zipfile.ZipFile(archive).namelist()
+    other = Client(client.src, verbose=False)
+    status = other.predict(handle_file(archive), api_name="/load_domain")[0]
+    assert status.startswith("domain **keep** loaded")
+    assert Image.open(other.predict("0-1", 0.7, "keep: 1", 1.0, api_name="/generate")).format == "PNG"
+    # hostile or wrong archives are refused with a reason
+    cases = {"climb.zip": ({"keep/../../evil.json": b"{}"}, "one domain folder|exactly"),
+             "extra.zip": ({"keep/config.json": b"{}", "keep/diffusion_pytorch_model.safetensors": b"", "keep/run.py": b""}, "exactly"),
+             "two.zip": ({"a/config.json": b"{}", "b/config.json": b"{}"}, "one domain folder"),
+             "big.zip": ({"keep/config.json": b"{}", "keep/diffusion_pytorch_model.safetensors": b"\0" * 25_000_000}, "more than 20 MB")}
+    for name, (members, message) in cases.items():
+        with zipfile.ZipFile(tmp_path / name, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for member, data in members.items():
+                zf.writestr(member, data)
+        with pytest.raises(Exception, match=message):
+            other.predict(handle_file(str(tmp_path / name)), api_name="/load_domain")
+    (tmp_path / "not.zip").write_bytes(b"hello")
+    with pytest.raises(Exception, match="not a zip archive"):
+        other.predict(handle_file(str(tmp_path / "not.zip")), api_name="/load_domain")
