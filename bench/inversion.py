@@ -6,7 +6,16 @@ One table per image set: MSE, PSNR, SSIM (LPIPS where its backbone can be loaded
 over the images. Encoders run on ``--n`` images per set; the optimisation baselines (far slower on a CPU)
 on the first ``--n-opt`` of them. Reconstruction grids go to bench/out/inversion_<set>.png.
 
+Then real photos shipped inside installed packages (portraits, a photo whose face dlib does not find, a cat, a cup
+of coffee): per photo, the time of ``refinestyle.faces.align_face`` at 64 and 1024 px, whether a face was found, the
+identity kept by the model's reconstruction of the aligned crop (dlib's descriptors: cosine similarity and distance,
+beside the same numbers for the 64 px crop against the 1024 px one, the most a 64 px model could keep), and the
+model's domain score and in-domain flag for the image it inverted (the aligned crop, else the centre crop).
+``--figure`` saves one photo end to end: the photo | its aligned crop | the reconstruction | with a domain | pasted
+back into the photo.
+
     python bench/inversion.py [--n 200] [--n-opt 24] [--encoders FOLDER ...]
+    python bench/inversion.py --real-photos-only [--figure docs/real-photo.png]
 
 The encoders: the model's own (``model.encoder``) and, by default, the one-stage encoder shipped beside it for
 comparison (``hub/refinestyle-synthfaces-one-stage/encoder``); ``--encoders`` names others (exported folders).
@@ -42,6 +51,116 @@ def image_sets(n: int, resolution: int, seed: int = 31337) -> dict[str, torch.Te
     return sets
 
 
+def real_photos() -> dict:
+    """Photos that ship inside installed packages (scikit-image, matplotlib), as PIL images."""
+    import os
+
+    import matplotlib
+    import skimage.data
+    from PIL import Image
+
+    return {"astronaut (scikit-image)": Image.fromarray(skimage.data.astronaut()),
+            "Grace Hopper (matplotlib)": Image.open(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")).convert("RGB"),
+            "cameraman (scikit-image)": Image.fromarray(skimage.data.camera()).convert("RGB"),
+            "cat (scikit-image chelsea)": Image.fromarray(skimage.data.chelsea()),
+            "coffee (scikit-image)": Image.fromarray(skimage.data.coffee())}
+
+
+def tensor_to_pil(image: torch.Tensor):
+    """``[3, H, W]`` in [-1, 1] → a PIL image."""
+    from PIL import Image
+
+    from refinestyle.images import to_uint8
+
+    return Image.fromarray(to_uint8(image[None].cpu())[0].numpy())
+
+
+def _median_seconds(fn, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def real_photo_table(model: RefineStyleModel) -> dict[str, dict]:
+    """One row per real photo (see the module's docstring); printed as a markdown table."""
+    from refinestyle import faces
+
+    res = model.generator.config.resolution
+    check = model.domain_check
+    rows = {}
+    for name, photo in real_photos().items():
+        row = {"size": f"{photo.width}x{photo.height}"}
+        try:
+            row["align_ms_64"] = 1000 * _median_seconds(lambda: faces.align_face(photo, resolution=64))
+            row["align_ms_1024"] = 1000 * _median_seconds(lambda: faces.align_face(photo, resolution=1024))
+            row["face"] = True
+        except faces.NoFaceError:
+            row["face"] = False
+            row["align_ms_64"] = 1000 * _median_seconds(lambda: faces.detect_faces(photo), repeats=1)  # the search alone
+        out = model.invert([photo], method="encoder", align="ffhq" if row["face"] else "none")
+        if row["face"]:
+            crop = out.aligned[0].image  # what the model inverted, res x res
+            reconstruction = tensor_to_pil(out.images[0])
+            full = faces.align_face(photo, resolution=1024).image
+            row["identity_cos"] = faces.identity_similarity(crop, reconstruction, aligned=True)
+            row["identity_distance"] = faces.identity_distance(crop, reconstruction, aligned=True)
+            row["ceiling_cos"] = faces.identity_similarity(full, crop, aligned=True)
+            row["ceiling_distance"] = faces.identity_distance(full, crop, aligned=True)
+        for score, values in out.scores.items():
+            row[score] = values[0].item()
+        row["in_domain"] = out.in_domain[0] if out.in_domain is not None else None
+        rows[name] = row
+    score = check.score if check is not None else "refined_psnr"
+    print(f"\n### Real photos ({res} px model; domain check: {score} >= {check.threshold:.2f} dB, method {check.method})\n"
+          if check else f"\n### Real photos ({res} px model; no calibrated domain check)\n")
+    print(f"| photo | size | face found | align_face 64 px (ms) | align_face 1024 px (ms) | identity: reconstruction vs crop, "
+          f"cos / distance | 64 px crop vs 1024 px crop, cos / distance | {score} (dB) | in domain |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        align = (f"{r['align_ms_64']:.0f} | {r['align_ms_1024']:.0f}" if r["face"]
+                 else f"{r['align_ms_64']:.0f} (no face) | -")
+        ident = f"{r['identity_cos']:.3f} / {r['identity_distance']:.3f}" if r["face"] else "-"
+        ceil = f"{r['ceiling_cos']:.3f} / {r['ceiling_distance']:.3f}" if r["face"] else "-"
+        flag = "-" if r["in_domain"] is None else "in" if r["in_domain"] else "out"
+        print(f"| {name} | {r['size']} | {'yes' if r['face'] else 'no'} | {align} | {ident} | {ceil} | {r[score]:.2f} | {flag} |")
+    return rows
+
+
+def real_photo_figure(model: RefineStyleModel, path: Path, *, photo: str = "Grace Hopper (matplotlib)", domain: str = "zombie",
+                      height: int = 256) -> None:
+    """``photo`` end to end, one panel each: the photo | its FFHQ-aligned crop | the reconstruction | with ``domain``
+    (at its suggested strength) | that edit pasted back into the photo (``faces.paste_back``)."""
+    from PIL import Image, ImageDraw
+
+    from refinestyle import faces
+
+    source = real_photos()[photo]
+    out = model.invert([source], method="encoder", align="ffhq")
+    aligned = out.aligned[0]
+    with torch.no_grad():
+        edited = model.generate(ws=out.ws, tokens=out.tokens, domain=domain, strength="suggested")
+    edit = tensor_to_pil(edited[0].clamp(-1, 1))
+    panels = [(source, "photo"), (aligned.image, f"aligned crop ({aligned.image.width} px)"),
+              (tensor_to_pil(out.images[0].clamp(-1, 1)), "reconstruction"), (edit, f"{domain} domain"),
+              (faces.paste_back(aligned, edit), "pasted back")]
+    scaled = [(im.resize((round(im.width * height / im.height), height),
+                         Image.NEAREST if im.height < height else Image.LANCZOS), label) for im, label in panels]
+    gap, caption = 8, 22
+    canvas = Image.new("RGB", (sum(im.width for im, _ in scaled) + gap * (len(scaled) - 1), height + caption), "white")
+    draw = ImageDraw.Draw(canvas)
+    x = 0
+    for im, label in scaled:
+        canvas.paste(im, (x, 0))
+        draw.text((x + 4, height + 5), label, fill="black")
+        x += im.width + gap
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    print(f"saved {path}")
+
+
 def lpips_metric():
     try:
         import lpips
@@ -68,8 +187,17 @@ def main() -> None:
     parser.add_argument("--sets", nargs="*", default=None, help="subset of set names (default: all)")
     parser.add_argument("--encoders", nargs="*", default=None,
                         help="encoder folders to compare beside the model's own (default: the shipped one-stage encoder)")
+    parser.add_argument("--real-photos-only", action="store_true", help="only the real-photo table (and --figure)")
+    parser.add_argument("--figure", default=str(OUT / "real-photo.png"), help="where the real-photo figure goes")
     args = parser.parse_args()
     model = RefineStyleModel.from_pretrained(args.model)
+    if args.real_photos_only:
+        rows = real_photo_table(model)
+        OUT.mkdir(parents=True, exist_ok=True)
+        (OUT / "inversion-real-photos.json").write_text(json.dumps(rows, indent=2))
+        if "zombie" in model.domains:
+            real_photo_figure(model, Path(args.figure))
+        return
     G = model.generator
     # The encoders, named by their kind: the model's own (the default of model.invert) and the ones to compare.
     folders = args.encoders
@@ -134,6 +262,10 @@ def main() -> None:
     (OUT / json_name).write_text(json.dumps({s: {k: {m: (statistics.median(v) if isinstance(v, list) else v)
                                                             for m, v in r.items()} for k, r in rows.items()}
                                                     for s, rows in results.items()}, indent=2))
+    if args.sets is None:
+        (OUT / "inversion-real-photos.json").write_text(json.dumps(real_photo_table(model), indent=2))
+        if "zombie" in model.domains:
+            real_photo_figure(model, Path(args.figure))
 
 
 if __name__ == "__main__":

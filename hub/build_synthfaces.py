@@ -3,6 +3,8 @@
     python hub/build_synthfaces.py assemble          # generator, CLIPs, encoders from runs/ → the hub folders (fp16)
     bash hub/make_domains.sh                         # the domains, each from one `refinestyle adapt` command
     python bench/inversion.py                        # the inversion table the card quotes (bench/out/inversion.json)
+    python hub/build_synthfaces.py calibrate         # the in/out-of-domain check of encoder inversions → metrics.json
+    python hub/build_synthfaces.py index             # model_index.json (with that check) from the folders on disk
     python hub/build_synthfaces.py card --recompute  # evaluate (bench/synthfaces.py), write metrics.json and every card
     python hub/build_synthfaces.py card              # the cards again from metrics.json, evaluating nothing
     python hub/build_synthfaces.py domain-cards      # only the domains' cards, from their files (nothing re-optimised)
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import subprocess
 import sys
@@ -118,6 +121,7 @@ RECIPE = (
 BUILD = ("python hub/build_synthfaces.py assemble       # generator, CLIPs, encoders: runs/ → the hub folders, fp16",
          "bash hub/make_domains.sh                       # the five domains: refinestyle adapt, seed 0, 200 steps each",
          "python bench/inversion.py                      # the inversion table (200 renders per set, seed 31337)",
+         "python hub/build_synthfaces.py calibrate       # the in-domain check of encoder inversions (out.in_domain)",
          "python hub/build_synthfaces.py card --recompute  # evaluation (bench/synthfaces.py), metrics.json, the cards")
 
 
@@ -211,7 +215,120 @@ def write_index() -> None:
         model.encoder = RefineStyleEncoder.from_pretrained(HUB / "encoder")
     for config in sorted((HUB / "domains").glob("*/config.json")):
         model.load_domain(config.parent, name=config.parent.name)
+    model.domain_check = stored_domain_check()
     model.write_model_index(HUB)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# calibrate: the in/out-of-domain check of encoder inversions (out.in_domain), from fixed seeds
+
+# Seeds of the renders: far from every training batch (an encoder step draws from seed * 1_000_003 + step, the
+# encoders' validation from 10**9 + seed) and from the benchmarks' 31337; tests/test_domain_check.py uses others.
+DOMAIN_CHECK_SEEDS = {"photo": 5_000_000_000, "styles": 5_000_000_010, "ood_attributes": 5_000_000_020}
+DOMAIN_CHECK_SCORE = "refined_psnr"  # the candidate that flags more out-of-domain images out (see `calibrate`)
+DOMAIN_CHECK_QUANTILE, DOMAIN_CHECK_CONFIDENCE = 0.05, 0.9
+DOMAIN_CHECK_N = {"calibration": 256, "held_out": 256, "per_ood_set": 256}
+
+
+def real_photos() -> dict[str, "PIL.Image.Image"]:  # noqa: F821
+    """Photos shipped inside installed packages (scikit-image, matplotlib): two portraits, a photo of a man whose
+    face dlib does not find (the cameraman), a cat and a cup of coffee."""
+    import os
+
+    import matplotlib
+    import skimage.data
+    from PIL import Image
+
+    return {"astronaut (scikit-image)": Image.fromarray(skimage.data.astronaut()),
+            "Grace Hopper (matplotlib)": Image.open(os.path.join(matplotlib.get_data_path(), "sample_data", "grace_hopper.jpg")).convert("RGB"),
+            "cameraman (scikit-image)": Image.fromarray(skimage.data.camera()).convert("RGB"),
+            "cat (scikit-image chelsea)": Image.fromarray(skimage.data.chelsea()),
+            "coffee (scikit-image)": Image.fromarray(skimage.data.coffee())}
+
+
+def domain_check_sets(resolution: int) -> dict[str, object]:
+    """The image sets of the calibration report: held-out photo renders (in domain), every other renderer style,
+    photo renders with attributes the generator never drew, and real photos (centre-cropped)."""
+    from refinestyle.data.synthfaces import STYLES, render, sample_params
+
+    n = DOMAIN_CHECK_N["per_ood_set"]
+    sets: dict[str, object] = {}
+    for i, style in enumerate(s for s in STYLES if s != "photo"):
+        sets[style] = render(sample_params(n, seed=DOMAIN_CHECK_SEEDS["styles"] + i), style=style, resolution=resolution)
+    sets["photo, OOD attributes"] = render(sample_params(n, seed=DOMAIN_CHECK_SEEDS["ood_attributes"], out_of_domain=True),
+                                           style="photo", resolution=resolution)
+    sets["real photos"] = list(real_photos().values())
+    return sets
+
+
+def calibrate() -> None:
+    """Calibrate ``model.domain_check`` on held-out photo renders and measure it; the result goes to metrics.json
+    (``domain_check``: the check, and per candidate score its threshold and the share of each set flagged in or
+    out), from where ``write_index`` puts the check into model_index.json.
+
+    Photo renders from one seed: the first half calibrates (``calibrate_domain_check``: the 5 % quantile of the
+    score, read conservatively), the second half measures the share flagged in; each out-of-domain set measures
+    the share flagged out. Both candidate scores are measured on the same inversions; the shipped one is
+    ``DOMAIN_CHECK_SCORE``."""
+    from refinestyle.data.synthfaces import render, sample_params
+    from refinestyle.evaluation import calibrate_domain_check, domain_threshold, inversion_scores
+    from refinestyle.inversion import DOMAIN_SCORES
+
+    model = RefineStyleModel.from_pretrained(HUB)
+    res = model.generator.config.resolution
+    n_cal, n_held = DOMAIN_CHECK_N["calibration"], DOMAIN_CHECK_N["held_out"]
+    photos = render(sample_params(n_cal + n_held, seed=DOMAIN_CHECK_SEEDS["photo"]), style="photo", resolution=res)
+    calibration, held_out = photos[:n_cal], photos[n_cal:]
+    check = calibrate_domain_check(model, calibration, method="encoder", score=DOMAIN_CHECK_SCORE,
+                                   quantile=DOMAIN_CHECK_QUANTILE, confidence=DOMAIN_CHECK_CONFIDENCE)
+    cal_scores = inversion_scores(model, calibration, method="encoder")
+    sets = {"photo (in domain, held out)": inversion_scores(model, held_out, method="encoder")}
+    sets.update({name: inversion_scores(model, images, method="encoder") for name, images in domain_check_sets(res).items()})
+    candidates = {}
+    for score in DOMAIN_SCORES:
+        threshold = math.floor(domain_threshold(cal_scores[score], quantile=DOMAIN_CHECK_QUANTILE,
+                                                confidence=DOMAIN_CHECK_CONFIDENCE) * 1e4) / 1e4  # as calibrate_domain_check
+        rates = {}
+        for name, found in sets.items():
+            values = found[score]
+            flagged_in = (values >= threshold).float().mean().item()
+            rates[name] = {"n": len(values), "median": round(values.median().item(), 2),
+                           **({"flagged_in": round(flagged_in, 4)} if name.startswith("photo (in domain") else
+                              {"flagged_out": round(1 - flagged_in, 4), "max": round(values.max().item(), 2)})}
+        # The candidates compared at equal in-domain rates: thresholds at plain quantiles of all the photo renders.
+        photo_scores = torch.cat([cal_scores[score], sets["photo (in domain, held out)"][score]])
+        matched = {}
+        for rate in (0.95, 0.97, 0.99):
+            cut = torch.quantile(photo_scores, 1 - rate).item()
+            matched[f"{rate:.2f}"] = {name: round((found[score] < cut).float().mean().item(), 4)
+                                      for name, found in sets.items() if not name.startswith("photo (in domain")}
+        candidates[score] = {"threshold": threshold, "calibration_median": round(cal_scores[score].median().item(), 2),
+                             "sets": rates, "flagged_out_at_equal_in_domain_rate": matched}
+    if abs(candidates[check.score]["threshold"] - check.threshold) > 1e-3:
+        raise RuntimeError(f"the calibration did not repeat: {check.threshold} vs {candidates[check.score]['threshold']}")
+    metrics = json.loads((HUB / "metrics.json").read_text())
+    metrics["domain_check"] = {"check": check.to_dict(), "quantile": DOMAIN_CHECK_QUANTILE,
+                               "confidence": DOMAIN_CHECK_CONFIDENCE, "seeds": DOMAIN_CHECK_SEEDS, "n": DOMAIN_CHECK_N,
+                               "real_photos": list(real_photos()), "candidates": candidates}
+    (HUB / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    for score, c in candidates.items():
+        print(f"\n{score}: threshold {c['threshold']:.2f} dB (calibration median {c['calibration_median']:.2f})"
+              + ("  ← shipped" if score == check.score else ""))
+        for name, r in c["sets"].items():
+            share = f"in {r['flagged_in']:.1%}" if "flagged_in" in r else f"out {r['flagged_out']:.1%}"
+            print(f"  {name:28s} n {r['n']:4d}  median {r['median']:6.2f}  flagged {share}" + (f"  (highest {r['max']:.2f})" if "max" in r else ""))
+        for rate, outs in c["flagged_out_at_equal_in_domain_rate"].items():
+            print(f"  with {float(rate):.0%} of photo renders in: flagged out " + ", ".join(f"{n} {v:.1%}" for n, v in outs.items()))
+    print(f"\nwrote the domain check to {HUB / 'metrics.json'}; `python hub/build_synthfaces.py index` puts it in model_index.json")
+
+
+def stored_domain_check():
+    """The check ``calibrate`` stored in metrics.json (a ``DomainCheck``), or None before the first calibration."""
+    from refinestyle.inversion import DomainCheck
+
+    path = HUB / "metrics.json"
+    stored = json.loads(path.read_text()).get("domain_check") if path.exists() else None
+    return DomainCheck.from_dict(stored["check"], source=f"{path} domain_check") if stored else None
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -245,7 +362,7 @@ def load_metrics(*, recompute: bool) -> dict:
                             "--json", str(out)], check=True)
             fresh = json.loads(out.read_text())
         old = json.loads((HUB / "metrics.json").read_text()) if (HUB / "metrics.json").exists() else {}
-        metrics = {**fresh, **({"inversion": old["inversion"]} if "inversion" in old else {})}
+        metrics = {**fresh, **{key: old[key] for key in ("inversion", "domain_check") if key in old}}
     else:
         metrics = json.loads((HUB / "metrics.json").read_text())
     metrics["build"] = json.loads((HUB / "build_info.json").read_text())
@@ -640,7 +757,7 @@ def refresh_domains() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["assemble", "refresh-domains", "card", "domain-cards", "index"])
+    parser.add_argument("step", choices=["assemble", "refresh-domains", "card", "domain-cards", "calibrate", "index"])
     parser.add_argument("--recompute", action="store_true", help="card: re-run the evaluation even if metrics.json exists")
     parser.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS), help="assemble: only these parts")
     parser.add_argument("--encoder-runs", nargs=2, metavar=("ONE_STAGE", "TWO_STAGE"), default=None,
@@ -654,6 +771,8 @@ def main() -> None:
         write_domain_cards()
     elif args.step == "refresh-domains":
         refresh_domains()
+    elif args.step == "calibrate":
+        calibrate()
     elif args.step == "assemble":
         runs = dict(zip(("one-stage", "two-stage"), args.encoder_runs)) if args.encoder_runs else ENCODER_RUNS
         if args.encoder_runs and "encoders" in args.parts:  # named runs must exist (the defaults are skipped if absent)

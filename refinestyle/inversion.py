@@ -6,6 +6,7 @@ from given ``ws``/``tokens`` (e.g. an encoder's output, to refine it further).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Optional
 
@@ -19,6 +20,7 @@ from .models.stylegan2 import StyleGAN2Generator
 
 ALIGNMENTS = ("none", "ffhq")
 DOMAIN_SCORES = ("w_psnr", "refined_psnr")
+INVERSION_METHODS = ("encoder", "optimize", "encoder+optimize")  # what model.invert runs ("auto" picks one of them)
 
 
 @dataclass(frozen=True)
@@ -33,10 +35,12 @@ class DomainCheck:
 
     @classmethod
     def from_dict(cls, data: dict, *, source: str) -> "DomainCheck":
-        if not isinstance(data, dict) or data.get("score") not in DOMAIN_SCORES or \
-                not isinstance(data.get("threshold"), (int, float)) or not isinstance(data.get("method"), str):
-            raise ValueError(f"{source}: domain_check must be {{'score': one of {DOMAIN_SCORES}, 'threshold': a number, "
-                             f"'method': an inversion method}}, got {data!r}")
+        threshold = data.get("threshold") if isinstance(data, dict) else None
+        if not isinstance(data, dict) or set(data) != {"score", "threshold", "method"} or data["score"] not in DOMAIN_SCORES \
+                or isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) \
+                or data["method"] not in INVERSION_METHODS:
+            raise ValueError(f"{source}: domain_check must be {{'score': one of {DOMAIN_SCORES}, 'threshold': a finite number, "
+                             f"'method': one of {INVERSION_METHODS}}}, got {data!r}")
         return cls(score=data["score"], threshold=float(data["threshold"]), method=data["method"])
 
     def to_dict(self) -> dict:
