@@ -237,17 +237,21 @@ def _square_to_quad(quad: np.ndarray, resolution: int) -> np.ndarray:
     return np.array([[ax_x[0], ax_y[0], origin[0]], [ax_x[1], ax_y[1], origin[1]]])
 
 
-def feather_mask(resolution: int, *, margin: float = 0.12) -> "PIL.Image.Image":  # noqa: F821
-    """An ``L`` mask over the aligned crop: 255 in the middle, fading to 0 at ``margin`` from each edge (cosine)."""
+def feather_mask(resolution: int, *, feather: float = 0.25) -> "PIL.Image.Image":  # noqa: F821
+    """An ``L`` mask over the aligned crop: the head as the FFHQ recipe frames it (an ellipse around the centre,
+    a little below it), 255 inside, fading to 0 over the outer ``feather`` of its radius (cosine). The crop's
+    corners stay out, so the photo's own background and shoulders are kept."""
     from PIL import Image
 
-    t = (np.arange(resolution) + 0.5) / resolution
-    edge = np.clip(np.minimum(t, 1 - t) / margin, 0, 1)
-    ramp = 0.5 - 0.5 * np.cos(np.pi * edge)  # [R]
-    return Image.fromarray((np.outer(ramp, ramp) * 255).round().astype(np.uint8))
+    t = (np.arange(resolution) + 0.5) / resolution  # [R] pixel centres in units of R
+    dx = (t[None, :] - 0.5) / 0.40  # [1, R]
+    dy = (t[:, None] - 0.52) / 0.47  # [R, 1]
+    radius = np.sqrt(dx**2 + dy**2)  # [R, R] 1 on the ellipse
+    ramp = np.clip((1 - radius) / feather, 0, 1)
+    return Image.fromarray(((0.5 - 0.5 * np.cos(np.pi * ramp)) * 255).round().astype(np.uint8))
 
 
-def paste_back(aligned: AlignedFace, edited, *, margin: float = 0.12) -> "PIL.Image.Image":  # noqa: F821
+def paste_back(aligned: AlignedFace, edited, *, feather: float = 0.25) -> "PIL.Image.Image":  # noqa: F821
     """``edited`` (a crop of the aligned face: PIL or ``[3, R, R]`` in [-1, 1], any size) warped back into the
     source photo through a feathered mask; pixels the mask does not reach are the photo's own, bit for bit."""
     from PIL import Image
@@ -257,7 +261,7 @@ def paste_back(aligned: AlignedFace, edited, *, margin: float = 0.12) -> "PIL.Im
     to_crop = np.linalg.inv(to_source)[:2].flatten()  # PIL asks, per output (source) pixel, where to read in the crop
     size = aligned.source.size
     warped = crop.transform(size, Image.AFFINE, data=tuple(to_crop), resample=Image.BILINEAR)
-    mask = feather_mask(aligned.resolution, margin=margin).transform(size, Image.AFFINE, data=tuple(to_crop),
+    mask = feather_mask(aligned.resolution, feather=feather).transform(size, Image.AFFINE, data=tuple(to_crop),
                                                                        resample=Image.BILINEAR, fillcolor=0)
     return Image.composite(warped, aligned.source, mask)
 
