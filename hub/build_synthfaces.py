@@ -467,9 +467,30 @@ def results_section(model: RefineStyleModel, metrics: dict) -> str:
     parts = ["## Results\n", generator_results(metrics), clip_results(metrics)]
     if "inversion" in metrics:
         parts.append(inversion_results(metrics["inversion"]))
+    if metrics.get("domain_check"):
+        parts.append(domain_check_results(metrics["domain_check"]))
     if metrics.get("domains"):
         parts.append(domain_results(model, metrics))
     return "\n".join(parts)
+
+
+def domain_check_results(report: dict) -> str:
+    """The shipped in/out-of-domain check: its threshold and how each held-out set fares."""
+    check = report["check"]
+    sets = report["candidates"][check["score"]]["sets"]
+    rows = "".join(f"| {name} | {row['n']} | {row['median']:.2f} | "
+                   + (f"{row['flagged_in']:.1%} in" if "flagged_in" in row else f"{row['flagged_out']:.1%} out") + " |\n"
+                   for name, row in sets.items())
+    return f"""### Domain check
+
+`model.invert(...)` says per image whether this model can draw it (`out.in_domain`): `{check['score']}`, the PSNR
+of the refined reconstruction by the {check['method']}, of at least **{check['threshold']:.2f} dB** (a
+{int(report['confidence'] * 100)}%-confidence lower bound of the {report['quantile']:.0%} quantile over
+{report['n']['calibration']} held-out photo renders; `python hub/build_synthfaces.py calibrate`). Other held-out sets:
+
+| set | images | median (dB) | flagged |
+|---|---|---|---|
+{rows}"""
 
 
 GENERATOR_ROWS = (("PSNR", "psnr", ".2f", " dB", 28), ("SSIM", "ssim", ".3f", "", 0.93),
