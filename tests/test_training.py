@@ -56,7 +56,7 @@ def test_generator_prefetch_and_fine_tuning(tmp_path):
     assert all(torch.equal(plain[k], threaded[k]) for k in plain)
     # --init-from starts from a saved generator's weights: the first step's loss is that generator's own
     # loss on the first batch. A generator of another width is refused.
-    # The saved generator has no z-bin inputs (an earlier release); the new run adds them at zero, a no-op.
+    # The saved generator has no z-bin inputs (an older config); the new run adds them at zero, a no-op.
     saved = gen_train.train(out=tmp_path / "a", z_bins=False, **kwargs)
     assert saved.config.z_bins is None
     saved.save_pretrained(tmp_path / "saved")
