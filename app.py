@@ -197,6 +197,27 @@ class App:
         known = [set(words) for words in (clip.style_words() for clip in self.model.clips) if words is not None]
         return sorted(set.intersection(*known)) if known else None
 
+    def domain_table(self, session: dict | None = None, current=None):
+        """Every domain the visitor can use (built-in, then their own), each with a weight; weights already set stay."""
+        kept = {}
+        if current is not None:
+            rows = current.values.tolist() if hasattr(current, "values") else list(current)
+            kept = {str(r[0]): r[1] for r in rows if len(r) >= 2}
+        return [[name, kept.get(name, 0.0)] for name in self.domain_choices(session)[1:]]
+
+    @staticmethod
+    def mix_from_table(table) -> str:
+        """The table's non-zero weights as the mix text ``/generate`` takes ('sketch: 0.6, zombie: 0.4')."""
+        rows = table.values.tolist() if hasattr(table, "values") else list(table or [])
+        parts = []
+        for row in rows:
+            if len(row) < 2 or not str(row[0]).strip():
+                continue
+            weight = _number(row[1] if row[1] not in (None, "") else 0, f"weight of {row[0]}", -2.0, 2.0)
+            if weight:
+                parts.append(f"{str(row[0]).strip()}: {weight:g}")
+        return ", ".join(parts)
+
     def domain_choices(self, session: dict | None) -> list[str]:
         return ["(none)"] + sorted(self.model.domains) + sorted((session or {}))
 
@@ -629,19 +650,26 @@ def build_demo(model: RefineStyleModel, *, invert_steps: int = 150, allow_server
             with gr.Row():
                 seeds = gr.Textbox("0-7", label="seeds")
                 psi = gr.Slider(0, MAX_TRUNCATION, value=0.7, step=0.05, label="truncation")
-                mix = gr.Textbox("", label="domain mix, e.g. 'sketch: 0.6, zombie: 0.4'")
                 strength_gen = gr.Slider(-1, 2, value=1.0, step=0.05, label="strength")
+            weights_table = gr.Dataframe(app.domain_table({}), headers=["domain", "weight"], datatype=["str", "number"],
+                                         col_count=(2, "fixed"), interactive=True, elem_id="gen-domains",
+                                         label="domains to mix: set a weight (0 = off); yours join the list when made")
+            # what /generate takes (and API clients send): the table's non-zero rows as 'sketch: 0.6, zombie: 0.4'
+            mix = gr.Textbox("", label="domain mix", visible=False)
+            weights_table.change(app.mix_from_table, weights_table, mix, api_name=False, queue=False)
             run_gen = gr.Button("Generate", variant="primary")
             gallery = gr.Image(label="grid", format="png", elem_id="gen-grid")
             run_gen.click(app.generate, [seeds, psi, mix, strength_gen, session], gallery, api_name="generate")
         run_ad.click(app.begin_adapt, None, None, queue=False, api_name=False).then(
             app.adapt, [src, tgt, ref, steps_ad, lr_ad, seed_ad, name_ad, session],
             [preview, loss_plot, status, session, dom_inv, dom_file], api_name="adapt",
-            concurrency_limit=max_adaptations, concurrency_id="adapt")
+            concurrency_limit=max_adaptations, concurrency_id="adapt").then(
+            app.domain_table, [session, weights_table], weights_table, api_name=False, queue=False)
         # Not Gradio's `cancels=`: that marks every output with an error; the handler sees the signal and says "cancelled".
         cancel_ad.click(app.cancel, None, status, queue=False, api_name=False)
         push_btn.click(app.push, [name_ad, repo, session], push_status, api_name=False)
-        load_zip.click(app.load_domain_zip, [zip_in, session], [status, session, dom_inv], api_name="load_domain")
+        load_zip.click(app.load_domain_zip, [zip_in, session], [status, session, dom_inv], api_name="load_domain").then(
+            app.domain_table, [session, weights_table], weights_table, api_name=False, queue=False)
         demo.load(app.push_button_state, None, push_btn, api_name=False)
         demo.unload(app.end_session)
     demo.queue(max_size=64, default_concurrency_limit=2)

@@ -373,3 +373,19 @@ def test_a_downloaded_domain_zip_loads_back_in_another_session(served, tmp_path)
     (tmp_path / "not.zip").write_bytes(b"hello")
     with pytest.raises(Exception, match="not a zip archive"):
         other.predict(handle_file(str(tmp_path / "not.zip")), api_name="/load_domain")
+
+
+def test_generate_tab_lists_domains_with_weights(served):
+    import pandas as pd
+
+    client, _ = served
+    handlers = _handlers(client)
+    session = {"mine": DomainTokens.from_generator(handlers.model.generator, num_tokens=1)}
+    table = handlers.domain_table(session)
+    assert table == [["sketch", 0.0], ["mine", 0.0]]
+    table[0][1] = 0.6
+    kept = handlers.domain_table(session, pd.DataFrame(table, columns=["domain", "weight"]))
+    assert kept == [["sketch", 0.6], ["mine", 0.0]]
+    assert handlers.mix_from_table(pd.DataFrame([["sketch", 0.6], ["mine", 0], ["", 1]])) == "sketch: 0.6"
+    with pytest.raises(ValueError, match="weight of mine must be a number"):
+        handlers.mix_from_table([["mine", "lots"]])
