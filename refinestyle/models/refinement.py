@@ -20,6 +20,15 @@ Two computations give the same result:
 never the rank), so the plain generator and a refined one with an all-zero residual take the same path
 and agree bit for bit (the residual terms then add exact zeros).
 
+Half precision (float16, bfloat16) follows NVlabs' stylegan2-ada recipe: before modulating, the static kernel is
+scaled per output channel to a max-abs of ``1/√(I·k²)`` and the styles per sample to a max-abs of 1 (the residual by
+the same factors, its ``Q`` rows to the kernel's scale), so no product or sum of squares overflows float16 (at 512
+channels and styles near 4 every output was zero); the demodulation cancels every one of these factors, and its sums of
+squares run in float32. The low-rank path's closed-form ``‖Wd‖²`` is a sum of large terms that cancel when a residual
+removes most of a channel: it is accumulated in float64 for float32 activations (float32 for half ones, see
+``demodulation_dtype``) and clamped at the rounding-noise floor of the materialised kernel's norm. Without a residual
+(or with a zero one) nothing of this touches float32: the output is the plain modulated convolution's, bit for bit.
+
 Token sets (``TokenSet``) hold ``P``, ``Q`` and a gain per layer, either per image (leading batch
 dimension) or shared (a domain). ``combine_residuals`` stacks several weighted sources along the
 rank dimension: ``Σ_j a_j · g_j/√K_j · P_jᵀ Q_j = [a_j g_j/√K_j P_j]_jᵀ [Q_j]_j``.
@@ -37,6 +46,40 @@ import torch.nn.functional as F
 DEMOD_EPS = 1e-8
 Path = Literal["auto", "materialized", "lowrank"]
 PATHS = ("auto", "materialized", "lowrank")
+HALF_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def demodulation_dtype(dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """The type the low-rank path's closed-form demodulation ``Σ s²‖W0‖² + 2·Σ_r P_r⟨W0, s⊙Q_r⟩ + Pᵀ(QQᵀ)P`` is
+    accumulated in: float32 for half-precision activations, float64 for float32 and float64 ones (float32 on MPS,
+    which has no float64).
+
+    The three terms cancel when a residual removes most of a channel. With ``ρ`` the ratio of
+    ``Σ s²‖W0‖² + Pᵀ(QQᵀ)P`` to ``‖Wd‖²``, the sum's relative error is about ``u·ρ`` (``u``: the accumulation type's
+    unit roundoff), while the convolutions themselves, in the activations' type, are off by about ``u_x·√ρ`` on
+    either path. Measured at 512 channels (styles near 4, a token cancelling a channel to ``ε`` of its norm,
+    ρ = ε⁻²), the low-rank output of that channel against a float64 reference:
+
+        ε      low-rank, float32 acc   low-rank, float64 acc   materialised
+        1e-2   8.5e-4                  4.1e-5                  4.6e-6
+        1e-3   6.9e-2                  4.1e-4                  4.6e-5
+        1e-4   3.1e-1                  2.4e-3                  2.6e-4
+
+    (float32 activations; in bfloat16 and float16 both accumulation types measure the same, the channel being as far
+    off on the materialised path.)
+
+    So float64 where the activations are float32 (what is left is the side branch's own float32 cancellation,
+    ``u_x·√ρ`` times the convolution's accumulation), and float32 suffices for bfloat16 and float16, whose own
+    rounding is far larger. The float64 work is a cast of the kernel and ``N·R·O·I·k²`` multiply-adds per layer.
+    """
+    if dtype in HALF_DTYPES or device.type == "mps":
+        return torch.float32
+    return torch.float64
+
+
+def unit_roundoff(dtype: torch.dtype) -> float:
+    """Half the machine epsilon: the largest relative error of one rounding to ``dtype``."""
+    return torch.finfo(dtype).eps / 2
 
 
 def choose_path(batch_size: int, *, in_channels: int, out_channels: int, kernel_size: int, height: int, width: int) -> str:
@@ -159,6 +202,27 @@ def modulated_conv2d(
     has_residual = residual_p is not None
     if has_residual != (residual_q is not None):
         raise ValueError("residual_p and residual_q must be given together")
+    dtype = x.dtype
+    half = dtype in HALF_DTYPES
+    if half and demodulate:
+        # Pre-normalise (NVlabs' recipe for half precision): at 512 channels with styles near 4, ‖s⊙W0‖² ≈ 7e4
+        # overflows float16 and every output became zero. The per-(sample, output channel) factor s_gain·w_gain
+        # multiplies all of Wd (P takes it, Q's row scale moves into P), so the demodulation cancels it exactly.
+        w_max = weight.detach().abs().amax(dim=[1, 2, 3]).float()  # [O]
+        w_gain = torch.where(w_max > 0, w_max, 1.0).reciprocal() / math.sqrt(i * k * k)  # [O]
+        s_max = styles.detach().abs().amax(dim=1).float()  # [N]
+        s_gain = torch.where(s_max > 0, s_max, 1.0).reciprocal()  # [N]
+        weight = (weight.float() * w_gain[:, None, None, None]).to(dtype)  # [O, I, k, k], max-abs 1/√(I·k²)
+        styles = (styles.float() * s_gain[:, None]).to(dtype)  # [N, I], max-abs 1
+        if has_residual:
+            shared_q = residual_q.stride(0) == 0
+            q_rows = residual_q[:1] if shared_q else residual_q  # [N or 1, R, I*k*k]
+            q_max = q_rows.detach().abs().amax(dim=2).float()  # [N or 1, R]
+            q_gain = torch.where(q_max > 0, q_max, 1.0).reciprocal() / math.sqrt(i * k * k)  # [N or 1, R]
+            q_rows = (q_rows.float() * q_gain[:, :, None]).to(dtype)  # [N or 1, R, I*k*k], max-abs 1/√(I·k²)
+            residual_q = q_rows.expand(n, -1, -1) if shared_q else q_rows  # [N, R, I*k*k]
+            p_gain = s_gain[:, None, None] * w_gain[None, None, :] / q_gain[:, :, None]  # [N, R, O]
+            residual_p = (residual_p.float() * p_gain).to(dtype)  # [N, R, O]
 
     if path == "materialized":
         kernel = weight[None] * styles[:, None, :, None, None]  # [N, O, I, k, k]
@@ -166,7 +230,8 @@ def modulated_conv2d(
             delta = torch.bmm(residual_p.transpose(1, 2), residual_q)  # [N, O, I*k*k]
             kernel = kernel + delta.reshape(n, o, i, k, k)  # [N, O, I, k, k]
         if demodulate:
-            dcoefs = (kernel.square().sum(dim=[2, 3, 4]) + DEMOD_EPS).rsqrt()  # [N, O]
+            sq = kernel.float() if half else kernel  # [N, O, I, k, k]; half: squares summed in float32
+            dcoefs = (sq.square().sum(dim=[2, 3, 4]) + DEMOD_EPS).rsqrt().to(dtype)  # [N, O]
             kernel = kernel * dcoefs[:, :, None, None, None]  # [N, O, I, k, k]
         y = _conv(x.reshape(1, n * i, h, w), kernel.reshape(n * o, i, k, k), up=up, groups=n)  # [1, N*O, H', W']
         y = y.reshape(n, o, *y.shape[2:])  # [N, O, H', W']
@@ -189,16 +254,30 @@ def modulated_conv2d(
     if up:
         y = upfirdn_up2(y, resample_filter * 4, pad=(1, 1))  # [N, O, 2H, 2W]
     if demodulate:
-        base_sq = styles.square() @ weight.square().sum(dim=[2, 3]).t()  # [N, O]
+        w_sq, s_sq = (weight.float(), styles.float()) if half else (weight, styles)  # half: squares summed in float32
+        norm_sq = s_sq.square() @ w_sq.square().sum(dim=[2, 3]).t()  # [N, O], the plain generator's ||s⊙W0||²
         if has_residual:
-            # ||s⊙W0 + PᵀQ||² = Σ s²·||W0||² + 2·Σ_r P_r·<W0, s⊙Q_r> + Pᵀ(QQᵀ)P
-            q_mod = residual_q.reshape(n, -1, i, k * k) * styles[:, None, :, None]  # [N, R, I, k*k]
-            cross = torch.einsum("oj,nrj->nro", weight.reshape(o, -1), q_mod.reshape(n, -1, i * k * k))  # [N, R, O]
-            cross = (cross * residual_p).sum(dim=1)  # [N, O]
-            gram = torch.bmm(residual_q, residual_q.transpose(1, 2))  # [N, R, R]
-            res_sq = (torch.bmm(gram, residual_p) * residual_p).sum(dim=1)  # [N, O]
-            base_sq = base_sq + 2 * cross + res_sq  # [N, O]
-        dcoefs = (base_sq + DEMOD_EPS).rsqrt()  # [N, O]
+            # ||s⊙W0 + PᵀQ||² = Σ s²·||W0||² + 2·Σ_r P_r·<W0, s⊙Q_r> + Pᵀ(QQᵀ)P, accumulated wider (demodulation_dtype)
+            acc = demodulation_dtype(dtype, x.device)
+            weight_acc, styles_acc = weight.to(acc), styles.to(acc)  # [O, I, k, k], [N, I]
+            p_acc, q_acc = residual_p.to(acc), residual_q.to(acc)  # [N, R, O], [N, R, I*k*k]
+            base_sq = norm_sq if norm_sq.dtype == acc else styles_acc.square() @ weight_acc.square().sum(dim=[2, 3]).t()  # [N, O]
+            q_mod = q_acc.reshape(n, -1, i, k * k) * styles_acc[:, None, :, None]  # [N, R, I, k*k]
+            cross = torch.einsum("oj,nrj->nro", weight_acc.reshape(o, -1), q_mod.reshape(n, -1, i * k * k))  # [N, R, O]
+            cross = (cross * p_acc).sum(dim=1)  # [N, O]
+            gram = torch.bmm(q_acc, q_acc.transpose(1, 2))  # [N, R, R]
+            res_sq = (torch.bmm(gram, p_acc) * p_acc).sum(dim=1)  # [N, O]
+            # A residual cancelling a channel leaves a small difference of large terms. Building Wd in the activations'
+            # type (the materialised path) rounds each entry by up to u·|entry|, so its norm² hardly falls below
+            # u²·(Σ s²·||W0||² + Pᵀ(QQᵀ)P): clamp there, above the wide sum's own error, so a channel cancelled to
+            # rounding noise gets a noise-sized norm as on the materialised path, never a negative or zero one.
+            floor = (base_sq + res_sq) * unit_roundoff(dtype) ** 2  # [N, O]
+            total = torch.maximum(base_sq + 2 * cross + res_sq, floor)  # [N, O]
+            # Scale the plain norm² by the exact ratio instead of replacing it: a zero residual makes the ratio exactly 1,
+            # so the output is the plain generator's bit for bit (whose sum stays in the activations' type).
+            ratio = total / torch.where(base_sq > 0, base_sq, 1.0)  # [N, O]
+            norm_sq = torch.where(base_sq > 0, norm_sq * ratio.to(norm_sq.dtype), total.to(norm_sq.dtype))  # [N, O]
+        dcoefs = (norm_sq + DEMOD_EPS).rsqrt().to(dtype)  # [N, O]
         y = y * dcoefs[:, :, None, None]  # [N, O, H', W']
     return y
 
