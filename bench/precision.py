@@ -12,9 +12,9 @@ offline, set up so the numbers mean something:
 
 The reference is float32 on the materialised path (the two paths agree to about 1e-6 there). PSNR is over the
 [-1, 1]-clamped images (data range 2); the time is the median of ``--repeats`` runs after a warm-up, batch 1.
-float16 rows run on CUDA only; without a GPU the script says so and skips them.
+float16 rows run on CUDA (and on the CPU with ``--cpu-fp16``); without a GPU the script says so and skips them.
 
-    python bench/precision.py [--resolutions 256 1024] [--repeats 3] [--threads 1]
+    python bench/precision.py [--resolutions 256 1024] [--repeats 3] [--threads 1] [--cpu-fp16]
 """
 
 from __future__ import annotations
@@ -91,16 +91,17 @@ def main() -> None:
     parser.add_argument("--style-bias", type=float, default=4.0)
     parser.add_argument("--rgb-scale", type=float, default=0.25)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cpu-fp16", action="store_true", help="also run float16 on the CPU (slow there, but torch has it)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     cuda = torch.cuda.is_available()
-    runs = [("fp32", "cpu"), ("bf16", "cpu")]
+    runs = [("fp32", "cpu"), ("bf16", "cpu")] + ([("fp16", "cpu")] if args.cpu_fp16 else [])
     if cuda:
         runs += [("fp32", "cuda"), ("fp16", "cuda"), ("bf16", "cuda")]
     print(f"torch {torch.__version__}, CPU threads: {torch.get_num_threads()}, repeats: {args.repeats} (median), batch 1")
     if not cuda:
-        print("fp16: skipped, no CUDA GPU here (the fp16 rows run on CUDA only)")
+        print("fp16 on CUDA: skipped, no CUDA GPU here" + ("" if args.cpu_fp16 else " (--cpu-fp16 runs it on the CPU)"))
     print("\n| res | dtype | device | path | residual | PSNR vs fp32 (dB) | s / image |")
     print("|---|---|---|---|---|---|---|")
     for res in args.resolutions:
@@ -126,7 +127,7 @@ def main() -> None:
                                                  repeats=args.repeats, device=device)
                     value = psnr(img.cpu(), refs[residual])
                     finite = bool(img.isfinite().all())
-                    cell = f"{value:.2f}" if finite else "non-finite"
+                    cell = "non-finite" if not finite else "(reference)" if value == math.inf else f"{value:.2f}"
                     print(f"| {res} | {dtype_name} | {device} | {path} | {residual} | {cell} | {seconds:.3f} |", flush=True)
             del Gd
 

@@ -21,13 +21,14 @@ never the rank), so the plain generator and a refined one with an all-zero resid
 and agree bit for bit (the residual terms then add exact zeros).
 
 Half precision (float16, bfloat16) follows NVlabs' stylegan2-ada recipe: before modulating, the static kernel is
-scaled per output channel to a max-abs of ``1/√(I·k²)`` and the styles per sample to a max-abs of 1 (the residual by
-the same factors, its ``Q`` rows to the kernel's scale), so no product or sum of squares overflows float16 (at 512
-channels and styles near 4 every output was zero); the demodulation cancels every one of these factors, and its sums of
-squares run in float32. The low-rank path's closed-form ``‖Wd‖²`` is a sum of large terms that cancel when a residual
-removes most of a channel: it is accumulated in float64 for float32 activations (float32 for half ones, see
-``demodulation_dtype``) and clamped at the rounding-noise floor of the materialised kernel's norm. Without a residual
-(or with a zero one) nothing of this touches float32: the output is the plain modulated convolution's, bit for bit.
+scaled per output channel to a max-abs of about ``1/√(I·k²)`` and the styles per sample to about 1 (the residual by
+the same factors, its ``Q`` rows to the kernel's scale; every factor a power of two, so the scaling itself is exact).
+No product or sum of squares then overflows float16 (at 512 channels and styles near 4 every output was zero), the
+demodulation cancels every one of these factors, and its sums of squares run in float32. The low-rank path's
+closed-form ``‖Wd‖²`` is a sum of large terms that cancel when a residual removes most of a channel: it is accumulated
+in float64 for float32 activations (float32 for half ones, see ``demodulation_dtype``) and clamped at the
+rounding-noise floor of the materialised kernel's norm. Without a residual (or with a zero one) none of this touches
+float32: the output is the plain modulated convolution's, bit for bit.
 
 Token sets (``TokenSet``) hold ``P``, ``Q`` and a gain per layer, either per image (leading batch
 dimension) or shared (a domain). ``combine_residuals`` stacks several weighted sources along the
@@ -208,18 +209,19 @@ def modulated_conv2d(
         # Pre-normalise (NVlabs' recipe for half precision): at 512 channels with styles near 4, ‖s⊙W0‖² ≈ 7e4
         # overflows float16 and every output became zero. The per-(sample, output channel) factor s_gain·w_gain
         # multiplies all of Wd (P takes it, Q's row scale moves into P), so the demodulation cancels it exactly.
-        w_max = weight.detach().abs().amax(dim=[1, 2, 3]).float()  # [O]
-        w_gain = torch.where(w_max > 0, w_max, 1.0).reciprocal() / math.sqrt(i * k * k)  # [O]
+        # Every gain is a power of two (max-abs lands in (½, 1] of its target), so scaling adds no rounding.
+        w_max = weight.detach().abs().amax(dim=[1, 2, 3]).float() * math.sqrt(i * k * k)  # [O]
+        w_gain = torch.exp2(-torch.ceil(torch.log2(torch.where(w_max > 0, w_max, 1.0))))  # [O]
         s_max = styles.detach().abs().amax(dim=1).float()  # [N]
-        s_gain = torch.where(s_max > 0, s_max, 1.0).reciprocal()  # [N]
-        weight = (weight.float() * w_gain[:, None, None, None]).to(dtype)  # [O, I, k, k], max-abs 1/√(I·k²)
-        styles = (styles.float() * s_gain[:, None]).to(dtype)  # [N, I], max-abs 1
+        s_gain = torch.exp2(-torch.ceil(torch.log2(torch.where(s_max > 0, s_max, 1.0))))  # [N]
+        weight = (weight.float() * w_gain[:, None, None, None]).to(dtype)  # [O, I, k, k], max-abs ≤ 1/√(I·k²)
+        styles = (styles.float() * s_gain[:, None]).to(dtype)  # [N, I], max-abs ≤ 1
         if has_residual:
             shared_q = residual_q.stride(0) == 0
             q_rows = residual_q[:1] if shared_q else residual_q  # [N or 1, R, I*k*k]
-            q_max = q_rows.detach().abs().amax(dim=2).float()  # [N or 1, R]
-            q_gain = torch.where(q_max > 0, q_max, 1.0).reciprocal() / math.sqrt(i * k * k)  # [N or 1, R]
-            q_rows = (q_rows.float() * q_gain[:, :, None]).to(dtype)  # [N or 1, R, I*k*k], max-abs 1/√(I·k²)
+            q_max = q_rows.detach().abs().amax(dim=2).float() * math.sqrt(i * k * k)  # [N or 1, R]
+            q_gain = torch.exp2(-torch.ceil(torch.log2(torch.where(q_max > 0, q_max, 1.0))))  # [N or 1, R]
+            q_rows = (q_rows.float() * q_gain[:, :, None]).to(dtype)  # [N or 1, R, I*k*k], max-abs ≤ 1/√(I·k²)
             residual_q = q_rows.expand(n, -1, -1) if shared_q else q_rows  # [N, R, I*k*k]
             p_gain = s_gain[:, None, None] * w_gain[None, None, :] / q_gain[:, :, None]  # [N, R, O]
             residual_p = (residual_p.float() * p_gain).to(dtype)  # [N, R, O]
@@ -254,7 +256,7 @@ def modulated_conv2d(
     if up:
         y = upfirdn_up2(y, resample_filter * 4, pad=(1, 1))  # [N, O, 2H, 2W]
     if demodulate:
-        w_sq, s_sq = (weight.float(), styles.float()) if half else (weight, styles)  # half: squares summed in float32
+        w_sq, s_sq = (weight.float(), styles.float()) if half else (weight, styles)  # [O, I, k, k], [N, I]; half: in float32
         norm_sq = s_sq.square() @ w_sq.square().sum(dim=[2, 3]).t()  # [N, O], the plain generator's ||s⊙W0||²
         if has_residual:
             # ||s⊙W0 + PᵀQ||² = Σ s²·||W0||² + 2·Σ_r P_r·<W0, s⊙Q_r> + Pᵀ(QQᵀ)P, accumulated wider (demodulation_dtype)
