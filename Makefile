@@ -20,6 +20,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/python bench/generator.py
+	$(VENV)/bin/python bench/precision.py
 	$(VENV)/bin/python bench/synthfaces_renderer.py
 	$(VENV)/bin/python bench/synthfaces.py
 	$(VENV)/bin/python bench/attribute_classifier.py --retrain
