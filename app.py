@@ -386,7 +386,9 @@ class App:
                         last_preview = labelled_rows([("before", previews[-1].preview_before),
                                                       (f"step {previews[-1].step}", previews[-1].preview)])
                     frame = pd.DataFrame({"step": [s.step for s in updates[:seen]], "loss": [s.loss for s in updates[:seen]]})
-                    yield last_preview, frame, f"step {state.step}/{state.total}, loss {state.loss:.4f}", session, gr.update(), None
+                    left = state.seconds / state.step * (state.total - state.step)  # the steps so far, extrapolated
+                    yield (last_preview, frame, f"step {state.step}/{state.total}, loss {state.loss:.4f}, about {left:.0f} s left",
+                           session, gr.update(), None)
         finally:
             stop.set()  # whatever ended this handler (Cancel, a cancelled API job, a closed tab) ends the optimisation too
             if self._running.get(key) is stop:
