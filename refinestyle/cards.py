@@ -182,3 +182,95 @@ from refinestyle import RefineStyleModel
 """ + "".join(f"- {item}\n" for item in made) + (f"\n{note}\n" if note else "") + "\n" \
         + _domain_card_limitations(name, target, a, ground_truth)
     (out / "README.md").write_text(text)
+
+
+def write_converted_card(out: Path, G, *, src: str, command: str, guides, face_alignment: str, dtype: str,
+                         parity: float) -> None:
+    """``out/README.md`` of a repo ``refinestyle convert`` made: what it is, how to use it, the named CLIP guides,
+    how it was made."""
+    cfg, folder = G.config, str(out)
+    guides = [tuple(g) for g in guides]
+    if face_alignment == "ffhq":
+        align = ("photos are cut the way the FFHQ dataset was made before inversion (`\"face_alignment\": \"ffhq\"` in "
+                 "`model_index.json`; `model.invert(photos)` does it, `align=\"none\"` turns it off; needs "
+                 "`refinestyle[faces]`)")
+    else:
+        align = ("photos are centre-cropped before inversion (`\"face_alignment\": \"none\"`). For a checkpoint trained on "
+                 "FFHQ-aligned faces (the official FFHQ ones), convert with `--face-alignment ffhq` so that photos are cut "
+                 "the way the generator saw faces")
+    if guides:
+        from .clip import check_open_clip_guide
+
+        rows = []
+        for arch, tag in guides:
+            weights = check_open_clip_guide(arch, tag)
+            where = weights.get("hf_hub") or weights.get("url") or "open_clip"
+            rows.append(f"| `{arch}` | `{tag}` | `{where.rstrip('/')}` |")
+        guide_text = ("Text adaptation (`model.adapt`) is guided by these CLIP models, averaged as StyleGAN-NADA does. They "
+                      "are **named, not stored**: `model_index.json` lists them as `open_clip_guides` (open_clip "
+                      "architecture and pretrained tag), and their weights download through open_clip the first time "
+                      "adaptation uses them, then load from the local cache. Loading this repo never touches them; offline "
+                      "(`HF_HUB_OFFLINE=1`) a guide that is not cached yet is an error that names it: run once with a "
+                      "network to cache it. Their licences are their own.\n\n"
+                      "| open_clip architecture | pretrained tag | weights from |\n|---|---|---|\n" + "\n".join(rows) + "\n")
+    else:
+        guide_text = ("No CLIP guide is named, so `model.adapt` has nothing to guide it: convert again with "
+                      "`--clip ViT-B-32:openai --clip ViT-B-16:openai` (StyleGAN-NADA's pair), or set "
+                      "`model.clip = CLIPGuide.from_open_clip(\"ViT-B-32\", \"openai\")`.\n")
+    usage = (f'model = RefineStyleModel.from_pretrained("{folder}")   # this folder, or its Hub repo id once pushed\n'
+             'images = model.generate(seeds=range(8), truncation_psi=0.7)  # [8, 3, R, R] in [-1, 1]\n'
+             'out = model.invert(["photo.jpg"])  # no encoder: W+ and tokens by optimisation (out.images, out.ws, out.tokens)')
+    if guides:
+        usage += ('\n\n# a domain from text: the guides above download on first use\n'
+                  'dom = model.adapt(source="a photo of a face", target="a pencil sketch of a face")\n'
+                  'model.add_domain(dom, name="sketch")\n'
+                  'sketches = model.generate(seeds=range(8), truncation_psi=0.7, domain="sketch")\n'
+                  'dom.save_pretrained("sketch")  # a few KB')
+    n_params = sum(p.numel() for p in G.parameters())
+    text = f"""---
+library_name: refinestyle
+license: other
+tags:
+- stylegan2
+- refinestyle
+- safetensors
+---
+
+# RefineStyle: StyleGAN2 {cfg.resolution}px converted from {Path(src).name}
+
+A StyleGAN2 generator converted to a RefineStyle model repo: it draws images, inverts photos (W+ and per-image
+refinement tokens, by optimisation: this repo has no encoder) and adapts to a new domain from a text prompt, stored as
+a few KB of low-rank residuals of its convolution kernels (RefineStyle, Xia et al., PRCV 2024) instead of a fine-tuned
+generator.
+
+- generator: resolution {cfg.resolution}, z_dim {cfg.z_dim}, w_dim {cfg.w_dim}, channels {list(G.channels)}; parameters: {n_params:,}; weights stored as {dtype}
+- face alignment: {align}
+
+## Usage
+
+```python
+from refinestyle import RefineStyleModel
+
+{usage}
+```
+
+On the command line: `refinestyle generate --model {folder} --seeds 0-7 --truncation 0.7`""" + (
+        f""", `refinestyle adapt --model {folder} --target "a pencil sketch of a face" --out sketch`""" if guides else "") + f""".
+
+## CLIP guides
+
+{guide_text}
+## How it was made
+
+```bash
+{command}
+```
+
+- converted by `refinestyle convert`, which reads the checkpoint's tensors without executing code from the file
+- parity check after saving: max abs difference {parity:.2e} on 4 images (truncation 0.7) between the checkpoint and this repo
+
+## Licence
+
+The generator's licence is that of the source checkpoint ({Path(src).name}); the CLIP guides' are those of their weights.
+"""
+    (out / "README.md").write_text(text)

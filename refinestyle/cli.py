@@ -10,7 +10,7 @@ from pathlib import Path
 
 # torch (and diffusers, through the models) are imported by the commands that use them, so that
 # `refinestyle --help` and argument errors answer at once.
-from .cards import describe_tokens, domain_metrics, save_domain_preview, write_domain_card, write_model_card
+from .cards import describe_tokens, domain_metrics, save_domain_preview, write_converted_card, write_domain_card
 from .images import parse_seeds, save_grid
 from .options import LAYER_MODES, LR_SCHEDULES, MAX_TRUNCATION
 
@@ -65,18 +65,46 @@ def seed_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
+def clip_guide_arg(text: str) -> tuple[str, str]:
+    """argparse type of ``convert --clip``: ``ARCH:TAG`` that open_clip knows (its own tables: nothing downloads)."""
+    arch, sep, tag = text.strip().partition(":")
+    if not sep or not arch or not tag:
+        raise argparse.ArgumentTypeError(f"{text!r}: name a guide as ARCHITECTURE:TAG, e.g. ViT-B-32:openai")
+    from .clip import check_open_clip_guide
+
+    try:
+        check_open_clip_guide(arch, tag)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return arch, tag
+
+
+def _convert_command(args: argparse.Namespace) -> str:
+    """The ``refinestyle convert`` command that made a repo, for its card."""
+    parts = ["refinestyle", "convert", str(args.src), str(args.out_dir)]
+    parts += [a for arch, tag in args.clip for a in ("--clip", f"{arch}:{tag}")]
+    parts += ["--face-alignment", args.face_alignment] if args.face_alignment != "none" else []
+    parts += ["--fp16"] if args.fp16 else []
+    for flag, value in (("--mapping-lr-multiplier", args.mapping_lr_multiplier), ("--conv-clamp", args.conv_clamp)):
+        parts += [flag, str(value)] if value is not None else []
+    return shlex.join(parts)
+
+
 def cmd_convert(args: argparse.Namespace) -> int:
     import torch
 
     from .convert import load_stylegan2
     from .pipeline import RefineStyleModel
 
+    if len(set(args.clip)) != len(args.clip):
+        raise ValueError(f"a --clip guide is given twice: {[f'{a}:{t}' for a, t in args.clip]}")
     G = load_stylegan2(args.src, mapping_lr_multiplier=args.mapping_lr_multiplier, conv_clamp=args.conv_clamp)
-    model = RefineStyleModel(generator=G)
+    model = RefineStyleModel(generator=G, open_clip_guides=args.clip)
+    model.face_alignment = args.face_alignment
     out = Path(args.out_dir)
     dtype = torch.float16 if args.fp16 else torch.float32
     model.save_pretrained(out, dtype=dtype)
-    # Parity check: the saved folder reproduces the converted generator.
+    # Parity check: the saved folder reproduces the converted generator (and loads offline: the guides are only named).
     reloaded = RefineStyleModel.from_pretrained(out).generator
     z = torch.randn(4, G.config.z_dim, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
@@ -86,15 +114,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if err > tol:
         print(f"error: the saved model differs from the source by {err:.3g} (> {tol})", file=sys.stderr)
         return 1
-    cfg = G.config
-    write_model_card(out, title=f"StyleGAN2 {cfg.resolution}px converted from {Path(args.src).name}", body=(
-        f"Converted with `refinestyle convert {args.src} {args.out_dir}{' --fp16' if args.fp16 else ''}`.\n\n"
-        f"- resolution {cfg.resolution}, z_dim {cfg.z_dim}, w_dim {cfg.w_dim}, channels {list(G.channels)}\n"
-        f"- parameters: {sum(p.numel() for p in G.parameters()):,}; weights stored as {str(dtype).replace('torch.', '')}\n"
-        f"- parity check after saving: max abs difference {err:.2e} on 4 images (truncation 0.7)\n\n"
-        "The licence is that of the source checkpoint."),
-        usage=f'model = RefineStyleModel.from_pretrained("{out}")   # this folder, or its Hub repo id once pushed\n'
-              'images = model.generate(seeds=range(8), truncation_psi=0.7)  # [8, 3, R, R] in [-1, 1]')
+    write_converted_card(out, G, src=args.src, command=_convert_command(args), guides=args.clip,
+                         face_alignment=args.face_alignment, dtype=str(dtype).replace("torch.", ""), parity=err)
     print(f"converted {args.src} -> {out} (max abs diff after reload {err:.2e})")
     return 0
 
@@ -237,12 +258,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="refinestyle", description="RefineStyle: StyleGAN2 with dynamic kernel refinement")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    conv = sub.add_parser("convert", help="convert a StyleGAN2 checkpoint to a Hub-layout folder")
+    conv = sub.add_parser("convert", help="convert a StyleGAN2 checkpoint to a complete Hub-layout model repo")
     conv.add_argument("src", help="rosinality .pt, NVlabs .pkl, NVlabs state-dict .pt or safetensors")
     conv.add_argument("out_dir", help="output folder (model_index.json, generator/, README.md)")
     conv.add_argument("--fp16", action="store_true", help="store weights as float16 (half the size)")
     conv.add_argument("--mapping-lr-multiplier", type=float, default=None, help="for formats that do not record it (default 0.01)")
     conv.add_argument("--conv-clamp", type=float, default=None, help="for state dicts of NVlabs ADA configs (256)")
+    conv.add_argument("--clip", type=clip_guide_arg, action="append", default=[], metavar="ARCH:TAG",
+                      help="an open_clip guide for text adaptation, named in model_index.json and loaded (downloaded once) "
+                           "when first used; repeat for several, e.g. --clip ViT-B-32:openai --clip ViT-B-16:openai "
+                           "(StyleGAN-NADA's pair)")
+    conv.add_argument("--face-alignment", choices=["ffhq", "none"], default="none",
+                      help="how photos are cut before inversion: ffhq for face models trained on FFHQ-aligned images "
+                           "(FFHQ checkpoints); none (default) centre-crops")
     conv.set_defaults(func=cmd_convert)
 
     ad = sub.add_parser("adapt", help="adapt a domain from text (or reference images) by optimising tokens")

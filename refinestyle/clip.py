@@ -115,6 +115,7 @@ class CLIPGuide:
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.name = name
         self.hub_folder: Optional[str] = None  # the model-repo folder it was loaded from; saving the model reuses it
+        self.open_clip_name: Optional[tuple[str, Optional[str]]] = None  # (architecture, tag) of a real open_clip model
 
     @property
     def device(self) -> torch.device:
@@ -223,20 +224,117 @@ class CLIPGuide:
         return guide.to(device)
 
     @classmethod
-    def from_open_clip(cls, model_name: str, pretrained: str, *, device: str | torch.device = "cpu") -> "CLIPGuide":
-        """A real open_clip model, e.g. ``("ViT-B-32", "openai")`` (downloads its weights once; offline it needs the cache)."""
+    def from_open_clip(cls, model_name: str, pretrained: Optional[str], *, device: str | torch.device = "cpu",
+                       cache_dir: Optional[str] = None) -> "CLIPGuide":
+        """A real open_clip model by architecture and pretrained tag, e.g. ``("ViT-B-32", "openai")``.
+
+        The weights download once through open_clip (into the Hugging Face cache, or ``cache_dir``) and are read from
+        the cache afterwards. With ``HF_HUB_OFFLINE=1`` nothing is attempted on the network: weights missing from the
+        cache are a ``HubError`` naming the architecture, the tag and what to do. ``pretrained=None`` builds the
+        architecture at random weights (shapes, preprocessing and speed are the real ones; for tests and benchmarks).
+        The tokenizer is open_clip's BPE, whose vocabulary ships inside the package (it works offline).
+        """
         import open_clip
 
+        tag_cfg = check_open_clip_guide(model_name, pretrained)
+        kwargs: dict = {"device": device}
+        if pretrained is not None:
+            # open_clip warns but builds GELU when an architecture meets a QuickGELU tag (OpenAI's): force the tag's.
+            kwargs["force_quick_gelu"] = bool(tag_cfg.get("quick_gelu", False))
+            cached = cached_open_clip_weights(model_name, pretrained, cache_dir=cache_dir)
+            if cached is not None:  # read the file itself: no request, whatever the network
+                kwargs["force_preprocess_cfg"] = {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode")
+                                                  if k in tag_cfg}
+                source = cached
+            elif hub_offline():
+                where = cache_dir or _hf_cache_dir()
+                raise HubError(
+                    f"could not load open_clip {model_name!r} with pretrained weights {pretrained!r}: they are not in the "
+                    f"local cache ({where}) and HF_HUB_OFFLINE=1 forbids downloading them. Run once with a network to cache "
+                    f"them (python -c \"import open_clip; open_clip.create_model_and_transforms('{model_name}', "
+                    f"pretrained='{pretrained}')\"), point HF_HUB_CACHE at a cache that holds them, or use a model repo "
+                    "with its own clip/ folder (the SynthFaces CLIP)")
+            else:
+                source = pretrained  # a known tag: open_clip downloads it
+                kwargs["cache_dir"] = cache_dir
+        else:
+            source = None
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=pretrained, device=device)
-        except Exception as err:  # open_clip raises many kinds of errors for missing downloads
-            raise HubError(f"could not load open_clip {model_name!r} with weights {pretrained!r}: {err}. "
+            model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=source, **kwargs)
+        except Exception as err:  # open_clip raises many kinds of errors for failed downloads and bad files
+            raise HubError(f"could not load open_clip {model_name!r} with pretrained weights {pretrained!r}: {err}. "
                            "Offline, download it once where there is a network, or use the SynthFaces CLIP") from None
         size = model.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else size
         norm = next(t for t in preprocess.transforms if type(t).__name__ == "Normalize")
-        return cls(model=model, tokenizer=open_clip.get_tokenizer(model_name), image_size=size, mean=norm.mean, std=norm.std,
-                   name=f"{model_name}/{pretrained}")
+        guide = cls(model=model, tokenizer=open_clip.get_tokenizer(model_name), image_size=size, mean=norm.mean, std=norm.std,
+                    name=f"{model_name}/{pretrained if pretrained is not None else 'random'}")
+        guide.open_clip_name = (model_name, pretrained)
+        return guide
+
+
+def hub_offline() -> bool:
+    """Whether downloads are forbidden: ``HF_HUB_OFFLINE`` (or ``TRANSFORMERS_OFFLINE``) as huggingface_hub read it at
+    import, or as the environment says now (set after the import, it still means offline to us)."""
+    from huggingface_hub import constants
+
+    now = (os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or "").strip().upper()
+    return bool(constants.HF_HUB_OFFLINE) or now in ("1", "ON", "YES", "TRUE")
+
+
+def _hf_cache_dir() -> str:
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_CACHE
+
+
+def check_open_clip_guide(model_name: str, pretrained: Optional[str]) -> dict:
+    """Check that open_clip knows the architecture and the pretrained tag (from its tables: no download); returns the
+    tag's config (where its weights live, its preprocessing), ``{}`` for ``pretrained=None``. Raises ``ValueError``."""
+    import open_clip
+
+    if not isinstance(model_name, str) or model_name not in open_clip.list_models():
+        vits = [m for m in open_clip.list_models() if m.startswith("ViT-B")]
+        raise ValueError(f"open_clip has no architecture {model_name!r} (e.g. {', '.join(vits[:6])}; "
+                         "all of them: open_clip.list_models())")
+    if pretrained is None:
+        return {}
+    from open_clip.pretrained import get_pretrained_cfg, list_pretrained_tags_by_model
+
+    cfg = get_pretrained_cfg(model_name, pretrained) if isinstance(pretrained, str) else {}
+    if not cfg:
+        tags = list_pretrained_tags_by_model(model_name)
+        raise ValueError(f"open_clip has no pretrained weights {pretrained!r} for {model_name!r}; "
+                         f"its tags: {', '.join(tags) if tags else 'none (no pretrained weights)'}")
+    return cfg
+
+
+def cached_open_clip_weights(model_name: str, pretrained: str, *, cache_dir: Optional[str] = None) -> Optional[str]:
+    """The cached weights file of an open_clip architecture + tag, where open_clip itself would have downloaded it (the
+    Hugging Face cache for tags on the Hub, ``~/.cache/clip`` for URL-only tags), or None. Never touches the network."""
+    cfg = check_open_clip_guide(model_name, pretrained)
+    if cfg.get("hf_hub"):
+        from huggingface_hub import try_to_load_from_cache
+        from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+        repo_id, filename = os.path.split(cfg["hf_hub"])  # as open_clip reads it: 'org/name/' means its default file
+        filename = filename or HF_WEIGHTS_NAME
+        candidates = [filename]
+        if filename == HF_WEIGHTS_NAME:
+            candidates.insert(0, HF_SAFE_WEIGHTS_NAME)  # open_clip prefers the safetensors file when the repo has one
+        elif filename.endswith((".bin", ".pth")):
+            candidates.insert(0, filename[:-4] + ".safetensors")
+        for name in candidates:
+            found = try_to_load_from_cache(repo_id, name, cache_dir=cache_dir)
+            if isinstance(found, str) and os.path.isfile(found):
+                return found
+        return None
+    if cfg.get("url"):
+        path = Path(cache_dir or os.path.expanduser("~/.cache/clip")) / os.path.basename(cfg["url"])
+        return str(path) if path.is_file() else None
+    if cfg.get("file"):
+        return cfg["file"] if os.path.isfile(cfg["file"]) else None
+    return None
 
 
 def _synthfaces_cfg(tokenizer: WordTokenizer, name: str) -> dict:

@@ -30,8 +30,27 @@ KNOWN_CLASSES: dict[str, type] = {
 
 # model_index.json keys that hold lists of folder names (domains/<name>/, extra CLIP folders).
 NAME_LIST_KEYS = ("domains", "extra_clips")
+# model_index.json key of the CLIP guides named, not stored: [[open_clip architecture, pretrained tag], ...].
+OPEN_CLIP_GUIDES = "open_clip_guides"
 
 DomainSpec = Union[None, str, os.PathLike, DomainTokens, Mapping[Union[str, os.PathLike, DomainTokens], float]]
+
+
+def _check_guide_name(guide) -> tuple[str, str]:
+    """A named guide as ``(open_clip architecture, pretrained tag)``: two plain names (checked against open_clip's own
+    tables only when the guide is loaded, so a model loads without importing open_clip)."""
+    ok = isinstance(guide, (tuple, list)) and len(guide) == 2 and all(
+        isinstance(part, str) and 0 < len(part) <= 128 and all(c.isalnum() or c in "-_.@" for c in part) for part in guide)
+    if not ok:
+        raise ValueError(f"a named CLIP guide is [open_clip architecture, pretrained tag], e.g. ['ViT-B-32', 'openai'], "
+                         f"got {guide!r}")
+    return (guide[0], guide[1])
+
+
+def _open_clip_name(guide: CLIPGuide) -> Optional[tuple[str, str]]:
+    """``(architecture, tag)`` of a real open_clip guide with pretrained weights, else None (ours, or random weights)."""
+    name = getattr(guide, "open_clip_name", None)
+    return (name[0], name[1]) if name is not None and name[1] is not None else None
 
 
 def _check_name(name: str, what: str = "domain names") -> str:
@@ -57,13 +76,19 @@ class RefineStyleModel:
     """
 
     def __init__(self, *, generator: StyleGAN2Generator, domains: Optional[dict[str, DomainTokens]] = None,
-                 clip: Optional[CLIPGuide] = None):
+                 clip: Optional[CLIPGuide] = None, open_clip_guides: Sequence[tuple[str, str]] = ()):
         if not isinstance(generator, StyleGAN2Generator):
             raise TypeError(f"generator must be a StyleGAN2Generator, got {type(generator).__name__}")
         self.generator = generator.eval().requires_grad_(False)
         self.encoder = None
         self.clip = clip
         self.extra_clips: list[CLIPGuide] = []  # more CLIP models whose directional losses are averaged
+        # Real CLIPs named by open_clip architecture and pretrained tag (model_index.json's "open_clip_guides"): not
+        # stored in the repo, loaded through open_clip when first used (``model.clips``, ``model.clip``, ``adapt``).
+        self.open_clip_guides: list[tuple[str, str]] = [_check_guide_name(g) for g in open_clip_guides]
+        if len(set(self.open_clip_guides)) != len(self.open_clip_guides):
+            raise ValueError(f"a CLIP guide is named twice in {self.open_clip_guides}")
+        self._named_guides: dict[tuple[str, str], CLIPGuide] = {}  # the ones loaded so far
         self.domains: dict[str, DomainTokens] = {}
         self.source: Optional[str] = None  # where it was loaded from, for model cards and the app
         self.face_alignment = "none"  # how photos are cut before inversion: "ffhq" for face models (model_index.json)
@@ -84,6 +109,10 @@ class RefineStyleModel:
         ``torch_dtype`` (default float32) is the generator's, the encoder's and the domains' (they run together, so
         they share it); the CLIPs stay float32. ``variant`` (e.g. ``"fp16"``, as ``save_pretrained(variant=...)``
         wrote it) is read for every component, and a component without it is an error naming the folder.
+
+        CLIP guides named in ``model_index.json`` (``"open_clip_guides": [["ViT-B-32", "openai"], ...]``, as
+        ``refinestyle convert --clip`` writes them) are not read here: loading works offline, and each guide loads
+        through open_clip when first used (``model.clips``, ``model.clip``, ``model.adapt``).
         """
         check_use_safetensors(use_safetensors)
         weights = dict(variant=variant, use_safetensors=use_safetensors)
@@ -96,7 +125,7 @@ class RefineStyleModel:
         if not (isinstance(gen, list) and len(gen) == 2 and gen[1] == "StyleGAN2Generator"):
             raise HubError(f"{root / MODEL_INDEX} must name the generator as ['refinestyle', 'StyleGAN2Generator'], got {gen!r}")
         for key, value in index.items():
-            if key in NAME_LIST_KEYS:
+            if key in (*NAME_LIST_KEYS, OPEN_CLIP_GUIDES):
                 continue  # lists of folder names, not [library, class] pairs
             if isinstance(value, list) and len(value) == 2 and isinstance(value[1], str) and value[1] not in KNOWN_CLASSES:
                 raise HubError(f"{root / MODEL_INDEX} names an unknown class {value[1]!r} for {key!r}; "
@@ -106,7 +135,14 @@ class RefineStyleModel:
         clip = None
         if index.get("clip"):
             clip = CLIPGuide.from_pretrained(str(root), subfolder="clip", device=device, **weights)
-        model = cls(generator=generator, clip=clip)
+        named = index.get(OPEN_CLIP_GUIDES, []) or []
+        if not isinstance(named, list):
+            raise HubError(f"{root / MODEL_INDEX}: {OPEN_CLIP_GUIDES} must be a list of [architecture, pretrained tag] pairs, "
+                           f"got {named!r}")
+        try:
+            model = cls(generator=generator, clip=clip, open_clip_guides=[tuple(g) if isinstance(g, list) else g for g in named])
+        except ValueError as err:
+            raise HubError(f"{root / MODEL_INDEX}: {err}") from None
         for folder in index.get("extra_clips", []) or []:
             extra = CLIPGuide.from_pretrained(str(root), subfolder=_check_name(folder, "extra_clips folder names"),
                                               device=device, **weights)
@@ -143,17 +179,34 @@ class RefineStyleModel:
             dom.save_pretrained(out / "domains" / name, **saved)
         if self.encoder is not None:
             self.encoder.save_pretrained(out / "encoder", **saved)
-        if self.clip is not None:
-            self.clip.save_pretrained(out / "clip", **saved)
-        for folder, extra in zip(self.extra_clip_folders(), self.extra_clips):
+        main, extras = self._stored_guides()
+        if main is not None:
+            main.save_pretrained(out / "clip", **saved)
+        for folder, extra in zip(self.extra_clip_folders(), extras):
             extra.save_pretrained(out / folder, **saved)
         self.write_model_index(out)
         return out
 
+    def _stored_guides(self) -> tuple[Optional[CLIPGuide], list[CLIPGuide]]:
+        """``clip`` and ``extra_clips`` as saved in folders: a real open_clip model with pretrained weights (e.g.
+        ``CLIPGuide.from_open_clip("ViT-B-16", "openai")`` set by hand) is saved by name instead (``_saved_names``)."""
+        main = self._clip if self._clip is not None and _open_clip_name(self._clip) is None else None
+        return main, [c for c in self.extra_clips if _open_clip_name(c) is None]
+
+    def _saved_names(self) -> list[tuple[str, str]]:
+        """The guides saved by name: real open_clip models set as ``clip`` or ``extra_clips``, then ``open_clip_guides``."""
+        names: list[tuple[str, str]] = []
+        for guide in [self._clip, *self.extra_clips]:
+            name = _open_clip_name(guide) if guide is not None else None
+            if name is not None and name not in names:
+                names.append(name)
+        return names + [g for g in self.open_clip_guides if g not in names]
+
     def extra_clip_folders(self) -> list[str]:
-        """Each extra CLIP's folder: the one it was loaded from (so a repo saves back as it was), else clip-extra-<i>."""
+        """Each extra CLIP's folder: the one it was loaded from (so a repo saves back as it was), else clip-extra-<i>
+        (real open_clip models are saved by name, in no folder)."""
         folders: list[str] = []
-        for i, extra in enumerate(self.extra_clips, start=1):
+        for i, extra in enumerate(self._stored_guides()[1], start=1):
             folder = extra.hub_folder
             if not folder or folder in (*folders, "clip", "generator", "encoder", "domains"):
                 folder = f"clip-extra-{i}"
@@ -165,10 +218,14 @@ class RefineStyleModel:
         calls it; a build script that saved the components one by one calls it last)."""
         index = {"_class_name": "RefineStyleModel", "_refinestyle_format": FORMAT_VERSION,
                  "generator": ["refinestyle", "StyleGAN2Generator"], "domains": sorted(self.domains)}
-        if self.clip is not None:
+        main, extras = self._stored_guides()
+        if main is not None:
             index["clip"] = ["refinestyle", "CLIPGuide"]
-        if self.extra_clips:
+        if extras:
             index["extra_clips"] = self.extra_clip_folders()
+        named = self._saved_names()
+        if named:  # named, not stored (absent when there are none, as in repos made before the key)
+            index[OPEN_CLIP_GUIDES] = [list(g) for g in named]
         if self.encoder is not None:
             index["encoder"] = ["refinestyle", "RefineStyleEncoder"]
         index["face_alignment"] = self.face_alignment
@@ -239,16 +296,60 @@ class RefineStyleModel:
         self.generator.to(device)
         if self.encoder is not None:
             self.encoder.to(device)
-        for clip in self.clips:
-            clip.to(device)
+        for clip in [self._clip, *self.extra_clips, *self._named_guides.values()]:
+            if clip is not None:  # named guides not loaded yet load on this device when first used
+                clip.to(device)
         for dom in self.domains.values():
             dom.to(device)
         return self
 
     @property
+    def clip(self) -> Optional[CLIPGuide]:
+        """The main CLIP guide: the repo's ``clip/`` folder (or one set here), else the first named open_clip guide,
+        loaded when first asked for (offline and not cached: a ``HubError`` saying what to do); None without any."""
+        if self._clip is None and self.open_clip_guides:
+            return self.named_guide(*self.open_clip_guides[0])
+        return self._clip
+
+    @clip.setter
+    def clip(self, value: Optional[CLIPGuide]) -> None:
+        if value is not None and not isinstance(value, CLIPGuide):
+            raise TypeError(f"clip must be a CLIPGuide or None, got {type(value).__name__}")
+        self._clip = value
+
+    @property
     def clips(self) -> list[CLIPGuide]:
-        """Every CLIP that guides adaptation: ``clip`` then ``extra_clips`` (their losses are averaged)."""
-        return [c for c in [self.clip, *self.extra_clips] if c is not None]
+        """Every CLIP that guides adaptation (their losses are averaged): ``clip`` and ``extra_clips`` from the repo's
+        folders, then the named open_clip guides (``open_clip_guides``), each loaded when first needed."""
+        stored = [c for c in [self._clip, *self.extra_clips] if c is not None]
+        held = {_open_clip_name(c) for c in stored}  # a named guide also set by hand counts once
+        return stored + [self.named_guide(*g) for g in self.open_clip_guides if g not in held]
+
+    @property
+    def guide_names(self) -> list[str]:
+        """The names of every guide, without loading any: stored ones by their name, named ones as
+        ``"<architecture>/<tag>"`` (what a caller shows or checks before ``clips`` loads them)."""
+        stored = [c for c in [self._clip, *self.extra_clips] if c is not None]
+        held = {_open_clip_name(c) for c in stored}
+        return [c.name for c in stored] + [f"{arch}/{tag}" for arch, tag in self.open_clip_guides if (arch, tag) not in held]
+
+    def named_guide(self, arch: str, tag: str) -> CLIPGuide:
+        """The open_clip guide ``arch`` with weights ``tag`` this model names, loaded once (``CLIPGuide.from_open_clip``:
+        from the cache, or downloaded online) on the model's device."""
+        key = _check_guide_name((arch, tag))
+        if key not in self.open_clip_guides:
+            raise KeyError(f"this model names no guide {arch}/{tag}; it names {self.guide_names or 'none'}")
+        for guide in [self._clip, *self.extra_clips]:
+            if guide is not None and _open_clip_name(guide) == key:
+                return guide  # already loaded by hand
+        if key not in self._named_guides:
+            try:
+                guide = CLIPGuide.from_open_clip(arch, tag, device=self.device)
+            except (HubError, ValueError) as err:
+                raise HubError(f"{self.source or 'this model'} names the CLIP guide {arch}/{tag}, which is loaded when first "
+                               f"used: {err}") from None
+            self._named_guides[key] = guide
+        return self._named_guides[key]
 
     def domain_sources(self, domain: DomainSpec, strength: float | str) -> list[tuple[TokenSet, float]]:
         """Weighted residual sources for ``domain``: one domain as ``resolve_domain`` reads it (a name, a folder,
@@ -406,7 +507,7 @@ class RefineStyleModel:
 
         if not isinstance(domain, DomainTokens):
             raise TypeError(f"domain must be a DomainTokens, got {type(domain).__name__}")
-        if not self.clips:
+        if not self.guide_names:
             raise ValueError("this model has no CLIP (model.clip is None): the suggestion is measured with the CLIPs")
         source = source if source is not None else domain.config.source
         target_images = self._reference_tensor(target_images)
@@ -471,10 +572,10 @@ class RefineStyleModel:
         """
         from .adaptation import AdaptConfig, adapt_tokens
 
-        clips = self.clips
-        if not clips:
-            raise ValueError("this model has no CLIP (model.clip is None): load a repo with a clip/ folder, or set "
-                             "model.clip = CLIPGuide.from_open_clip('ViT-B-32', 'openai') where it can be downloaded")
+        if not self.guide_names:
+            raise ValueError("this model has no CLIP (model.clip is None): load a repo with a clip/ folder or named guides, "
+                             "or set model.clip = CLIPGuide.from_open_clip('ViT-B-32', 'openai') where it can be downloaded")
+        clips = self.clips  # named open_clip guides load here, the first time
         target_images = self._reference_tensor(target_images)
         config = AdaptConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, batch=batch, seed=seed, num_tokens=num_tokens,
                              torgb_tokens=torgb_tokens, warmup_tokens=warmup_tokens, warmup_steps=warmup_steps, layers=layers,

@@ -12,9 +12,13 @@ from refinestyle.images import parse_seeds
 def test_convert_then_generate(fixtures_dir, tmp_path, capsys):
     out = tmp_path / "model"
     assert main(["convert", str(fixtures_dir / "nvlabs-tiny-32.state_dict.pt"), str(out)]) == 0
-    assert json.loads((out / "model_index.json").read_text())["generator"][1] == "StyleGAN2Generator"
+    index = json.loads((out / "model_index.json").read_text())
+    assert index["generator"][1] == "StyleGAN2Generator"
+    # No flags: no guide named (the key is absent) and no face alignment, which the card says how to ask for.
+    assert "open_clip_guides" not in index and index["face_alignment"] == "none"
     card = (out / "README.md").read_text()
     assert "parity check" in card and "resolution 32" in card
+    assert "--face-alignment ffhq" in card and "--clip ViT-B-32:openai --clip ViT-B-16:openai" in card
     assert main(["generate", "--model", str(out), "--seeds", "0-5", "--truncation", "0.7", "--columns", "3",
                  "--out", str(tmp_path / "grid.png"), "--quiet"]) == 0
     assert Image.open(tmp_path / "grid.png").size == (3 * 32, 2 * 32)
