@@ -193,8 +193,9 @@ class App:
         shutil.rmtree(self.files_root / key, ignore_errors=True)
 
     def style_words(self) -> Optional[list[str]]:
-        """The style words the model's guides all know (None: open-vocabulary guides, any text)."""
-        known = [set(words) for words in (clip.style_words() for clip in self.model.clips) if words is not None]
+        """The style words the model's guides all know (None: open-vocabulary guides, any text). Named open_clip
+        guides read any text, so only the stored ones count, and nothing is loaded here."""
+        known = [set(words) for words in (clip.style_words() for clip in self.model.stored_guides) if words is not None]
         return sorted(set.intersection(*known)) if known else None
 
     def domain_table(self, session: dict | None = None, current=None):
@@ -588,7 +589,7 @@ def build_demo(model: RefineStyleModel, *, invert_steps: int = 150, allow_server
         session = gr.State({}, time_to_live=SESSION_TTL_S)
         gr.Markdown(f"# RefineStyle\nDynamic convolution refinement for StyleGAN2: invert, adapt from text, generate. "
                     f"Model: `{model_label(model)}` ({res} px"
-                    f"{', encoder' if model.encoder is not None else ''}{', CLIP' if model.clip is not None else ''}).")
+                    f"{', encoder' if model.encoder is not None else ''}{(', guides: ' + ', '.join(model.guide_names)) if model.guide_names else ''}).")
         with gr.Tab("Invert & edit"):
             with gr.Row():
                 inp = UploadImage(type="filepath", label="input image", sources=["upload", "clipboard"], height=256, elem_id="inv-input")

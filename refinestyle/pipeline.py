@@ -321,15 +321,20 @@ class RefineStyleModel:
     def clips(self) -> list[CLIPGuide]:
         """Every CLIP that guides adaptation (their losses are averaged): ``clip`` and ``extra_clips`` from the repo's
         folders, then the named open_clip guides (``open_clip_guides``), each loaded when first needed."""
-        stored = [c for c in [self._clip, *self.extra_clips] if c is not None]
+        stored = self.stored_guides
         held = {_open_clip_name(c) for c in stored}  # a named guide also set by hand counts once
         return stored + [self.named_guide(*g) for g in self.open_clip_guides if g not in held]
+
+    @property
+    def stored_guides(self) -> list[CLIPGuide]:
+        """The guides in memory without loading anything: ``clip`` and ``extra_clips`` (the named ones excluded)."""
+        return [c for c in [self._clip, *self.extra_clips] if c is not None]
 
     @property
     def guide_names(self) -> list[str]:
         """The names of every guide, without loading any: stored ones by their name, named ones as
         ``"<architecture>/<tag>"`` (what a caller shows or checks before ``clips`` loads them)."""
-        stored = [c for c in [self._clip, *self.extra_clips] if c is not None]
+        stored = self.stored_guides
         held = {_open_clip_name(c) for c in stored}
         return [c.name for c in stored] + [f"{arch}/{tag}" for arch, tag in self.open_clip_guides if (arch, tag) not in held]
 

@@ -206,3 +206,26 @@ def test_a_real_guide_set_by_hand_is_saved_by_name(tmp_path, monkeypatch):
     assert index["open_clip_guides"] == [["ViT-B-16", "openai"], ["ViT-B-32", "openai"]]
     assert "extra_clips" not in index and "clip" not in index and not list((tmp_path / "m").glob("clip*"))
     assert RefineStyleModel.from_pretrained(tmp_path / "m").guide_names == ["ViT-B-16/openai", "ViT-B-32/openai"]
+
+
+def test_the_app_serves_a_converted_repo_offline_and_says_why_adaptation_cannot_run(converted, monkeypatch):
+    """The app builds without loading the named guides; adapting offline without them is one clear sentence."""
+    from gradio_client import Client
+
+    from refinestyle import clip as clip_module
+
+    from .conftest import load_app_module
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(clip_module, "cached_open_clip_weights", lambda *a, **k: None)
+    _no_open_clip(monkeypatch)
+    app_module = load_app_module()
+    demo = app_module.build_demo(RefineStyleModel.from_pretrained(converted), invert_steps=5)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=None, quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False)
+        with pytest.raises(Exception, match=r"ViT-B-32.*openai.*HF_HUB_OFFLINE"):
+            client.predict("a photo of a face", "a pencil sketch of a face", None, 5, 0, 0, "", api_name="/adapt")
+        assert client.predict("0-1", 0.7, "", 1.0, api_name="/generate")  # the rest of the app serves on
+    finally:
+        demo.close()
