@@ -7,32 +7,6 @@ from pathlib import Path
 from .images import save_grid
 
 
-def write_model_card(out: Path, *, title: str, body: str, usage: str) -> None:
-    """``out/README.md``: a Hub model card (front matter for the Hub's filters, then ``body`` and a usage snippet)."""
-    card = f"""---
-library_name: refinestyle
-license: other
-tags:
-- stylegan2
-- refinestyle
-- safetensors
----
-
-# {title}
-
-{body}
-
-## Usage
-
-```python
-from refinestyle import RefineStyleModel
-
-{usage}
-```
-"""
-    (out / "README.md").write_text(card)
-
-
 def save_domain_preview(model, domain, path: str | Path, *, seed: int) -> None:
     """A domain card's preview: 8 faces of ``seed`` (truncation 0.7) before, with the domain, and at its suggested
     strength when it has one, one row each."""
