@@ -122,3 +122,12 @@ def test_several_faces_largest_first(astronaut, hopper):
     assert areas[0] > areas[1]
     assert faces.align_face(both, resolution=64).box == found[0].box
     assert found[0].box[0] > 550  # the larger face is Grace Hopper's, on the right
+
+
+def test_a_face_turned_from_the_camera_is_found_by_the_cnn_detector():
+    cameraman = Image.fromarray(skimage_data.camera()).convert("RGB")  # three-quarter profile: the HOG detector misses it
+    assert len(faces._detector()(np.asarray(cameraman), 1)) == 0
+    (box, landmarks), *_ = faces.detect_faces(cameraman)
+    left, top, right, bottom = box
+    assert 150 < left < right < 300 and 90 < top < bottom < 230  # his face, not the camera or the tripod
+    assert faces.align_face(cameraman, resolution=64).image.size == (64, 64)
