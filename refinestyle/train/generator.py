@@ -155,54 +155,16 @@ def train(
     G = StyleGAN2Generator(**synthfaces_generator_config(resolution=resolution, channels=channels, z_bins=z_bins,
                                                          mapping_width=mapping_width, mapping_per_layer=mapping_per_layer))
     if init_from is not None:
-        # Fine-tune a saved generator (same config): its W space stays close, so encoders trained on it transfer.
-        source = StyleGAN2Generator.from_pretrained(init_from)
-        if source.config.channels != G.config.channels or source.config.resolution != resolution:
-            raise ValueError(f"--init-from {init_from}: channels {list(source.config.channels)} at {source.config.resolution} px, "
-                             f"but this run builds {list(G.config.channels)} at {resolution} px; pass matching --channels")
-        if source.config.z_bins and not z_bins:
-            raise ValueError(f"--init-from {init_from}: that generator has z_bins inputs; drop --no-z-bins")
-        width = G.mapping.hidden_dim
-        if source.mapping.hidden_dim > width:
-            raise ValueError(f"--init-from {init_from}: its mapping is {source.mapping.hidden_dim} wide; "
-                             f"pass --mapping-width {source.mapping.hidden_dim} or more")
-        if source.mapping.hidden_dim < width:
-            # Same images at the start; the new units learn from there (see with_wider_mapping).
-            source = source.with_wider_mapping(width, seed=seed)
-        if source.config.get("mapping_per_layer", False) and not mapping_per_layer:
-            raise ValueError(f"--init-from {init_from}: that generator has per-layer mapping outputs; pass --mapping-per-layer")
-        missing, unexpected = G.load_state_dict(source.state_dict(), strict=False)
-        # A generator without bin inputs or per-layer maps starts this one exactly: those stay zero (a no-op).
-        if unexpected or set(missing) - {"mapping.fc0_bins", "mapping.layer_maps", "mapping.layer_biases"}:
-            raise ValueError(f"--init-from {init_from}: missing keys {missing}, unexpected keys {unexpected}")
-    blocks = train_blocks(train_parts, G)
-    if train_parts != "all":
-        # Synthesis frozen: every W+ keeps its image, so encoders and domains made on this synthesis still hold.
-        # Named blocks (mapping+b64) train too: their images change, so encoders and domains must be re-measured.
-        G.synthesis.requires_grad_(False)
-        for block in blocks:
-            getattr(G.synthesis, block).requires_grad_(True)
+        start_from(G, init_from, z_bins=z_bins, mapping_per_layer=mapping_per_layer, seed=seed)
+    freeze_all_but(G, train_parts)
     G = G.to(dev)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt = torch.optim.Adam([p for p in G.parameters() if p.requires_grad], lr=lr, betas=(0.9, 0.99))
     start, elapsed = 0, 0.0
     ckpt_path = out / "checkpoint.pt"
     if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, weights_only=True, map_location=dev)
-        theirs = ckpt["config"].get("mapping_hidden_dim")
-        if theirs != G.config.mapping_hidden_dim:
-            raise ValueError(f"--resume: {ckpt_path} has a mapping {theirs or G.config.w_dim} wide; "
-                             f"resume it with --mapping-width {theirs or G.config.w_dim}")
-        if ckpt["config"].get("mapping_per_layer", False) != mapping_per_layer:
-            flag = "with" if ckpt["config"].get("mapping_per_layer", False) else "without"
-            raise ValueError(f"--resume: {ckpt_path} was trained {flag} per-layer mapping outputs; resume it {flag} --mapping-per-layer")
-        if ckpt.get("train_parts", "all") != train_parts:
-            raise ValueError(f"--resume: {ckpt_path} trained --train {ckpt.get('train_parts', 'all')}; resume it with that")
-        G.load_state_dict(ckpt["G"])
-        G_ema.load_state_dict(ckpt["G_ema"])
-        opt.load_state_dict(ckpt["opt"])
-        start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
-        print(f"resumed from step {start} ({elapsed / 60:.1f} min)")
+        start, elapsed = resume_from(ckpt_path, G, G_ema, opt, train_parts=train_parts, mapping_per_layer=mapping_per_layer,
+                                     device=dev)
     val_z = batch_z(10**9, batch=64, seed=seed + 1, z_dim=G.config.z_dim)
     val_img, _ = targets(val_z, resolution=resolution, device=dev)
     val_z = val_z.to(dev)
@@ -248,13 +210,7 @@ def train(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        with torch.no_grad():
-            beta = min(ema_beta, (1 + step) / (10 + step))
-            for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-                p_ema.lerp_(p, 1 - beta)
-            for (name, b_ema), b in zip(G_ema.named_buffers(), G.buffers()):
-                if not name.endswith("w_avg"):  # w_avg is estimated for G_ema at each checkpoint
-                    b_ema.copy_(b)
+        update_ema(G_ema, G, beta=min(ema_beta, (1 + step) / (10 + step)))
         step += 1
         elapsed = time.perf_counter() - t0
         val = None
@@ -279,6 +235,71 @@ def train(
     log.write(json.dumps({"event": "stop", "step": step, "minutes": elapsed / 60}) + "\n")  # the exact last step
     log.close()
     return G_ema.cpu()
+
+
+def start_from(G: StyleGAN2Generator, init_from: Path, *, z_bins: bool, mapping_per_layer: bool, seed: int) -> None:
+    """Fine-tune a saved generator (same config): its W space stays close, so encoders trained on it transfer."""
+    source = StyleGAN2Generator.from_pretrained(init_from)
+    resolution = G.config.resolution
+    if source.config.channels != G.config.channels or source.config.resolution != resolution:
+        raise ValueError(f"--init-from {init_from}: channels {list(source.config.channels)} at {source.config.resolution} px, "
+                         f"but this run builds {list(G.config.channels)} at {resolution} px; pass matching --channels")
+    if source.config.z_bins and not z_bins:
+        raise ValueError(f"--init-from {init_from}: that generator has z_bins inputs; drop --no-z-bins")
+    width = G.mapping.hidden_dim
+    if source.mapping.hidden_dim > width:
+        raise ValueError(f"--init-from {init_from}: its mapping is {source.mapping.hidden_dim} wide; "
+                         f"pass --mapping-width {source.mapping.hidden_dim} or more")
+    if source.mapping.hidden_dim < width:
+        # Same images at the start; the new units learn from there (see with_wider_mapping).
+        source = source.with_wider_mapping(width, seed=seed)
+    if source.config.get("mapping_per_layer", False) and not mapping_per_layer:
+        raise ValueError(f"--init-from {init_from}: that generator has per-layer mapping outputs; pass --mapping-per-layer")
+    missing, unexpected = G.load_state_dict(source.state_dict(), strict=False)
+    # A generator without bin inputs or per-layer maps starts this one exactly: those stay zero (a no-op).
+    if unexpected or set(missing) - {"mapping.fc0_bins", "mapping.layer_maps", "mapping.layer_biases"}:
+        raise ValueError(f"--init-from {init_from}: missing keys {missing}, unexpected keys {unexpected}")
+
+
+def freeze_all_but(G: StyleGAN2Generator, train_parts: str) -> None:
+    """Only ``train_parts`` learn. Synthesis frozen: every W+ keeps its image, so encoders and domains made on this
+    synthesis still hold; named blocks (mapping+b64) train too, and their images change (re-measure encoders, domains)."""
+    blocks = train_blocks(train_parts, G)
+    if train_parts != "all":
+        G.synthesis.requires_grad_(False)
+        for block in blocks:
+            getattr(G.synthesis, block).requires_grad_(True)
+
+
+def resume_from(ckpt_path: Path, G, G_ema, opt, *, train_parts: str, mapping_per_layer: bool,
+                device: torch.device) -> tuple[int, float]:
+    """Load a checkpoint of the same run into the networks and optimiser; returns (step, elapsed seconds)."""
+    ckpt = torch.load(ckpt_path, weights_only=True, map_location=device)
+    theirs = ckpt["config"].get("mapping_hidden_dim")
+    if theirs != G.config.mapping_hidden_dim:
+        raise ValueError(f"--resume: {ckpt_path} has a mapping {theirs or G.config.w_dim} wide; "
+                         f"resume it with --mapping-width {theirs or G.config.w_dim}")
+    if ckpt["config"].get("mapping_per_layer", False) != mapping_per_layer:
+        flag = "with" if ckpt["config"].get("mapping_per_layer", False) else "without"
+        raise ValueError(f"--resume: {ckpt_path} was trained {flag} per-layer mapping outputs; resume it {flag} --mapping-per-layer")
+    if ckpt.get("train_parts", "all") != train_parts:
+        raise ValueError(f"--resume: {ckpt_path} trained --train {ckpt.get('train_parts', 'all')}; resume it with that")
+    G.load_state_dict(ckpt["G"])
+    G_ema.load_state_dict(ckpt["G_ema"])
+    opt.load_state_dict(ckpt["opt"])
+    start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+    print(f"resumed from step {start} ({elapsed / 60:.1f} min)")
+    return start, elapsed
+
+
+@torch.no_grad()
+def update_ema(G_ema: StyleGAN2Generator, G: StyleGAN2Generator, *, beta: float) -> None:
+    """``G_ema ← β·G_ema + (1-β)·G``; buffers copied, except ``w_avg`` (estimated for G_ema at each checkpoint)."""
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.lerp_(p, 1 - beta)
+    for (name, b_ema), b in zip(G_ema.named_buffers(), G.buffers()):
+        if not name.endswith("w_avg"):
+            b_ema.copy_(b)
 
 
 def resolve_device(device: str) -> torch.device:
