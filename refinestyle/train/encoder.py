@@ -447,6 +447,39 @@ def train(cfg: EncoderTrainConfig, *, callback: Optional[Callable[[int, int, Tra
             dist.destroy_process_group()
 
 
+def resume_from(ckpt_path: Path, encoder: RefineStyleEncoder, opt, *, run_config: dict, device, verbose: bool) -> tuple[int, float]:
+    """Load a checkpoint of the same run (its settings must match) into the encoder and optimiser; (step, elapsed s)."""
+    ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    # Fields added after a checkpoint was written count as their defaults (the run did not use them).
+    saved = {**{f.name: f.default for f in fields(EncoderTrainConfig)}, **ckpt["run_config"]}
+    changed = {k: (saved.get(k), v) for k, v in run_config.items() if saved.get(k) != v}
+    if changed:
+        raise ValueError(f"cannot resume {ckpt_path}: settings differ from the checkpoint's (checkpoint, now): {changed}")
+    encoder.load_state_dict(ckpt["encoder"])
+    opt.load_state_dict(ckpt["opt"])
+    start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
+    if verbose:
+        print(f"resumed from step {start} ({elapsed / 60:.1f} min)")
+    return start, elapsed
+
+
+def step_record(step: int, *, cfg: EncoderTrainConfig, per_image, terms: dict, lr: float, elapsed: float, world: int,
+                validate: bool, encoder, G, val_images) -> TrainState:
+    """The step's losses averaged over every process (and the validation PSNRs on the main one when due)."""
+    import torch.distributed as dist
+
+    stats = torch.stack([per_image.detach().sum()] + [v.detach().sum() for v in terms.values()]) / cfg.batch
+    if world > 1:
+        dist.all_reduce(stats)
+    val, val_w = None, None
+    if validate:
+        encoder.eval()
+        val, val_w = evaluate(encoder, G, val_images)
+        encoder.train()
+    return TrainState(step=step, total=cfg.steps, loss=stats[0].item(), terms={k: round(v.item(), 6) for k, v in zip(terms, stats[1:])},
+                      val_psnr=val, val_psnr_w=val_w, lr=lr, minutes=elapsed / 60)
+
+
 def _train(cfg: EncoderTrainConfig, dist_info: Distributed, callback) -> RefineStyleEncoder:
     import torch.distributed as dist
 
@@ -469,17 +502,7 @@ def _train(cfg: EncoderTrainConfig, dist_info: Distributed, callback) -> RefineS
     ckpt_path = out / "checkpoint.pt"
     run_config = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
     if cfg.resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
-        # Fields added after a checkpoint was written count as their defaults (the run did not use them).
-        saved = {**{f.name: f.default for f in fields(EncoderTrainConfig)}, **ckpt["run_config"]}
-        changed = {k: (saved.get(k), v) for k, v in run_config.items() if saved.get(k) != v}
-        if changed:
-            raise ValueError(f"cannot resume {ckpt_path}: settings differ from the checkpoint's (checkpoint, now): {changed}")
-        encoder.load_state_dict(ckpt["encoder"])
-        opt.load_state_dict(ckpt["opt"])
-        start, elapsed = int(ckpt["step"]), float(ckpt["elapsed"])
-        if dist_info.is_main:
-            print(f"resumed from step {start} ({elapsed / 60:.1f} min)")
+        start, elapsed = resume_from(ckpt_path, encoder, opt, run_config=run_config, device=device, verbose=dist_info.is_main)
     elif cfg.resume and dist_info.is_main:
         print(f"no checkpoint at {ckpt_path}; starting from step 0")
     if cfg.init_from and start == 0:
@@ -541,17 +564,10 @@ def _train(cfg: EncoderTrainConfig, dist_info: Distributed, callback) -> RefineS
         step += 1
         elapsed = time.perf_counter() - t0
 
-        stats = torch.stack([per_image.detach().sum()] + [v.detach().sum() for v in terms.values()]) / cfg.batch
-        if world > 1:
-            dist.all_reduce(stats)
-        val, val_w = None, None
-        if dist_info.is_main and (step % cfg.eval_every == 0 or step == cfg.steps):
-            encoder.eval()
-            val, val_w = evaluate(encoder, G, val_images)
-            encoder.train()
-        record = TrainState(step=step, total=cfg.steps, loss=stats[0].item(),
-                            terms={k: round(v.item(), 6) for k, v in zip(terms, stats[1:])},
-                            val_psnr=val, val_psnr_w=val_w, lr=cur_lr, minutes=elapsed / 60)
+        record = step_record(step, cfg=cfg, per_image=per_image, terms=terms, lr=cur_lr, elapsed=elapsed, world=world,
+                             validate=dist_info.is_main and (step % cfg.eval_every == 0 or step == cfg.steps),
+                             encoder=encoder, G=G, val_images=val_images)
+        val, val_w = record.val_psnr, record.val_psnr_w
         if log is not None and (step % cfg.log_every == 0 or val is not None or step == start + 1):
             log.write(json.dumps(asdict(record)) + "\n")
             log.flush()
