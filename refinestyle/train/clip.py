@@ -153,6 +153,29 @@ def zero_shot_eval(clip: CLIPGuide, *, n_per_style: int = 100, seed: int = 999, 
     return {k: v / total for k, v in correct.items()}
 
 
+def contrastive_loss(clip: CLIPGuide, images: torch.Tensor, texts: list[str], extra: dict, *,
+                     style_negatives: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's symmetric contrastive loss over a batch (soft targets over equal captions; style negatives as extra image
+    columns); returns the loss and the unit image embeddings ``[B, D]``."""
+    model = clip.model
+    img_emb = F.normalize(model.encode_image(clip.preprocess(images)), dim=-1)  # [B, D]
+    txt_emb = F.normalize(model.encode_text(clip.tokenizer(texts)), dim=-1)  # [B, D]
+    logits = model.logit_scale.exp().clamp(max=100) * img_emb @ txt_emb.t()  # [B, B]
+    # Identical captions are true positives too: use soft targets over equal texts.
+    same = torch.tensor([[a == b for b in texts] for a in texts], dtype=torch.float32)  # [B, B]
+    target = same / same.sum(1, keepdim=True)  # [B, B]
+    text_to_image = logits.t()  # [B texts, B images]
+    if style_negatives and len(extra["negative_rows"]):
+        neg_emb = F.normalize(model.encode_image(clip.preprocess(extra["negatives"])), dim=-1)  # [M, D]
+        # Extra image columns with no caption of their own: every text must rank them below its image.
+        neg_logits = model.logit_scale.exp().clamp(max=100) * txt_emb @ neg_emb.t()  # [B, M]
+        text_to_image = torch.cat([text_to_image, neg_logits], dim=1)  # [B, B + M]
+    t2i_target = F.pad(target, (0, text_to_image.shape[1] - target.shape[1]))  # [B, B + M], zero on negatives
+    loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean()
+                  + torch.sum(-t2i_target * text_to_image.log_softmax(1), 1).mean())
+    return loss, img_emb
+
+
 def train(*, out: Path, steps: int, minutes: float, batch: int = 128, lr: float = 1e-3, seed: int = 0, resolution: int = 64,
           arch: str = "resnet", init_from: Optional[Path] = None, style_negatives: bool = False, attribute_weight: float = 0.0,
           resume: bool = False, checkpoint_every: int = 100, eval_every: int = 200,
@@ -211,21 +234,7 @@ def train(*, out: Path, steps: int, minutes: float, batch: int = 128, lr: float 
         cur_lr = lr * min(1.0, (step + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(1.0, step / steps)))
         for group in opt.param_groups:
             group["lr"] = cur_lr
-        img_emb = F.normalize(model.encode_image(clip.preprocess(images)), dim=-1)
-        txt_emb = F.normalize(model.encode_text(clip.tokenizer(texts)), dim=-1)
-        logits = model.logit_scale.exp().clamp(max=100) * img_emb @ txt_emb.t()  # [B, B]
-        # Identical captions are true positives too: use soft targets over equal texts.
-        same = torch.tensor([[a == b for b in texts] for a in texts], dtype=torch.float32)
-        target = same / same.sum(1, keepdim=True)
-        text_to_image = logits.t()  # [B texts, B images]
-        if style_negatives and len(extra["negative_rows"]):
-            neg_emb = F.normalize(model.encode_image(clip.preprocess(extra["negatives"])), dim=-1)  # [M, D]
-            # Extra image columns with no caption of their own: every text must rank them below its image.
-            neg_logits = model.logit_scale.exp().clamp(max=100) * txt_emb @ neg_emb.t()  # [B, M]
-            text_to_image = torch.cat([text_to_image, neg_logits], dim=1)  # [B, B + M]
-        t2i_target = F.pad(target, (0, text_to_image.shape[1] - target.shape[1]))  # [B, B + M], zero on negatives
-        loss = 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean()
-                      + torch.sum(-t2i_target * text_to_image.log_softmax(1), 1).mean())
+        loss, img_emb = contrastive_loss(clip, images, texts, extra, style_negatives=style_negatives)
         if attribute_weight > 0:
             labels = torch.stack([extra[name] for name in ATTRIBUTE_PROBE_LABELS], dim=1).float()  # [B, A]
             # Unit embeddings scaled to unit-variance entries, so that the probe's logits start and learn at O(1).
