@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(VENV)/bin/python bench/inversion.py
 	$(VENV)/bin/python bench/adaptation.py --strengths 0.25 0.5 0.75
 	$(VENV)/bin/python bench/domain_diagnostics.py
+	$(VENV)/bin/python bench/look_checks.py
 	$(VENV)/bin/python bench/app.py
 	$(VENV)/bin/python bench/gpu.py
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["CHECKS", "LOOKS", "TRAIN_SEEDS", "check", "check_all", "features"]
+__all__ = ["CHECKS", "CONDITIONS", "LOOKS", "TRAIN_SEEDS", "check", "check_all", "features", "margins"]
 
 TRAIN_SEEDS: tuple[int, ...] = (0, 1, 2, 3)
 """Seeds of ``sample_params(100, seed=s)`` whose renders set the thresholds (held-out evaluation uses others)."""
@@ -45,7 +45,7 @@ TRAIN_SEEDS: tuple[int, ...] = (0, 1, 2, 3)
 LOOKS: dict[str, str] = {
     "sketch": "grey levels only (no colour) and diagonal pencil hatching",
     "pixelart": "constant 2x2 blocks on the 32-pixel sprite grid",
-    "popart": "halftone dots on flat, saturated colours",
+    "popart": "halftone dots and saturated colours",
     "zombie": "green skin in the face region",
     "watercolor": "soft edges over paper texture",
 }
@@ -151,44 +151,25 @@ def features(images: Tensor) -> dict[str, Tensor]:
     return out
 
 
-def sketch_score(images: Tensor, feats: dict[str, Tensor] | None = None) -> Tensor:
-    """Grey (no colour) and hatched."""
-    f = features(images) if feats is None else feats
-    return _score(_at_most(f["spread"], SKETCH_MAX_SPREAD), _at_least(f["hatch"], SKETCH_MIN_HATCH))
-
-
-def pixelart_score(images: Tensor, feats: dict[str, Tensor] | None = None) -> Tensor:
-    """Constant 2x2 blocks on the sprite grid."""
-    f = features(images) if feats is None else feats
-    return _at_most(f["blocks_inside"], PIXELART_MAX_INSIDE)
-
-
-def popart_score(images: Tensor, feats: dict[str, Tensor] | None = None) -> Tensor:
-    """Saturated colours and halftone dots."""
-    f = features(images) if feats is None else feats
-    return _score(_at_least(f["saturation"], POPART_MIN_SATURATION), _at_least(f["dots"], POPART_MIN_DOTS))
-
-
-def zombie_score(images: Tensor, feats: dict[str, Tensor] | None = None) -> Tensor:
-    """Green skin in the face region."""
-    f = features(images) if feats is None else feats
-    return _at_least(f["green_face"], ZOMBIE_MIN_GREEN)
-
-
-def watercolor_score(images: Tensor, feats: dict[str, Tensor] | None = None) -> Tensor:
-    """Paper texture and soft edges."""
-    f = features(images) if feats is None else feats
-    return _score(_at_least(f["paper"], WATERCOLOR_MIN_PAPER), _at_most(f["sharp"], WATERCOLOR_MAX_SHARP))
-
-
-CHECKS = {
-    "sketch": sketch_score,
-    "pixelart": pixelart_score,
-    "popart": popart_score,
-    "zombie": zombie_score,
-    "watercolor": watercolor_score,
+CONDITIONS: dict[str, tuple[tuple[str, str, float], ...]] = {
+    "sketch": (("spread", "max", SKETCH_MAX_SPREAD), ("hatch", "min", SKETCH_MIN_HATCH)),
+    "pixelart": (("blocks_inside", "max", PIXELART_MAX_INSIDE),),
+    "popart": (("saturation", "min", POPART_MIN_SATURATION), ("dots", "min", POPART_MIN_DOTS)),
+    "zombie": (("green_face", "min", ZOMBIE_MIN_GREEN),),
+    "watercolor": (("paper", "min", WATERCOLOR_MIN_PAPER), ("sharp", "max", WATERCOLOR_MAX_SHARP)),
 }
-"""style -> score function; a score >= 1 passes (the smallest of the check's margins over its thresholds)."""
+"""style -> its conditions ``(feature, "min" | "max", threshold)``: the feature must reach (min) or stay under (max)."""
+
+CHECKS: tuple[str, ...] = tuple(CONDITIONS)
+"""The styles with a check (every SynthFaces style but ``photo``)."""
+
+
+def margins(style: str, images: Tensor, feats: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """Each condition's margin ``[N]`` for ``style`` (>= 1: the condition holds), keyed by feature name."""
+    if style not in CONDITIONS:
+        raise ValueError(f"no look check for style {style!r}; checks exist for: {', '.join(CHECKS)}")
+    f = features(images) if feats is None else feats
+    return {name: (_at_least if kind == "min" else _at_most)(f[name], thr) for name, kind, thr in CONDITIONS[style]}
 
 
 def check(style: str, images: Tensor, feats: dict[str, Tensor] | None = None) -> tuple[Tensor, Tensor]:
@@ -211,9 +192,7 @@ def check(style: str, images: Tensor, feats: dict[str, Tensor] | None = None) ->
 
     ```
     """
-    if style not in CHECKS:
-        raise ValueError(f"no look check for style {style!r}; checks exist for: {', '.join(CHECKS)}")
-    score = CHECKS[style](images, feats)
+    score = _score(*margins(style, images, feats).values())
     return score >= 1.0, score
 
 
