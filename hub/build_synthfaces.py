@@ -16,6 +16,7 @@ The training commands that made the shipped files are ``RECIPE`` below, in order
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import re
@@ -574,26 +575,33 @@ colours). Encoders: {n_enc} images per set{f"; optimisation: the first {min(n_op
 
 def domain_results(model: RefineStyleModel, metrics: dict) -> str:
     rows = []
+    looks = look_check_rates(model)
     for name, dom in sorted(model.domains.items()):
         clip = json.loads((HUB / "domains" / name / "metrics.json").read_text())
         gt = metrics["domains"].get(name)
+        look = looks.get(name, {})
+        look_cell = (f"{look['unadapted']:.0%} → {look['adapted']:.0%} / {look.get('suggested', look['adapted']):.0%}"
+                     if look else "-")
         cells = ["-"] * 3
         if gt:
             at = gt.get("suggested") or gt["adapted"]
             cells = [f"{gt['unadapted']['psnr']:.2f} → {gt['adapted']['psnr']:.2f} / {at['psnr']:.2f}",
                      f"{gt['adapted']['style_acc']:.2f} / {at['style_acc']:.2f}", f"{gt['adapted']['content']:.2f} / {at['content']:.2f}"]
         rows.append(f"| [{name}](domains/{name}/README.md) | {dom.config.target} | {dom.config.suggested_strength or '-'} | "
-                    f"{clip['clip_target_similarity_before']:.3f} → {clip['clip_target_similarity_after']:.3f} | " + " | ".join(cells) + " |")
+                    f"{clip['clip_target_similarity_before']:.3f} → {clip['clip_target_similarity_after']:.3f} | {look_cell} | "
+                    + " | ".join(cells) + " |")
     return """### Domains
 
 Each adapted from "a photo of a face" to its prompt alone (no images), 200 steps, K = 1 token per convolution and 3 per
 toRGB layer. CLIP similarity to the prompt: 16 faces, before → after. Against ground truth: `render(z_to_params(z),
 style)` for 64 held-out z, no domain → strength 1 / the suggested strength (`strength="suggested"`, where the CLIPs see
 the style reached); style accuracy and content (glasses, smile and eye colour kept) read by the classifier trained on
-renders.
+renders. Look check: the share of 64 faces with the style's defining look (`refinestyle.look_checks`, which the
+renderer's own images of each style pass 100%), the same three settings. The classifier and the CLIPs share
+shortcuts (background, tint) the look checks do not: only zombie looks like its name.
 
-| domain | prompt | suggested strength | CLIP similarity | ground-truth PSNR (dB) | style accuracy | content kept |
-|---|---|---|---|---|---|---|
+| domain | prompt | suggested strength | CLIP similarity | look check | ground-truth PSNR (dB) | style accuracy | content kept |
+|---|---|---|---|---|---|---|---|
 """ + "\n".join(rows) + "\n"
 
 
@@ -742,14 +750,37 @@ Its chain of runs, each from the previous one's export (the full order, with the
 DOMAINS_NOTE = "All five shipped domains: `bash hub/make_domains.sh` (this command for each, seed 0, `STEPS=200`)."
 
 
+@torch.no_grad()
+def look_check_rates(model: RefineStyleModel, *, faces: int = 64, z_seed: int = 4242) -> dict[str, dict[str, float]]:
+    """Per shipped domain, the share of generated faces passing its style's look check (``refinestyle.look_checks``,
+    evaluation only), with no domain, at strength 1 and at the suggested strength: what a person would see."""
+    from refinestyle import look_checks
+
+    z = torch.randn(faces, model.generator.config.z_dim, generator=torch.Generator().manual_seed(z_seed))
+    rates = {}
+    for name, dom in model.domains.items():
+        if name not in look_checks.LOOKS:
+            continue
+        settings = {"unadapted": None, "adapted": 1.0, "suggested": "suggested" if dom.config.suggested_strength else None}
+        rates[name] = {key: float(look_checks.check(name, model.generate(z=z, truncation_psi=0.7, domain=name if s else None,
+                                                                           strength=s if s else 1.0).clamp(-1, 1))[0].float().mean())
+                       for key, s in settings.items() if key == "unadapted" or s is not None}
+    return rates
+
+
 def write_domain_cards(metrics: dict | None = None) -> None:
     """Each shipped domain's README.md from its own files (config.json, metrics.json with the `adaptation` record,
-    the weights' size) and the model's ground-truth numbers: nothing is adapted or measured again."""
+    the weights' size) and the model's ground-truth numbers, with today's look checks: nothing is adapted again."""
     metrics = metrics if metrics is not None else json.loads((HUB / "metrics.json").read_text())
+    looks = look_check_rates(RefineStyleModel.from_pretrained(HUB))
     for folder in sorted(p.parent for p in (HUB / "domains").glob("*/config.json")):
         recorded = json.loads((folder / "metrics.json").read_text())
+        ground_truth = copy.deepcopy(metrics.get("domains", {}).get(folder.name))
+        for key, rate in looks.get(folder.name, {}).items():
+            if ground_truth and ground_truth.get(key):
+                ground_truth[key]["look_check"] = rate
         write_domain_card(folder, DomainTokens.from_pretrained(folder), adaptation=recorded["adaptation"], metrics=recorded,
-                          ground_truth=metrics.get("domains", {}).get(folder.name),
+                          ground_truth=ground_truth,
                           folder=folder.relative_to(ROOT).as_posix(), license=LICENSE, note=DOMAINS_NOTE)
         print(f"wrote {folder / 'README.md'}")
 

@@ -60,8 +60,11 @@ def _domain_card_results(name: str, target: str, suggested, metrics: dict, groun
         text += (f"\nAgainst the renderer's own `{name}` images of the same faces (64 held-out z; style and content read by "
                  "a classifier trained on renders):\n\n| | " + " | ".join(c for c, _ in cols) + " |\n|---|"
                  + "---|" * len(cols) + "\n")
-        for label, key, fmt in (("PSNR (dB)", "psnr", ".2f"), ("SSIM", "ssim", ".3f"), ("style accuracy", "style_acc", ".2f"),
-                                ("content kept (glasses, smile, eye colour)", "content", ".2f")):
+        rows = [("PSNR (dB)", "psnr", ".2f"), ("SSIM", "ssim", ".3f"), ("style accuracy (the classifier)", "style_acc", ".2f"),
+                ("content kept (glasses, smile, eye colour)", "content", ".2f")]
+        if all("look_check" in g for _, g in cols):  # what a person sees: refinestyle.look_checks
+            rows.insert(2, ("passes the style's look check (`bench/look_checks.py`)", "look_check", ".0%"))
+        for label, key, fmt in rows:
             text += f"| {label} | " + " | ".join(f"{g[key]:{fmt}}" for _, g in cols) + " |\n"
     if suggested is not None:
         text += ("\n![before (top), after (middle), at the suggested strength (bottom)](preview.png)\n")
