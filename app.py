@@ -239,7 +239,6 @@ class App:
                 raise ValueError("upload an image (PNG or JPEG) or pick an example first")
             strength = _number(strength, "strength", -2.0, 2.0)
             steps = int(_number(steps or self.invert_steps, "steps", 1, 1000))
-            images_to_tensor([image], 8)  # a clear word on a bad upload before any face search
             method = "encoder" if self.model.encoder is not None else "optimize"
             out, alignment_note = self._invert_photo(image, method=method, steps=steps, progress=progress)
             dom = self.resolve(domain_name, session)
