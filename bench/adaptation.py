@@ -56,7 +56,7 @@ def adapt_finetune(G: StyleGAN2Generator, clips, *, source: str, target: str, co
     def regulariser():
         return sum((p - o).square().mean() for p, o in zip(params, originals)) / len(params)
 
-    history = optimise(G=G, clips=clips, synth=lambda ws: G_train.synthesis(ws), params=params, regulariser=regulariser,
+    history = optimise(G=G, clips=clips, synth=G_train.synthesis, params=params, regulariser=regulariser,
                        snapshot=lambda: [p.detach().clone() for p in params],
                        restore=lambda saved: [p.data.copy_(s) for p, s in zip(params, saved)],
                        source=source, target=target, target_images=None, config=config, callback=callback)
@@ -80,7 +80,7 @@ def adapt_channel_scale(G: StyleGAN2Generator, clips, *, source: str, target: st
     def regulariser():
         return sum(d.square().mean() for d in deltas) / len(deltas)
 
-    history = optimise(G=G, clips=clips, synth=lambda ws: G_train.synthesis(ws), params=deltas, regulariser=regulariser,
+    history = optimise(G=G, clips=clips, synth=G_train.synthesis, params=deltas, regulariser=regulariser,
                        snapshot=lambda: [d.detach().clone() for d in deltas],
                        restore=lambda saved: [d.data.copy_(s) for d, s in zip(deltas, saved)],
                        source=source, target=target, target_images=None, config=config, callback=callback)

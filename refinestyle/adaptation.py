@@ -65,6 +65,10 @@ SUGGEST_FACES = 32
 SUGGEST_STEP = 0.05
 SUGGEST_MAX_STRENGTH = 2.0
 SUGGEST_TOLERANCE = 0.01
+# The guide's image: generators above this resolution are read at their skip image of this size (every CLIP here
+# sees at most 224 px), so a step synthesises and back-propagates only the blocks up to it (see guide_resolution).
+GUIDE_MAX_RESOLUTION = 256
+MIN_GUIDE_RESOLUTION = 16
 REFERENCE_IMAGES_TARGET = "<reference images>"  # what an image-guided domain records as its target
 
 
@@ -118,6 +122,10 @@ class AdaptConfig:
     suggest_strength: bool = True
     # Unknown prompt words are an error (each would be read as one 'unknown' token, silently); True: a warning.
     allow_unknown_words: bool = False
+    # The resolution of the image the guide reads (None: the generator's, at most GUIDE_MAX_RESOLUTION). Below the
+    # generator's, each step stops at that block's skip image (G.synthesis(..., max_resolution=...)), and the domain
+    # refines only the layers up to it: the higher ones never reach the guide. At 1024 px that is 4-5× cheaper a step.
+    guide_resolution: Optional[int] = None
 
     def validate(self) -> None:
         if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
@@ -143,6 +151,11 @@ class AdaptConfig:
             raise ValueError(f"lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}")
         if isinstance(self.layers, str) and self.layers not in LAYER_MODES:
             raise ValueError(f"layers must be one of {LAYER_MODES} or a list of layer names, got {self.layers!r}")
+        if self.guide_resolution is not None and (
+                not isinstance(self.guide_resolution, int) or isinstance(self.guide_resolution, bool)
+                or self.guide_resolution < MIN_GUIDE_RESOLUTION or self.guide_resolution & (self.guide_resolution - 1)):
+            raise ValueError(f"guide_resolution must be None (the generator's, at most {GUIDE_MAX_RESOLUTION}) or a power of "
+                             f"two from {MIN_GUIDE_RESOLUTION}, got {self.guide_resolution!r}")
         for name in ("direction_weight", "global_weight", "content_weight", "reg_weight", "truncation_psi"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
@@ -153,6 +166,15 @@ class AdaptConfig:
         if self.lr is not None:
             return float(self.lr)
         return min(AUTO_LR_MAX, max(AUTO_LR_MIN, AUTO_LR_TRAVEL / self.steps))
+
+    def resolution_for(self, generator_resolution: int) -> int:
+        """The resolution the guide reads for a generator of ``generator_resolution`` px."""
+        if self.guide_resolution is None:
+            return min(generator_resolution, GUIDE_MAX_RESOLUTION)
+        if self.guide_resolution > generator_resolution:
+            raise ValueError(f"guide_resolution {self.guide_resolution} is above the generator's {generator_resolution} px; "
+                             f"use at most {generator_resolution} (or None)")
+        return self.guide_resolution
 
     def token_plan(self, generator_tokens: int) -> tuple[int, int, Optional[int], int]:
         """The concrete ``(num_tokens, torgb_tokens, warmup_tokens, warmup_steps)`` for a generator whose default K
@@ -270,23 +292,32 @@ def _latents(G: StyleGAN2Generator, step: int, *, batch: int, seed: int, psi: fl
     return G.mapping(z, truncation_psi=psi)
 
 
-def adaptive_layers(G: StyleGAN2Generator, clips, directions, *, k: int, seed: int, psi: float) -> list[str]:
-    """NADA's adaptive choice: the layers whose w moves most when W+ is pushed toward the target."""
+def adaptive_layers(G: StyleGAN2Generator, clips, directions, *, k: int, seed: int, psi: float,
+                    resolution: Optional[int] = None) -> list[str]:
+    """NADA's adaptive choice: the layers whose w moves most when W+ is pushed toward the target (the guide reading
+    the image at ``resolution``, None: the generator's; layers above it are never chosen)."""
     ws0 = _latents(G, 10**6, batch=4, seed=seed, psi=psi)
     with torch.no_grad():
-        frozen = G.synthesis(ws0)
+        frozen = G.synthesis(ws0, max_resolution=resolution)
         base = [c.encode_image(frozen) for c in clips]
     ws = ws0.clone().requires_grad_(True)
     opt = torch.optim.Adam([ws], lr=0.01)
     for _ in range(5):
-        d, _ = clip_losses(clips, directions, G.synthesis(ws), base)
+        d, _ = clip_losses(clips, directions, G.synthesis(ws, max_resolution=resolution), base)
         opt.zero_grad()
         d.backward()
         opt.step()
     moved = (ws.detach() - ws0).norm(dim=-1).mean(0)  # [num_ws]
-    top = set(moved.topk(min(k, moved.numel())).indices.tolist())
-    layers = [name for name in G.refinable_layers(include_torgb=True) if G.layer_w_index(name) in top]
-    return layers or list(G.refinable_layers(include_torgb=True))
+    candidates = guided_layers(G, G.refinable_layers(include_torgb=True), resolution)
+    usable = sorted({G.layer_w_index(name) for name in candidates})  # the w entries those layers read
+    top = {usable[j] for j in moved[usable].topk(min(k, len(usable))).indices.tolist()}
+    layers = [name for name in candidates if G.layer_w_index(name) in top]
+    return layers or candidates
+
+
+def guided_layers(G: StyleGAN2Generator, layers, resolution: Optional[int]) -> list[str]:
+    """The ``layers`` at or below ``resolution`` (None: all): those whose change reaches the guide's image."""
+    return [name for name in layers if resolution is None or G.layer(name).resolution <= resolution]
 
 
 def normalise_gradient(params: Sequence[torch.nn.Parameter]) -> float:
@@ -328,12 +359,14 @@ def optimise(
     start_time: Optional[float] = None,
     stop: Optional[StopSignal] = None,
 ) -> AdaptHistory:
-    """The shared loop: ``synth(ws)`` renders with the trainable ``params``; the frozen ``G`` is the reference.
+    """The shared loop: ``synth(ws, max_resolution=r)`` renders with the trainable ``params`` (``r`` None: full size);
+    the frozen ``G`` is the reference. The guide reads both at ``config.resolution_for(G)``.
 
     ``steps`` (default: all of ``config.steps``) is the part of the run this call does; a later part continues
     ``history`` and the clock from ``start_time``, so the callback sees one run.
     """
     steps = range(config.steps) if steps is None else steps
+    guide_res = config.resolution_for(G.config.resolution)
     directions = text_directions(clips, source, target, target_images)
     opt = torch.optim.Adam(params, lr=config.learning_rate(), betas=(0.9, 0.99))
     # Cosine decay settles the tokens at the end instead of letting them wander along the flat directional loss.
@@ -351,7 +384,7 @@ def optimise(
     preview_before = None
     if preview_every:
         with torch.no_grad():
-            preview_before = G.synthesis(preview_ws)
+            preview_before = G.synthesis(preview_ws, max_resolution=guide_res)
     last_good = snapshot()
     t0 = time.perf_counter() if start_time is None else start_time
     from tqdm import tqdm
@@ -361,8 +394,11 @@ def optimise(
         check_stop(stop, what="adaptation", step=step, total=config.steps)
         ws = _latents(G, step, batch=config.batch, seed=config.seed, psi=config.truncation_psi)
         with torch.no_grad():
-            frozen = G.synthesis(ws)
-        refined = synth(ws)
+            frozen = G.synthesis(ws, max_resolution=guide_res)  # [N, 3, r, r]
+        refined = synth(ws, max_resolution=guide_res)  # [N, 3, r, r]
+        if refined.shape != frozen.shape:
+            raise ValueError(f"synth(ws, max_resolution={guide_res}) drew {list(refined.shape)}, the frozen generator "
+                             f"{list(frozen.shape)}: synth must stop at max_resolution as G.synthesis does")
         refined_views, frozen_views = paired_views(refined, frozen, config.augment_views, config.seed * 7919 + step)
         with torch.no_grad():
             base = [c.encode_image(frozen_views) for c in clips]
@@ -389,10 +425,11 @@ def optimise(
             break
         last_good = snapshot()
         state = AdaptState(step=step + 1, total=config.steps, loss=loss.item(), lr=lr, direction_loss=d_loss.item(),
-                           content_loss=c_loss.item(), seconds=time.perf_counter() - t0, synthesize=synth)
+                           content_loss=c_loss.item(), seconds=time.perf_counter() - t0,
+                           synthesize=lambda w: synth(w, max_resolution=None))
         if preview_every and ((step + 1) % preview_every == 0 or step + 1 == config.steps):
             with torch.no_grad():
-                state.preview, state.preview_before = synth(preview_ws).detach(), preview_before
+                state.preview, state.preview_before = synth(preview_ws, max_resolution=guide_res).detach(), preview_before
         history.states.append({k: v for k, v in state.__dict__.items() if k not in ("preview", "preview_before", "synthesize")})
         bar.set_postfix(loss=f"{state.loss:.4f}", dir=f"{state.direction_loss:.4f}")
         if callback is not None:
@@ -424,14 +461,21 @@ def adapt_tokens(
         raise ValueError("domain adaptation needs at least one CLIP model (model.clip is None); load a repo with clip/")
     G = G.eval().requires_grad_(False)
     k, torgb, warm_tokens, warm_steps = config.token_plan(G.config.num_tokens)
+    guide_res = config.resolution_for(G.config.resolution)
+    if guide_res not in G.synthesis.resolutions:
+        raise ValueError(f"guide_resolution {guide_res} is not one of the generator's block resolutions {G.synthesis.resolutions}")
     if isinstance(config.layers, str) and config.layers == "adaptive":
         layers = adaptive_layers(G, clips, text_directions(clips, source, target, target_images), k=config.adaptive_k,
-                                 seed=config.seed, psi=config.truncation_psi)
+                                 seed=config.seed, psi=config.truncation_psi, resolution=guide_res)
     elif isinstance(config.layers, str):
         # toRGB tokens re-colour cheaply (3 outputs per layer): what styles change most.
-        layers = list(G.refinable_layers(include_torgb=config.layers == "all"))
+        layers = guided_layers(G, G.refinable_layers(include_torgb=config.layers == "all"), guide_res)
     else:
         layers = list(config.layers)
+        above = [name for name in layers if name in G.layer_names and name not in guided_layers(G, [name], guide_res)]
+        if above:
+            raise ValueError(f"layers {above} are above the guide's resolution ({guide_res} px), so the guide would never "
+                             f"see them change; drop them or pass guide_resolution={G.config.resolution}")
     made = dict(layers=layers, seed=config.seed, source=source, target=target or REFERENCE_IMAGES_TARGET)
     run = dict(G=G, clips=clips, source=source, target=target, target_images=target_images, config=config,
                callback=callback, preview_every=preview_every, progress=progress, stop=stop)
@@ -451,7 +495,7 @@ def adapt_tokens(
     if config.suggest_strength:
         check_stop(stop, what="adaptation", step=config.steps, total=config.steps)
         domain.strength_suggestion = suggest_strength(G, clips, domain, source=source, target=target,
-                                                      target_images=target_images)
+                                                      target_images=target_images, resolution=guide_res)
         if domain.strength_suggestion.strength is not None:
             domain.register_to_config(suggested_strength=domain.strength_suggestion.strength)
     return domain
@@ -471,6 +515,7 @@ def suggest_strength(
     step: float = SUGGEST_STEP,
     max_strength: float = SUGGEST_MAX_STRENGTH,
     tolerance: float = SUGGEST_TOLERANCE,
+    resolution: Optional[int] = None,
 ) -> StrengthSuggestion:
     """The smallest strength at which ``edit`` moves held-out faces as far along the CLIP text direction as it can.
 
@@ -485,7 +530,8 @@ def suggest_strength(
     ``max_strength`` (averaged over the CLIPs, as the loss is), and returns the smallest strength within
     ``tolerance`` (relative) of the best. ``strength`` is None when no strength moves the images along the
     direction at all (best similarity ≤ 0) or a CLIP returns non-finite values. Only the CLIPs are consulted,
-    never a ground truth.
+    never a ground truth. ``resolution``: the CLIPs read the images at this block's skip image (as
+    ``AdaptConfig.guide_resolution``; None: full size); a ``synthesize`` callable must draw that size too.
     """
     if not isinstance(faces, int) or isinstance(faces, bool) or not 1 <= faces <= 256:
         raise ValueError(f"faces must be an integer from 1 to 256, got {faces!r}")
@@ -498,7 +544,7 @@ def suggest_strength(
         tokens = edit.token_set()
 
         def synthesize(ws: torch.Tensor, strength: float) -> torch.Tensor:
-            return G.synthesis(ws, tokens=[(tokens, strength)])
+            return G.synthesis(ws, tokens=[(tokens, strength)], max_resolution=resolution)
     elif callable(edit):
         synthesize = edit
     else:
@@ -507,12 +553,14 @@ def suggest_strength(
     device = G.mapping.w_avg.device
     z = torch.randn(faces, G.config.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)  # [N, z_dim]
     ws = G.mapping(z)  # [N, num_ws, w_dim]
-    frozen = G.synthesis(ws)  # [N, 3, R, R]
+    frozen = G.synthesis(ws, max_resolution=resolution)  # [N, 3, R, R]
     frozen_emb = [clip.encode_image(frozen) for clip in clips]  # each [N, D]
     strengths, similarity = [], []
     for i in range(1, int(round(max_strength / step)) + 1):
         strength = round(i * step, 6)
         edited = synthesize(ws, strength)  # [N, 3, R, R]
+        if edited.shape != frozen.shape:
+            raise ValueError(f"synthesize(ws, {strength}) drew {list(edited.shape)}, the frozen generator {list(frozen.shape)}")
         cosines = [(F.normalize(clip.encode_image(edited) - base, dim=-1) @ direction).mean().item()  # [N] → mean
                    for clip, (direction, _), base in zip(clips, directions, frozen_emb)]
         strengths.append(strength)
@@ -533,8 +581,8 @@ def _optimise_domain(domain: DomainTokens, **run) -> AdaptHistory:
     domain.train().requires_grad_(True)
     G = run["G"]
 
-    def synth(ws):
-        return G.synthesis(ws, tokens=domain.token_set())
+    def synth(ws, *, max_resolution=None):
+        return G.synthesis(ws, tokens=domain.token_set(), max_resolution=max_resolution)
 
     def regulariser():
         return sum(p.square().mean() for p in domain.p.values()) / len(domain.p)

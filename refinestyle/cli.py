@@ -224,7 +224,7 @@ def cmd_adapt(args: argparse.Namespace) -> int:
                       torgb_tokens=args.torgb_tokens, warmup_tokens=args.warmup_tokens, warmup_steps=args.warmup_steps,
                       global_weight=args.global_weight, layers=args.layers, augment_views=args.augment_views,
                       content_weight=args.content_weight, progress=not args.quiet,
-                      allow_unknown_words=args.allow_unknown_words,
+                      allow_unknown_words=args.allow_unknown_words, guide_resolution=args.guide_resolution,
                       # with --store-rank the stored residual differs: it is measured once, below
                       suggest_strength=not args.no_suggest_strength and args.store_rank is None)
     out = Path(args.out)
@@ -305,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="skip measuring the suggested strength after the run (a few seconds)")
     ad.add_argument("--allow-unknown-words", action="store_true",
                     help="go on when the guide does not know a prompt word (default: an error naming it)")
+    ad.add_argument("--guide-resolution", type=int, default=None,
+                    help="the image the guide reads (default: the generator's, at most 256): above 256 px each step stops "
+                         "at that block, 4-5x cheaper at 1024 px, and only the layers up to it are refined")
     ad.add_argument("--out", required=True, help="output folder of the domain")
     ad.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage precision of the tokens")
     ad.add_argument("--quiet", action="store_true")

@@ -507,8 +507,9 @@ class RefineStyleModel:
 
         ``source`` / ``target`` default to the prompts the domain records; an image-guided domain needs its
         ``target_images`` again. ``model.adapt`` already records the answer as ``domain.config.suggested_strength``.
+        The CLIPs read the images as ``model.adapt``'s guide does by default (at most 256 px).
         """
-        from .adaptation import REFERENCE_IMAGES_TARGET, suggest_strength
+        from .adaptation import REFERENCE_IMAGES_TARGET, AdaptConfig, suggest_strength
 
         if not isinstance(domain, DomainTokens):
             raise TypeError(f"domain must be a DomainTokens, got {type(domain).__name__}")
@@ -524,7 +525,8 @@ class RefineStyleModel:
                 raise ValueError("this domain was made from reference images: pass them again as target_images")
         if not source or (target_images is None and not target):
             raise ValueError("the domain records no source/target prompts: pass source= and target= (or target_images=)")
-        return suggest_strength(self.generator, self.clips, domain, source=source, target=target, target_images=target_images)
+        return suggest_strength(self.generator, self.clips, domain, source=source, target=target, target_images=target_images,
+                                resolution=AdaptConfig().resolution_for(self.generator.config.resolution))
 
     def adapt(
         self,
@@ -547,6 +549,7 @@ class RefineStyleModel:
         augment_views: int = 4,
         suggest_strength: bool = True,
         allow_unknown_words: bool = False,
+        guide_resolution: Optional[int] = None,
         callback=None,
         preview_every: int = 0,
         progress: bool = False,
@@ -571,7 +574,12 @@ class RefineStyleModel:
         the tokens as optimised, which go further.
 
         A prompt word the guide does not know is an error naming it and the guide's style words
-        (``allow_unknown_words=True``: a warning). ``stop`` (a ``threading.Event``): set it from another thread (a
+        (``allow_unknown_words=True``: a warning).
+
+        ``guide_resolution`` (None: the generator's, at most 256 px) is the image the guide reads: for a larger
+        generator each step stops at that block's skip image, so it synthesises and back-propagates only the blocks
+        up to it (a 1024 px step costs about what a 256 px one does), and the domain refines those layers only. Pass
+        the generator's resolution to optimise every layer through full-size images. ``stop`` (a ``threading.Event``): set it from another thread (a
         Cancel button) to end the run before its
         next step; ``refinestyle.Cancelled`` is raised and no domain is returned.
         """
@@ -585,6 +593,7 @@ class RefineStyleModel:
         config = AdaptConfig(steps=steps, lr=lr, lr_schedule=lr_schedule, batch=batch, seed=seed, num_tokens=num_tokens,
                              torgb_tokens=torgb_tokens, warmup_tokens=warmup_tokens, warmup_steps=warmup_steps, layers=layers,
                              content_weight=content_weight, global_weight=global_weight, augment_views=augment_views,
-                             suggest_strength=suggest_strength, allow_unknown_words=allow_unknown_words)
+                             suggest_strength=suggest_strength, allow_unknown_words=allow_unknown_words,
+                             guide_resolution=guide_resolution)
         return adapt_tokens(self.generator, clips, source=source, target=target, target_images=target_images, config=config,
                             callback=callback, preview_every=preview_every, progress=progress, stop=stop)

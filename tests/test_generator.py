@@ -269,6 +269,9 @@ def test_path_choice_depends_on_shapes_only():
     # One image: a 512x512x3x3 kernel is larger than 4x4 activations, a 128-channel one smaller than 256x256 ones.
     assert choose_path(1, in_channels=512, out_channels=512, kernel_size=3, height=4, width=4) == "lowrank"
     assert choose_path(1, in_channels=128, out_channels=128, kernel_size=3, height=256, width=256) == "materialized"
+    # On CUDA the grouped (materialised) convolution wins at every batch size, as bench/gpu.py measured.
+    assert choose_path(8, in_channels=16, out_channels=16, kernel_size=3, height=64, width=64, device_type="cuda") == "materialized"
+    assert choose_path(1, in_channels=512, out_channels=512, kernel_size=3, height=4, width=4, device_type="cuda") == "materialized"
 
 
 def test_per_layer_mapping(tmp_path):

@@ -289,6 +289,7 @@ class SynthesisNetwork(nn.Module):
         noise_mode: str = "const",
         noise_generator: torch.Generator | None = None,
         path: str = "auto",
+        max_resolution: int | None = None,
     ) -> torch.Tensor:
         """W+ ``[N, num_ws, w_dim]`` (or w ``[N, w_dim]``) → images ``[N, C, R, R]`` (about [-1, 1], not clamped).
 
@@ -298,6 +299,10 @@ class SynthesisNetwork(nn.Module):
             noise_mode: ``"const"`` (stored noise buffers), ``"none"`` (zero noise), ``"random"``.
             noise_generator: RNG for ``noise_mode="random"``.
             path: ``"auto"``, ``"materialized"`` or ``"lowrank"`` (see ``refinement.choose_path``).
+            max_resolution: stop after block ``b{max_resolution}`` and return the RGB image summed so far,
+                ``[N, C, max_resolution, max_resolution]``. In the skip architecture no block feeds a lower one, so
+                this is exactly what a generator of that resolution with the same lower blocks draws, at the cost
+                of the blocks up to it only (adaptation guides read it: a CLIP sees 224 px anyway).
         """
         ref = self.b4.const
         if isinstance(ws, torch.Tensor) and ws.dim() == 2:
@@ -312,10 +317,16 @@ class SynthesisNetwork(nn.Module):
         sources = normalize_sources(tokens)
         for token_set, _ in sources:
             self.check_tokens(token_set, batch_size=n)
+        last = self.resolutions[-1] if max_resolution is None else max_resolution
+        if last not in self.resolutions:
+            raise ValueError(f"max_resolution must be None or one of this generator's resolutions {self.resolutions}, "
+                             f"got {max_resolution!r}")
 
         x = self.b4.const[None].expand(n, -1, -1, -1)  # [N, C, 4, 4]
         img = None
         for name, layer, w_idx in self._layers:
+            if layer.resolution > last:
+                break
             y = layer(
                 x, ws[:, w_idx], residual=combine_residuals(sources, name, n) if sources else None,
                 noise_mode=noise_mode, noise_generator=noise_generator, resample_filter=self.resample_filter, path=path,
@@ -405,7 +416,8 @@ class StyleGAN2Generator(HubModelMixin, ModelMixin, ConfigMixin):
         num_res = int(math.log2(resolution)) - 1
         chans = list(channels) if channels is not None else default_channels(resolution, channel_base, channel_max)
         if len(chans) != num_res or any(not isinstance(c, int) or c < 1 for c in chans):
-            raise ValueError(f"channels must list {num_res} positive ints (resolutions 4..{resolution}), got {channels!r}")
+            got = channels if channels is not None else f"{chans} from channel_base={channel_base}, channel_max={channel_max}"
+            raise ValueError(f"channels must list {num_res} positive ints (resolutions 4..{resolution}), got {got}")
         self.channels = chans
         # The NVlabs module tree (and state-dict keys): G.mapping (z → W+) and G.synthesis (W+ → image) do the work.
         self.synthesis = SynthesisNetwork(w_dim=w_dim, resolution=resolution, channels=chans,
