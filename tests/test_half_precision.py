@@ -185,15 +185,18 @@ def _cancelling_tokens(weight, styles, eps, g):
 @pytest.mark.parametrize("eps", [1e-2, 1e-3])
 def test_cancelling_token_both_paths_agree_in_fp32(eps):
     """The closed-form demodulation ``Σ s²‖W0‖² + 2·Σ P⟨W0, s⊙Q⟩ + Pᵀ(QQᵀ)P`` cancels here; it left the low-rank
-    path 9 % (ε = 1e-3) off before it was accumulated in float64. Both paths: the cancelled channel to 1e-3."""
+    path 9 % (ε = 1e-3) off before it was accumulated in float64. Both paths: the cancelled channel to 3e-3.
+
+    What remains on the low-rank path is the float32 rounding of its two convolutions, whose outputs cancel to ε of
+    their size: about ``2⁻²⁴·√(I·k²)/ε`` ≈ 4e-3 at worst for ε = 1e-3 (measured 4e-4 to 1.4e-3, by CPU)."""
     x, weight, styles, g = _layer_512()
     p, q = _cancelling_tokens(weight, styles, eps, g)
     want = modulated_conv2d(x.double(), weight.double(), styles.double(), residual_p=p.double(), residual_q=q.double(),
                             path="materialized")[:, 0]  # [N, H, W]
     out = {path: modulated_conv2d(x, weight, styles, residual_p=p, residual_q=q, path=path) for path in ("materialized", "lowrank")}
     mat, low = out["materialized"][:, 0].double(), out["lowrank"][:, 0].double()
-    assert float((low - mat).norm() / mat.norm()) < 1e-3
-    assert float((low - want).norm() / want.norm()) < 1e-3
+    assert float((low - mat).norm() / mat.norm()) < 3e-3
+    assert float((low - want).norm() / want.norm()) < 3e-3
     assert float((mat - want).norm() / want.norm()) < 1e-4
     rest = out["lowrank"][:, 1:].double()
     assert float((rest - out["materialized"][:, 1:]).norm() / rest.norm()) < 1e-5  # the other channels untouched
@@ -223,3 +226,22 @@ def test_bf16_at_1024_px():
         img = _cast(G, torch.bfloat16).synthesis(ws.to(torch.bfloat16))
     assert img.shape == (1, 3, 1024, 1024) and img.isfinite().all()
     assert psnr(img, want) >= 30
+
+
+def test_half_convolutions_without_native_cpu_support_run_in_float32(monkeypatch):
+    """A CPU without AVX-512 BF16/FP16 runs torch's half convolutions through a reference loop hundreds of times slower
+    than float32; there each convolution runs in float32 and rounds back, so its result is exactly the float32
+    convolution rounded to the half dtype. Where the CPU has them, half convolutions stay half."""
+    from refinestyle.models import refinement
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 8, 6, 6, generator=g).bfloat16()  # [N, I, H, W]
+    w = torch.randn(8, 8, 3, 3, generator=g).bfloat16()  # [O, I, k, k]
+    monkeypatch.setattr(refinement, "cpu_has_native", lambda dtype: dtype == torch.float32)
+    assert refinement.conv_dtype(x) == torch.float32 and refinement.conv_dtype(x.float()) == torch.float32
+    got = refinement._conv(x, w, up=False, groups=1)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, F.conv2d(x.float(), w.float(), padding=1).bfloat16())
+    up = refinement._conv(x, w, up=True, groups=1)
+    assert up.dtype == torch.bfloat16 and torch.equal(up, F.conv_transpose2d(x.float(), w.float().transpose(0, 1), stride=2).bfloat16())
+    monkeypatch.setattr(refinement, "cpu_has_native", lambda dtype: True)
+    assert refinement.conv_dtype(x) == torch.bfloat16
