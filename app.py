@@ -25,8 +25,10 @@ import re
 import shutil
 import tempfile
 import threading
+import time
 import uuid
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -55,6 +57,31 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = str(ROOT / "hub" / "refinestyle-synthfaces")
 EXAMPLES = ROOT / "examples"
 MAX_SEEDS = 64
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What the app asks of the model by default, scaled to its size so that a 2-core CPU answers in minutes."""
+
+    adapt_steps: int
+    adapt_batch: int
+    augment_views: int
+    preview_every: int  # adaptation steps between previews
+    invert_steps: int  # optimisation inversion (models without an encoder)
+    seeds: str  # the Generate tab's default
+    generate_chunk: int  # images drawn between progress updates
+
+
+def workload_for(resolution: int, device: str) -> Workload:
+    """The SynthFaces recipe up to 256 px and on a GPU; above 256 px on a CPU, the load cut to what 2 cores do in
+    minutes. There a step draws and back-propagates the blocks up to 256 px only (the guides read that skip image),
+    and each image drawn at full size costs seconds (bench/full_size.py), so the batch is 2 with one augmented
+    view, previews come every 5 steps, and Generate draws 4 faces, one per progress update."""
+    if resolution <= 256 or device != "cpu":
+        return Workload(adapt_steps=60, adapt_batch=8, augment_views=4, preview_every=10, invert_steps=150,
+                        seeds="0-7", generate_chunk=MAX_SEEDS)
+    return Workload(adapt_steps=30, adapt_batch=2, augment_views=1, preview_every=5, invert_steps=50,
+                    seeds="0-3", generate_chunk=1)
 MAX_SESSION_DOMAINS = 8  # adapted domains kept per visitor (a few KB each, plus their optimiser history)
 SESSION_TTL_S = 3 * 3600  # a visitor's domains are dropped after this long without use
 USER_ERRORS = (ValueError, TypeError, KeyError, ImageError, HubError)
@@ -167,10 +194,11 @@ def session_key(request: Optional[gr.Request]) -> str:
 class App:
     """The handlers, bound to one loaded model; per-visitor domains live in gr.State, files in a per-session folder."""
 
-    def __init__(self, model: RefineStyleModel, *, invert_steps: int = 150, allow_server_token: bool = False,
+    def __init__(self, model: RefineStyleModel, *, invert_steps: Optional[int] = None, allow_server_token: bool = False,
                  oauth: Optional[bool] = None, files_root: Optional[Path] = None):
         self.model = model
-        self.invert_steps = invert_steps
+        self.workload = workload_for(model.generator.config.resolution, model.device.type)
+        self.invert_steps = invert_steps or self.workload.invert_steps
         self.allow_server_token = allow_server_token
         # A Space (SPACE_ID set) has real Hugging Face OAuth; elsewhere Gradio could only mock it.
         self.oauth = bool(os.environ.get("SPACE_ID")) if oauth is None else oauth
@@ -262,9 +290,14 @@ class App:
         extra falls back to a centre crop and says so."""
         from refinestyle.faces import FacesUnavailableError, NoFaceError
 
+        started = time.perf_counter()
+
+        def report(step, total, state):
+            left = (time.perf_counter() - started) / step * (total - step)  # the steps so far, extrapolated
+            progress((step, total), desc=f"inverting ({state.stage}), about {left:.0f} s left")
+
         def run(align):
-            return self.model.invert([image], method=method, steps=steps, align=align,
-                                     callback=lambda s, t, st: progress((s, t), desc=f"inverting ({st.stage})"))
+            return self.model.invert([image], method=method, steps=steps, align=align, callback=report)
 
         try:
             return run("auto"), None
@@ -321,7 +354,7 @@ class App:
         return "cancelling…" if events else "nothing to cancel"
 
     def _check_adapt_inputs(self, source, target, reference, steps, lr, seed, name, session) -> dict:
-        steps = int(_number(steps, "steps", 1, 1000))
+        steps = int(_number(steps or self.workload.adapt_steps, "steps", 1, 1000))  # 0: the app's default
         # 0 (or empty): model.adapt's automatic rate for these steps (0.01 for the default 60)
         lr = _number(lr or 0, "learning rate", 0, 0.5)
         if 0 < lr < 1e-4:
@@ -343,7 +376,7 @@ class App:
                     steps=steps, lr=lr or None, seed=seed, name=name)
 
     @gpu
-    async def adapt(self, source: str, target: str, reference=None, steps: float = 60, lr: float = 0, seed: float = 0,
+    async def adapt(self, source: str, target: str, reference=None, steps: float = 0, lr: float = 0, seed: float = 0,
                     name: str = "", session: dict | None = None, request: gr.Request = None, progress=gr.Progress()):
         """Optimise a new domain; yields previews while it runs. Final output adds the domain to the visitor's session."""
         import pandas as pd
@@ -362,9 +395,11 @@ class App:
 
         def work():
             try:
+                work = self.workload
                 dom = self.model.adapt(run["source"], run["target"], target_images=run["target_images"], steps=run["steps"],
-                                       lr=run["lr"], seed=run["seed"], callback=lambda step, total, state: updates.append(state),
-                                       preview_every=10, stop=stop)
+                                       lr=run["lr"], seed=run["seed"], batch=work.adapt_batch, augment_views=work.augment_views,
+                                       callback=lambda step, total, state: updates.append(state),
+                                       preview_every=work.preview_every, stop=stop)
                 result["domain"], result["grid"] = dom, self._before_after(dom, run["seed"])
             except Exception as err:  # reported by the handler below, which is still serving
                 result["error"] = err
@@ -491,8 +526,10 @@ class App:
         return gr.update(interactive=True, value=f"Push to Hub as {profile.username}")
 
     # --------------------------------------------------------------------------------------------
-    def generate(self, seeds: str = "0-7", truncation: float = 0.7, mix: str = "", strength: float = 1.0, session: dict | None = None):
-        """Seeds → an image grid, with an optional domain mix such as 'sketch: 0.6, zombie: 0.4'."""
+    def generate(self, seeds: str = "0-7", truncation: float = 0.7, mix: str = "", strength: float = 1.0, session: dict | None = None,
+                 progress=gr.Progress()):
+        """Seeds → an image grid, with an optional domain mix such as 'sketch: 0.6, zombie: 0.4'; large models draw
+        a few images at a time and report each."""
         try:
             seed_list = parse_seeds(seeds, max_count=MAX_SEEDS)
             psi = _number(truncation, "truncation", 0.0, MAX_TRUNCATION)
@@ -502,7 +539,14 @@ class App:
                 dom = self.resolve(name, session)
                 if dom is not None:
                     weights[dom] = _number(w, f"weight of {name}", -2.0, 2.0)
-            images = self.model.generate(seeds=seed_list, truncation_psi=psi, domain=weights or None, strength=strength)
+            chunk = self.workload.generate_chunk
+            parts = []
+            for start in range(0, len(seed_list), chunk):
+                if len(seed_list) > chunk:
+                    progress((start, len(seed_list)), desc="drawing")
+                parts.append(self.model.generate(seeds=seed_list[start:start + chunk], truncation_psi=psi,
+                                                 domain=weights or None, strength=strength))
+            images = torch.cat(parts)
             columns = min(4, len(seed_list))  # rows of four, each face at least 128 px (256 for a few)
             return upscale(grid(images, columns=columns), (256 if len(seed_list) <= 8 else 128) * columns)
         except Exception as err:
@@ -577,7 +621,7 @@ def _number(value, name: str, lo: float, hi: float) -> float:
     return v
 
 
-def build_demo(model: RefineStyleModel, *, invert_steps: int = 150, allow_server_token: bool = False,
+def build_demo(model: RefineStyleModel, *, invert_steps: Optional[int] = None, allow_server_token: bool = False,
                oauth: Optional[bool] = None, max_adaptations: int = 1) -> gr.Blocks:
     app = App(model, invert_steps=invert_steps, allow_server_token=allow_server_token, oauth=oauth)
     examples = sorted(str(p) for p in EXAMPLES.glob("*.png")) if EXAMPLES.exists() else []
@@ -596,7 +640,7 @@ def build_demo(model: RefineStyleModel, *, invert_steps: int = 150, allow_server
                     dom_inv = gr.Dropdown(app.domain_choices({}), value="(none)", label="apply a domain")
                     strength_inv = gr.Slider(-1, 2, value=1.0, step=0.05, label="domain strength")
                     # the encoder inverts in one pass: the optimisation's steps only matter without one
-                    steps_inv = gr.Slider(10, 500, value=invert_steps, step=10, label="optimisation steps",
+                    steps_inv = gr.Slider(10, 500, value=app.invert_steps, step=10, label="optimisation steps",
                                           visible=model.encoder is None)
                     run_inv = gr.Button("Invert", variant="primary")
             if examples:
@@ -624,7 +668,7 @@ def build_demo(model: RefineStyleModel, *, invert_steps: int = 150, allow_server
                                 "This model's guide is an open-vocabulary CLIP: any text", elem_id="guide-words")
                     ref = UploadImage(type="filepath", label="or a reference image (replaces the target prompt)", height=160)
                     with gr.Row():
-                        steps_ad = gr.Slider(5, 300, value=60, step=5, label="steps")
+                        steps_ad = gr.Slider(5, 300, value=app.workload.adapt_steps, step=5, label="steps")
                         lr_ad = gr.Number(0, label="learning rate (0: automatic, by the steps)")
                         seed_ad = gr.Number(0, label="seed", precision=0)
                     name_ad = gr.Textbox("", label="domain name (optional)")
@@ -650,7 +694,7 @@ def build_demo(model: RefineStyleModel, *, invert_steps: int = 150, allow_server
                     push_status = gr.Markdown()
         with gr.Tab("Generate"):
             with gr.Row():
-                seeds = gr.Textbox("0-7", label="seeds")
+                seeds = gr.Textbox(app.workload.seeds, label="seeds")
                 psi = gr.Slider(0, MAX_TRUNCATION, value=0.7, step=0.05, label="truncation")
                 strength_gen = gr.Slider(-1, 2, value=1.0, step=0.05, label="strength")
             weights_table = gr.Dataframe(app.domain_table({}), headers=["domain", "weight"], datatype=["str", "number"],
@@ -684,7 +728,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--host", default=None, help="default: GRADIO_SERVER_NAME, else 127.0.0.1")
     parser.add_argument("--port", type=int, default=None, help="default: GRADIO_SERVER_PORT, else the first free port from 7860")
-    parser.add_argument("--invert-steps", type=int, default=150)
+    parser.add_argument("--invert-steps", type=int, default=None,
+                        help="optimisation inversion steps for models without an encoder (default: 150, 50 for a model "
+                             "above 256 px on a CPU)")
     parser.add_argument("--max-adaptations", type=int, default=1, help="adaptations run at once; more wait in the queue")
     parser.add_argument("--allow-server-token", action="store_true",
                         help="local use only: let Push to Hub use this server's HF_TOKEN (never on a public Space)")

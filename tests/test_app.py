@@ -389,3 +389,42 @@ def test_generate_tab_lists_domains_with_weights(served):
     assert handlers.mix_from_table(pd.DataFrame([["sketch", 0.6], ["mine", 0], ["", 1]])) == "sketch: 0.6"
     with pytest.raises(ValueError, match="weight of mine must be a number"):
         handlers.mix_from_table([["mine", "lots"]])
+
+
+def test_a_large_model_gets_a_lighter_workload_with_progress(tmp_path, monkeypatch):
+    """Above 256 px on a CPU: Generate draws one face per progress update (the grid equals one batched call), and an
+    adaptation runs at batch 2 with one augmented view, previews every 5 steps, from the app's own default steps.
+    Up to 256 px the app keeps the SynthFaces recipe (model.adapt's batch 8 and 4 views)."""
+    import asyncio
+
+    app_module = load_app_module()
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(z_dim=8, w_dim=16, resolution=512, channels=[8] * 8, mapping_layers=2)
+    clip = CLIPGuide.create_synthfaces(vocabulary="a photo sketch of face".split())
+    app = app_module.App(RefineStyleModel(generator=G, clip=clip), files_root=tmp_path)
+    small = app_module.App(RefineStyleModel(generator=StyleGAN2Generator(resolution=16, channels=[8, 8, 8], z_dim=8,
+                                                                         w_dim=8, mapping_layers=1), clip=clip), files_root=tmp_path)
+    ticks = []
+    grid = app.generate("0-2", 0.7, "", 1.0, {}, progress=lambda value, desc=None: ticks.append(value))
+    assert ticks == [(0, 3), (1, 3), (2, 3)]
+    want = app_module.upscale(app_module.grid(app.model.generate(seeds=[0, 1, 2], truncation_psi=0.7), columns=3), 256 * 3)
+    assert np.abs(np.asarray(grid, dtype=float) - np.asarray(want, dtype=float)).max() <= 1  # rounding of the batch paths
+
+    seen = {}
+
+    def fake_adapt(self, source, target, **kwargs):
+        seen[self.generator.config.resolution] = kwargs
+        raise ValueError("stop here")
+
+    monkeypatch.setattr(RefineStyleModel, "adapt", fake_adapt)
+    for each in (app, small):
+        async def drain():
+            with pytest.raises(Exception, match="stop here"):
+                async for _ in each.adapt("a photo of a face", "a sketch of a face", None, 0, 0, 0, "", {}, None,
+                                          progress=lambda *a, **k: None):
+                    pass
+        asyncio.run(drain())
+    big_run, small_run = seen[512], seen[16]
+    assert (big_run["steps"], big_run["batch"], big_run["augment_views"], big_run["preview_every"]) == (30, 2, 1, 5)
+    assert (small_run["steps"], small_run["batch"], small_run["augment_views"], small_run["preview_every"]) == (60, 8, 4, 10)
+    assert app.invert_steps == 50 and small.invert_steps == 150
