@@ -90,12 +90,13 @@ def adapt_channel_scale(G: StyleGAN2Generator, clips, *, source: str, target: st
 
 def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int, seed: int, num_tokens: int,
                torgb_tokens: int | None, warmup: tuple[int | None, int], global_weight: float, lr: float,
-               lr_schedule: str = "cosine", store_ranks: tuple[int, ...] = (), strengths: tuple[float, ...] = ()) -> dict:
+               lr_schedule: str = "cosine", store_ranks: tuple[int, ...] = (), strengths: tuple[float, ...] = (),
+               guide_resolution: int | None = None) -> dict:
     """Adapt photo → ``style`` with one method; evaluate along the way (evaluation time excluded from wall time)."""
     # The same losses for every method (global CLIP term included); the rank warm-up is RefineStyle's alone.
     # suggest_strength=False: the suggestion is measured (and timed) below, apart from the training's wall time.
     cfg = AdaptConfig(steps=steps, seed=seed, num_tokens=num_tokens, torgb_tokens=torgb_tokens, lr=lr, global_weight=global_weight,
-                      lr_schedule=lr_schedule, suggest_strength=False)
+                      lr_schedule=lr_schedule, suggest_strength=False, guide_resolution=guide_resolution)
     if name == "refinestyle":
         cfg.warmup_tokens, cfg.warmup_steps = warmup
     curve, eval_seconds = [], [0.0]
@@ -199,8 +200,8 @@ def token_runs(results: list[dict], style: str) -> list[dict]:
 
 
 def medians(rows: list[dict]) -> dict[str, float]:
-    """Median GT PSNR, style accuracy and content over seeds."""
-    return {k: statistics.median(q[k] for q in rows) for k in ("psnr", "style_acc", "content")}
+    """Median GT PSNR, style accuracy, content and look-check share (where measured) over seeds."""
+    return {k: statistics.median(q[k] for q in rows) for k in ("psnr", "style_acc", "content", "look") if all(k in q for q in rows)}
 
 
 def table_header(title: str, columns: list[str]) -> None:
@@ -238,6 +239,8 @@ def parse_args() -> argparse.Namespace:
                         help="also evaluate each RefineStyle domain stored at these ranks (truncated SVD, as refinestyle adapt --store-rank)")
     parser.add_argument("--strengths", type=float, nargs="*", default=[],
                         help="also evaluate each RefineStyle domain applied at these strengths (model.generate(..., strength=s))")
+    parser.add_argument("--guide-resolution", type=int, default=None,
+                        help="the image the guides read (default: the generator's; e.g. 32 reads the 32 px skip image)")
     parser.add_argument("--tag", default="", help="suffix of the output files (bench/out/adaptation-<tag>.json/.png)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: the tables' setting; the machine's cores for the 60 s budget)")
@@ -254,14 +257,15 @@ def parse_args() -> argparse.Namespace:
 def run_all(args: argparse.Namespace, G, clips, classifier, *, lrs: dict, gen_bytes: int) -> list[dict]:
     """Every style × method × seed; prints the seed-0 table as the runs finish."""
     results = []
-    print("| style | method | trainable params | file | s/step | wall s | GT PSNR | GT SSIM | style acc | content |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| style | method | trainable params | file | s/step | wall s | GT PSNR | GT SSIM | look check | style acc | content |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     # (tokens, steps) of the rank warm-up; none when it rounds to zero steps (model.adapt's rule)
     warmup_steps = int(args.warmup_fraction * args.steps) if args.warmup_tokens else 0
     warmup = (args.warmup_tokens, warmup_steps) if warmup_steps else (None, 0)
     for style in args.styles:
         base = domain_quality(lambda ws: G.synthesis(ws), G, classifier, style)
-        print(f"| {style} | (unadapted) | 0 | - | - | - | {base['psnr']:.2f} | {base['ssim']:.3f} | {base['style_acc']:.2f} | {base['content']:.2f} |")
+        print(f"| {style} | (unadapted) | 0 | - | - | - | {base['psnr']:.2f} | {base['ssim']:.3f} | {_look(base)} | "
+              f"{base['style_acc']:.2f} | {base['content']:.2f} |")
         for method in args.methods:
             seeds = args.seeds if method == "refinestyle" else args.seeds[:1]
             for seed in seeds:
@@ -269,27 +273,35 @@ def run_all(args: argparse.Namespace, G, clips, classifier, *, lrs: dict, gen_by
                                num_tokens=args.num_tokens, torgb_tokens=args.torgb_tokens or args.num_tokens,
                                warmup=warmup,
                                global_weight=args.global_weight, lr=lrs[method], lr_schedule=args.lr_schedule,
-                               store_ranks=tuple(args.store_ranks), strengths=tuple(args.strengths))
+                               store_ranks=tuple(args.store_ranks), strengths=tuple(args.strengths),
+                               guide_resolution=args.guide_resolution)
                 r["unadapted"], r["seed"] = base, seed
                 results.append(r)
                 if seed != args.seeds[0]:
                     continue  # the first table is seed 0 for every method; the seed table follows
                 f = r["final"]
                 print(f"| {style} | {method} | {r['params']:,} | {r['file_bytes'] / 1024:.0f} KB ({100 * r['file_bytes'] / gen_bytes:.1f}%) | "
-                      f"{r['s_per_step']:.3f} | {r['wall_s']:.0f} | {f['psnr']:.2f} | {f['ssim']:.3f} | {f['style_acc']:.2f} | {f['content']:.2f} |",
+                      f"{r['s_per_step']:.3f} | {r['wall_s']:.0f} | {f['psnr']:.2f} | {f['ssim']:.3f} | {_look(f)} | "
+                      f"{f['style_acc']:.2f} | {f['content']:.2f} |",
                       flush=True)
     return results
 
 
+def _look(quality: dict) -> str:
+    """The share of faces passing the style's look check (refinestyle.look_checks), or '-' without one."""
+    return f"{quality['look']:.0%}" if "look" in quality else "-"
+
+
 def print_seed_table(args, results) -> None:
     table_header(f"RefineStyle over seeds {args.seeds} (final step; median, then each seed)",
-                 ["style", "GT PSNR unadapted", "GT PSNR median", "style acc median", "content median", "wall s median",
-                  "GT PSNR per seed", "style acc per seed"])
+                 ["style", "GT PSNR unadapted", "GT PSNR median", "look check median", "style acc median", "content median",
+                  "wall s median", "GT PSNR per seed", "look check per seed"])
     for style in args.styles:
         runs = token_runs(results, style)
         med = medians([r["final"] for r in runs])
-        print(f"| {style} | {runs[0]['unadapted']['psnr']:.2f} | {med['psnr']:.2f} | {med['style_acc']:.2f} | {med['content']:.2f} | "
-              f"{statistics.median(r['wall_s'] for r in runs):.0f} | {per_seed(runs, 'psnr')} | {per_seed(runs, 'style_acc')} |")
+        print(f"| {style} | {runs[0]['unadapted']['psnr']:.2f} | {med['psnr']:.2f} | {_look(med)} | {med['style_acc']:.2f} | "
+              f"{med['content']:.2f} | {statistics.median(r['wall_s'] for r in runs):.0f} | {per_seed(runs, 'psnr')} | "
+              + " / ".join(_look(r["final"]) for r in runs) + " |")
 
 
 def print_suggested_table(args, results) -> None:

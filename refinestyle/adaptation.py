@@ -25,6 +25,10 @@ The optimiser is Adam on the unit-norm gradient (see ``normalise_gradient``) wit
 
 ``target_images`` replace the target text by their mean CLIP embedding.
 
+Above 256 px the guides read the generator's 256 px skip image (``guide_resolution``; the CLIPs see 224 px
+anyway): in the skip architecture that image is exactly what the blocks up to 256 px draw, so a step synthesises and
+back-propagates those blocks only, and the domain refines those layers only (the higher ones never reach the guide).
+
 ``optimise`` is the loop itself, over any parameters: ``bench/adaptation.py`` trains its baselines (full
 fine-tuning, per-channel kernel scaling) with it, so they differ from RefineStyle only in what is trained.
 """

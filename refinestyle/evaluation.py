@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import look_checks
 from .data.synthfaces import EYE_COLORS, STYLES, attribute_labels, render, sample_params, z_to_params
 
 HEADS = {"glasses": 2, "smile": 2, "eye_color": len(EYE_COLORS), "style": len(STYLES)}
@@ -202,7 +203,8 @@ def validity_scores(G, classifier: AttributeClassifier, *, n: int = 200, seed: i
 def domain_quality(synthesize, G, classifier: AttributeClassifier, style: str, *, n: int = 64, seed: int = 4242) -> dict[str, float]:
     """A domain against the renderer's exact ground truth: ``synthesize(ws)`` (the adapted generator) on
     held-out z vs ``render(z_to_params(z), style)``: PSNR, SSIM, the classifier's style accuracy, and content
-    (glasses / smile / eye colour read by the classifier agree with the face's parameters)."""
+    (glasses / smile / eye colour read by the classifier agree with the face's parameters), and for the styles
+    with a look check (``refinestyle.look_checks``) ``look``, the share of faces that pass it."""
     z = torch.randn(n, G.config.z_dim, generator=torch.Generator().manual_seed(seed))
     params = z_to_params(z)
     truth = render(params, style=style, resolution=G.config.resolution)
@@ -211,8 +213,11 @@ def domain_quality(synthesize, G, classifier: AttributeClassifier, style: str, *
     pred = classifier.predict(fake)
     labels = attribute_labels(params)
     content = torch.stack([(pred[k] == labels[k]).float() for k in ("glasses", "smile", "eye_color")]).mean().item()
-    return {"psnr": psnr(fake, truth).mean().item(), "ssim": ssim(fake, truth).mean().item(),
-            "style_acc": (pred["style"] == STYLES.index(style)).float().mean().item(), "content": content}
+    quality = {"psnr": psnr(fake, truth).mean().item(), "ssim": ssim(fake, truth).mean().item(),
+               "style_acc": (pred["style"] == STYLES.index(style)).float().mean().item(), "content": content}
+    if style in look_checks.CHECKS:  # what a person sees: the share of faces with the style's defining look
+        quality["look"] = look_checks.check(style, fake)[0].float().mean().item()
+    return quality
 
 
 # ----------------------------------------------------------------------------------------------------------------
