@@ -265,7 +265,10 @@ def test_the_nvlabs_module_tree_does_the_work():
 def test_path_choice_depends_on_shapes_only():
     from refinestyle.models.refinement import choose_path
 
-    assert choose_path(8, in_channels=16, out_channels=16, kernel_size=3, height=64, width=64) == "lowrank"
+    # A batch: the activations must outweigh the kernel 4 times (512 channels at 64 px: 1.8 times; at 128 px: 7).
+    assert choose_path(8, in_channels=512, out_channels=512, kernel_size=3, height=64, width=64) == "lowrank"
+    assert choose_path(8, in_channels=512, out_channels=512, kernel_size=3, height=128, width=128) == "materialized"
+    assert choose_path(1, in_channels=512, out_channels=512, kernel_size=3, height=64, width=64) == "materialized"
     # One image: a 512x512x3x3 kernel is larger than 4x4 activations, a 128-channel one smaller than 256x256 ones.
     assert choose_path(1, in_channels=512, out_channels=512, kernel_size=3, height=4, width=4) == "lowrank"
     assert choose_path(1, in_channels=128, out_channels=128, kernel_size=3, height=256, width=256) == "materialized"

@@ -86,26 +86,34 @@ def unit_roundoff(dtype: torch.dtype) -> float:
     return torch.finfo(dtype).eps / 2
 
 
+# On the CPU a batch pays for its N per-sample kernels in a grouped convolution, which runs slower than one batched
+# convolution: the materialised path wins only where the activations outweigh the kernel about 4 times over
+# (bench/kernel_paths.py, config-f at batch 8: it wins from b128 on, where the ratio is 10 or more, and loses at b64,
+# where it is 1.8).
+BATCH_ACTIVATION_RATIO = 4
+
+
 def choose_path(batch_size: int, *, in_channels: int, out_channels: int, kernel_size: int, height: int, width: int,
                 device_type: str = "cpu") -> str:
     """The cheaper computation for a layer call on ``device_type``, from shapes only (never from the residual's rank).
 
-    On the CPU, batches take the low-rank path: one batched convolution beats ``N`` per-sample kernels. A single
-    image takes the materialised path when building its kernel (``O·I·k²`` values) costs less than modulating the
-    activations instead (``(I + O)·H·W``), i.e. at high resolution with few channels; at low resolution
-    with many channels the kernel is the larger tensor. On CUDA the materialised path is faster at every batch
-    size (``bench/gpu.py``: 1024 px config-f with K = 8, 18.1 against 26.5 ms per image at batch 1 and 7.5 against
-    9.1 at batch 8 on an H100): a grouped convolution is one kernel launch, the side branch several.
+    On the CPU the materialised path builds a kernel per sample (``O·I·k²`` values) and the low-rank path modulates
+    the activations instead (``(I + O)·H·W`` per sample), so the smaller of the two wins: the kernel at high
+    resolution with few channels, the activations at low resolution with many. A batch adds the grouped
+    convolution's overhead, so there the activations must outweigh the kernel ``BATCH_ACTIVATION_RATIO`` times
+    (``bench/kernel_paths.py``: at 1024 px, batch 8, the convolutions take 25 s chosen this way against 40 s all
+    low-rank and 27 s all materialised). On CUDA the materialised path is faster at every batch size
+    (``bench/gpu.py``: 1024 px config-f with K = 8, 18.1 against 26.5 ms per image at batch 1 and 7.5 against 9.1
+    at batch 8 on an H100): a grouped convolution is one kernel launch, the side branch several.
     Because the choice ignores the rank, the plain generator and a refined one with an all-zero residual always
     take the same path (bit-identical output).
     """
     if device_type == "cuda":
         return "materialized"
-    if batch_size != 1:
-        return "lowrank"
     kernel_cost = out_channels * in_channels * kernel_size * kernel_size
     activation_cost = (in_channels + out_channels) * height * width
-    return "materialized" if kernel_cost <= activation_cost else "lowrank"
+    ratio = 1 if batch_size == 1 else BATCH_ACTIVATION_RATIO
+    return "materialized" if ratio * kernel_cost <= activation_cost else "lowrank"
 
 
 @functools.lru_cache(maxsize=None)

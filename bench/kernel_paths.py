@@ -1,0 +1,73 @@
+"""Which kernel path is faster, layer by layer: ``modulated_conv2d`` through ``materialized`` and ``lowrank`` for
+every 3x3 convolution of a config-f generator (channel_base 32768, channel_max 512), at each batch size, with a
+K-token residual, on this machine. ``path="auto"`` (``refinement.choose_path``) should pick the faster one.
+
+    python bench/kernel_paths.py [--resolution 1024] [--batches 1 8] [--tokens 1] [--repeats 3] [--threads 2]
+
+Times are medians of ``--repeats`` calls after a warm-up, in milliseconds per call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from refinestyle.models.refinement import choose_path, modulated_conv2d
+from refinestyle.models.stylegan2 import default_channels, fir_filter_2d
+
+
+def median_ms(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resolution", type=int, default=1024)
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--tokens", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    g = torch.Generator().manual_seed(0)
+    channels = default_channels(args.resolution, 32768, 512)
+    resample = fir_filter_2d()
+    print(f"torch {torch.__version__}, {args.threads} threads, CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+          f"K = {args.tokens}\n")
+    print("| batch | layer | in → out channels | output px | materialized ms | lowrank ms | faster | auto picks |")
+    print("|---|---|---|---|---|---|---|---|")
+    for batch in args.batches:
+        totals = {"materialized": 0.0, "lowrank": 0.0, "auto": 0.0}
+        for idx in range(1, len(channels)):
+            res, i, o = 4 * 2**idx, channels[idx - 1], channels[idx]
+            for name, cin, up, size in (("conv0", i, True, res // 2), ("conv1", o, False, res)):
+                x = torch.randn(batch, cin, size, size, generator=g)  # [N, I, H, W]
+                weight = torch.randn(o, cin, 3, 3, generator=g)  # [O, I, k, k]
+                styles = 1 + 0.2 * torch.randn(batch, cin, generator=g)  # [N, I]
+                p = 0.1 * torch.randn(batch, args.tokens, o, generator=g)  # [N, K, O]
+                q = torch.randn(batch, args.tokens, cin * 9, generator=g)  # [N, K, I*k*k]
+                ms = {path: median_ms(lambda path=path: modulated_conv2d(
+                    x, weight, styles, up=up, resample_filter=resample, residual_p=p, residual_q=q, path=path), args.repeats)
+                    for path in ("materialized", "lowrank")}
+                auto = choose_path(batch, in_channels=cin, out_channels=o, kernel_size=3, height=size, width=size)
+                best = min(ms, key=ms.get)
+                totals["materialized"] += ms["materialized"]
+                totals["lowrank"] += ms["lowrank"]
+                totals["auto"] += ms[auto]
+                print(f"| {batch} | b{res}.{name} | {cin} → {o} | {res} | {ms['materialized']:.1f} | {ms['lowrank']:.1f} | "
+                      f"{best} | {auto}{'' if auto == best else ' (slower)'} |", flush=True)
+        print(f"| {batch} | **all 3x3 convolutions** | | | {totals['materialized']:.0f} | {totals['lowrank']:.0f} | | "
+              f"auto: {totals['auto']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
