@@ -698,7 +698,7 @@ def build_demo(model: RefineStyleModel, *, invert_steps: Optional[int] = None, a
                 psi = gr.Slider(0, MAX_TRUNCATION, value=0.7, step=0.05, label="truncation")
                 strength_gen = gr.Slider(-1, 2, value=1.0, step=0.05, label="strength")
             weights_table = gr.Dataframe(app.domain_table({}), headers=["domain", "weight"], datatype=["str", "number"],
-                                         col_count=(2, "fixed"), interactive=True, elem_id="gen-domains",
+                                         column_count=(2, "fixed"), interactive=True, elem_id="gen-domains",
                                          label="domains to mix: set a weight (0 = off); yours join the list when made")
             # what /generate takes (and API clients send): the table's non-zero rows as 'sketch: 0.6, zombie: 0.4'
             mix = gr.Textbox("", label="domain mix", visible=False)

@@ -195,17 +195,28 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--agree-steps", type=int, default=8, help="adaptation steps each way for the agreement (0: skip)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--calls", nargs="+", choices=["generate", "steps"], default=["generate", "steps"],
+                        help="generate: the generation table; steps: inversion, adaptation and the agreement")
+    parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="generation batch sizes")
     args = parser.parse_args()
     half = "float16" if args.device == "cuda" else "bfloat16"
     common = dict(threads=args.threads, device=args.device)
     print(f"device: {args.device}, torch {torch.__version__}, threads: {args.threads}, medians of {args.repeats}; "
           f"guides: {', '.join(CLIP_ARCHS)} (random weights)\n")
 
+    if "generate" in args.calls:
+        generation_table(args, half, common)
+    if "steps" in args.calls:
+        step_tables(args, common)
+    sys.stdout.flush()
+
+
+def generation_table(args, half: str, common: dict) -> None:
     print("| res | call | baseline: plain modconv, float32 | RefineStyle K = 1, float32 | RefineStyle K = 1, "
           f"{half} | peak MB (RefineStyle, float32) |")
     print("|---|---|---|---|---|---|")
     for res in args.resolutions:
-        for batch in (1, 8):
+        for batch in args.batches:
             base = run_case("generate", resolution=res, batch=batch, dtype="float32", mode="baseline", repeats=args.repeats, **common)
             ours = run_case("generate", resolution=res, batch=batch, dtype="float32", mode="refined", repeats=args.repeats, **common)
             ours_half = run_case("generate", resolution=res, batch=batch, dtype=half, mode="refined", repeats=args.repeats, **common)
@@ -213,6 +224,8 @@ def main() -> None:
                   f"{_cell(ours, 'seconds_per_image')} | {_cell(ours_half, 'seconds_per_image')} | "
                   f"{_cell(ours, 'peak_mb', '{:.0f}')} |", flush=True)
 
+
+def step_tables(args, common: dict) -> None:
     print("\n| res | call | s / step | peak MB |")
     print("|---|---|---|---|")
     for res in args.resolutions:
@@ -237,7 +250,6 @@ def main() -> None:
             print(f"| full {big} px image | {agree[f'layers_{big}']} | {agree[f'directional_{big}']:.4f} | {agree['psnr_full_vs_plain']:.1f} |")
             print(f"| 256 px skip image | {agree['layers_256']} | {agree['directional_256']:.4f} | {agree['psnr_early_vs_plain']:.1f} |")
             print(f"\nPSNR between the two domains' {big} px images: {agree['psnr_between']:.1f} dB")
-    sys.stdout.flush()
 
 
 if __name__ == "__main__":
