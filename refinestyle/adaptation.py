@@ -126,9 +126,10 @@ class AdaptConfig:
     suggest_strength: bool = True
     # Unknown prompt words are an error (each would be read as one 'unknown' token, silently); True: a warning.
     allow_unknown_words: bool = False
-    # The resolution of the image the guide reads (None: the generator's, at most GUIDE_MAX_RESOLUTION). Below the
-    # generator's, each step stops at that block's skip image (G.synthesis(..., max_resolution=...)), and the domain
-    # refines only the layers up to it: the higher ones never reach the guide. At 1024 px that is 4-5× cheaper a step.
+    # The resolution of the image the guide reads (None: the generator's, at most GUIDE_MAX_RESOLUTION or the guides'
+    # own input size; see resolution_for). Below the generator's, each step stops at that block's skip image
+    # (G.synthesis(..., max_resolution=...)), and the domain refines only the layers up to it: the higher ones never
+    # reach the guide. At 1024 px with ViT-B/32 + B/16 a step is 2.6× cheaper (bench/full_size.py).
     guide_resolution: Optional[int] = None
 
     def validate(self) -> None:
@@ -171,10 +172,14 @@ class AdaptConfig:
             return float(self.lr)
         return min(AUTO_LR_MAX, max(AUTO_LR_MIN, AUTO_LR_TRAVEL / self.steps))
 
-    def resolution_for(self, generator_resolution: int) -> int:
-        """The resolution the guide reads for a generator of ``generator_resolution`` px."""
+    def resolution_for(self, generator_resolution: int, guide_image_size: int = 0) -> int:
+        """The resolution the guide reads for a generator of ``generator_resolution`` px and guides that take
+        ``guide_image_size`` px images. Automatically, never fewer pixels than the guides take: on SynthFaces (64 px,
+        64 px guides) reading the 32 px skip image costs every style, zombie's ground-truth PSNR falling from 17.4 to
+        7.9 dB (docs/benchmarks.md), since the guide sees a blurred image and the last block stays unadapted."""
         if self.guide_resolution is None:
-            return min(generator_resolution, GUIDE_MAX_RESOLUTION)
+            floor = 2 ** math.ceil(math.log2(max(guide_image_size, GUIDE_MAX_RESOLUTION)))
+            return min(generator_resolution, floor)
         if self.guide_resolution > generator_resolution:
             raise ValueError(f"guide_resolution {self.guide_resolution} is above the generator's {generator_resolution} px; "
                              f"use at most {generator_resolution} (or None)")
@@ -319,6 +324,11 @@ def adaptive_layers(G: StyleGAN2Generator, clips, directions, *, k: int, seed: i
     return layers or candidates
 
 
+def guide_image_size(clips: Sequence[CLIPGuide]) -> int:
+    """The largest image any of the guides takes (px; 0 when none says)."""
+    return max((int(getattr(clip, "image_size", 0) or 0) for clip in clips), default=0)
+
+
 def guided_layers(G: StyleGAN2Generator, layers, resolution: Optional[int]) -> list[str]:
     """The ``layers`` at or below ``resolution`` (None: all): those whose change reaches the guide's image."""
     return [name for name in layers if resolution is None or G.layer(name).resolution <= resolution]
@@ -364,13 +374,13 @@ def optimise(
     stop: Optional[StopSignal] = None,
 ) -> AdaptHistory:
     """The shared loop: ``synth(ws, max_resolution=r)`` renders with the trainable ``params`` (``r`` None: full size);
-    the frozen ``G`` is the reference. The guide reads both at ``config.resolution_for(G)``.
+    the frozen ``G`` is the reference. The guide reads both at ``config.resolution_for`` the generator and guides.
 
     ``steps`` (default: all of ``config.steps``) is the part of the run this call does; a later part continues
     ``history`` and the clock from ``start_time``, so the callback sees one run.
     """
     steps = range(config.steps) if steps is None else steps
-    guide_res = config.resolution_for(G.config.resolution)
+    guide_res = config.resolution_for(G.config.resolution, guide_image_size(clips))
     directions = text_directions(clips, source, target, target_images)
     opt = torch.optim.Adam(params, lr=config.learning_rate(), betas=(0.9, 0.99))
     # Cosine decay settles the tokens at the end instead of letting them wander along the flat directional loss.
@@ -465,7 +475,7 @@ def adapt_tokens(
         raise ValueError("domain adaptation needs at least one CLIP model (model.clip is None); load a repo with clip/")
     G = G.eval().requires_grad_(False)
     k, torgb, warm_tokens, warm_steps = config.token_plan(G.config.num_tokens)
-    guide_res = config.resolution_for(G.config.resolution)
+    guide_res = config.resolution_for(G.config.resolution, guide_image_size(clips))
     if guide_res not in G.synthesis.resolutions:
         raise ValueError(f"guide_resolution {guide_res} is not one of the generator's block resolutions {G.synthesis.resolutions}")
     if isinstance(config.layers, str) and config.layers == "adaptive":

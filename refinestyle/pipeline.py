@@ -507,9 +507,9 @@ class RefineStyleModel:
 
         ``source`` / ``target`` default to the prompts the domain records; an image-guided domain needs its
         ``target_images`` again. ``model.adapt`` already records the answer as ``domain.config.suggested_strength``.
-        The CLIPs read the images as ``model.adapt``'s guide does by default (at most 256 px).
+        The CLIPs read the images as ``model.adapt``'s guides do by default (at most 256 px, or their own size).
         """
-        from .adaptation import REFERENCE_IMAGES_TARGET, AdaptConfig, suggest_strength
+        from .adaptation import REFERENCE_IMAGES_TARGET, AdaptConfig, guide_image_size, suggest_strength
 
         if not isinstance(domain, DomainTokens):
             raise TypeError(f"domain must be a DomainTokens, got {type(domain).__name__}")
@@ -526,7 +526,8 @@ class RefineStyleModel:
         if not source or (target_images is None and not target):
             raise ValueError("the domain records no source/target prompts: pass source= and target= (or target_images=)")
         return suggest_strength(self.generator, self.clips, domain, source=source, target=target, target_images=target_images,
-                                resolution=AdaptConfig().resolution_for(self.generator.config.resolution))
+                                resolution=AdaptConfig().resolution_for(self.generator.config.resolution,
+                                                                        guide_image_size(self.clips)))
 
     def adapt(
         self,
@@ -576,7 +577,8 @@ class RefineStyleModel:
         A prompt word the guide does not know is an error naming it and the guide's style words
         (``allow_unknown_words=True``: a warning).
 
-        ``guide_resolution`` (None: the generator's, at most 256 px) is the image the guide reads: for a larger
+        ``guide_resolution`` (None: the generator's, at most 256 px or the guides' own input size if larger) is the
+        image the guide reads: for a larger
         generator each step stops at that block's skip image, so it synthesises and back-propagates only the blocks
         up to it (a 1024 px step costs about what a 256 px one does), and the domain refines those layers only. Pass
         the generator's resolution to optimise every layer through full-size images. ``stop`` (a ``threading.Event``): set it from another thread (a

@@ -90,6 +90,9 @@ def test_guide_resolution_defaults_and_errors(pair, clip):
     assert GUIDE_MAX_RESOLUTION == 256
     assert [AdaptConfig().resolution_for(r) for r in (64, 256, 512, 1024)] == [64, 256, 256, 256]
     assert AdaptConfig(guide_resolution=1024).resolution_for(1024) == 1024
+    # never fewer pixels than the guides take (a 336 px CLIP reads the 512 px image); an explicit value stands
+    assert [AdaptConfig().resolution_for(1024, size) for size in (64, 224, 336)] == [256, 256, 512]
+    assert AdaptConfig(guide_resolution=128).resolution_for(1024, 336) == 128
     model = RefineStyleModel(generator=big, clip=clip)
     cases = [(dict(guide_resolution=64), "above the generator's 32 px"),
              (dict(guide_resolution=24), "a power of two from 16"),
