@@ -26,7 +26,7 @@ The optimiser is Adam on the unit-norm gradient (see ``normalise_gradient``) wit
 ``target_images`` replace the target text by their mean CLIP embedding.
 
 Above 256 px the guides read the generator's 256 px skip image (``guide_resolution``; the CLIPs see 224 px
-anyway): in the skip architecture that image is exactly what the blocks up to 256 px draw, so a step synthesises and
+anyway, and a guide taking larger images reads a larger one): in the skip architecture that image is exactly what the blocks up to 256 px draw, so a step synthesises and
 back-propagates those blocks only, and the domain refines those layers only (the higher ones never reach the guide).
 
 ``optimise`` is the loop itself, over any parameters: ``bench/adaptation.py`` trains its baselines (full
@@ -325,8 +325,8 @@ def adaptive_layers(G: StyleGAN2Generator, clips, directions, *, k: int, seed: i
 
 
 def guide_image_size(clips: Sequence[CLIPGuide]) -> int:
-    """The largest image any of the guides takes (px; 0 when none says)."""
-    return max((int(getattr(clip, "image_size", 0) or 0) for clip in clips), default=0)
+    """The largest image any of the guides takes (px; 0 without guides)."""
+    return max((clip.image_size for clip in clips), default=0)
 
 
 def guided_layers(G: StyleGAN2Generator, layers, resolution: Optional[int]) -> list[str]:
