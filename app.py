@@ -57,6 +57,9 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_MODEL = str(ROOT / "hub" / "refinestyle-synthfaces")
 EXAMPLES = ROOT / "examples"
 MAX_SEEDS = 64
+MAX_SESSION_DOMAINS = 8  # adapted domains kept per visitor (a few KB each, plus their optimiser history)
+SESSION_TTL_S = 3 * 3600  # a visitor's domains are dropped after this long without use
+USER_ERRORS = (ValueError, TypeError, KeyError, ImageError, HubError)
 
 
 @dataclass(frozen=True)
@@ -82,9 +85,8 @@ def workload_for(resolution: int, device: str) -> Workload:
                         seeds="0-7", generate_chunk=MAX_SEEDS)
     return Workload(adapt_steps=30, adapt_batch=2, augment_views=1, preview_every=5, invert_steps=50,
                     seeds="0-3", generate_chunk=1)
-MAX_SESSION_DOMAINS = 8  # adapted domains kept per visitor (a few KB each, plus their optimiser history)
-SESSION_TTL_S = 3 * 3600  # a visitor's domains are dropped after this long without use
-USER_ERRORS = (ValueError, TypeError, KeyError, ImageError, HubError)
+
+
 PATH_RE = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.@+-]+){2,}[\\/]?")  # an absolute path inside a message
 
 
@@ -395,11 +397,11 @@ class App:
 
         def work():
             try:
-                work = self.workload
+                load = self.workload
                 dom = self.model.adapt(run["source"], run["target"], target_images=run["target_images"], steps=run["steps"],
-                                       lr=run["lr"], seed=run["seed"], batch=work.adapt_batch, augment_views=work.augment_views,
+                                       lr=run["lr"], seed=run["seed"], batch=load.adapt_batch, augment_views=load.augment_views,
                                        callback=lambda step, total, state: updates.append(state),
-                                       preview_every=work.preview_every, stop=stop)
+                                       preview_every=load.preview_every, stop=stop)
                 result["domain"], result["grid"] = dom, self._before_after(dom, run["seed"])
             except Exception as err:  # reported by the handler below, which is still serving
                 result["error"] = err
