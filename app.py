@@ -73,18 +73,20 @@ class Workload:
     invert_steps: int  # optimisation inversion (models without an encoder)
     seeds: str  # the Generate tab's default
     generate_chunk: int  # images drawn between progress updates
+    result_faces: int  # faces in the before / after rows shown when an adaptation ends
 
 
 def workload_for(resolution: int, device: str) -> Workload:
     """The SynthFaces recipe up to 256 px and on a GPU; above 256 px on a CPU, the load cut to what 2 cores do in
     minutes. There a step draws and back-propagates the blocks up to 256 px only (the guides read that skip image),
     and each image drawn at full size costs seconds (bench/full_size.py), so the batch is 2 with one augmented
-    view, previews come every 5 steps, and Generate draws 4 faces, one per progress update."""
+    view, previews come every 5 steps, Generate draws 4 faces, one per progress update, and the result rows show 2
+    faces (six full-size images, about 30 s at 1024 px)."""
     if resolution <= 256 or device != "cpu":
         return Workload(adapt_steps=60, adapt_batch=8, augment_views=4, preview_every=10, invert_steps=150,
-                        seeds="0-7", generate_chunk=MAX_SEEDS)
+                        seeds="0-7", generate_chunk=MAX_SEEDS, result_faces=4)
     return Workload(adapt_steps=30, adapt_batch=2, augment_views=1, preview_every=5, invert_steps=50,
-                    seeds="0-3", generate_chunk=1)
+                    seeds="0-3", generate_chunk=1, result_faces=2)
 
 
 PATH_RE = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.@+-]+){2,}[\\/]?")  # an absolute path inside a message
@@ -107,9 +109,15 @@ PREVIEW_FACE_PX = 128  # preview faces, enlarged by whole pixels (nearest) so wh
 LABEL_PX = 120
 
 
-def labelled_rows(rows: list[tuple[str, torch.Tensor]], *, face_px: int = PREVIEW_FACE_PX):
-    """Rows of images ``[N, 3, R, R]``, each enlarged to ``face_px`` (nearest) after a label: a preview one can read."""
+def labelled_rows(rows: list[tuple[str, torch.Tensor]], *, face_px: Optional[int] = None):
+    """Rows of images ``[N, 3, R, R]``, each shown at ``face_px`` after a label: a preview one can read. Smaller images
+    are enlarged nearest-neighbour (the pixels the model drew stay visible), larger ones reduced with a Lanczos filter;
+    ``face_px`` None: ``PREVIEW_FACE_PX``, twice that for images larger than it."""
     from PIL import Image, ImageDraw, ImageFont
+
+    if face_px is None:
+        size = max(images.shape[-1] for _, images in rows)
+        face_px = PREVIEW_FACE_PX if size <= PREVIEW_FACE_PX else 2 * PREVIEW_FACE_PX
 
     columns = max(len(images) for _, images in rows)
     sheet = Image.new("RGB", (LABEL_PX + columns * face_px, len(rows) * face_px), "white")
@@ -118,7 +126,9 @@ def labelled_rows(rows: list[tuple[str, torch.Tensor]], *, face_px: int = PREVIE
     for r, (label, images) in enumerate(rows):
         draw.multiline_text((8, r * face_px + face_px // 2), label, fill=(40, 40, 40), font=font, anchor="lm")
         for c, image in enumerate(images):
-            sheet.paste(to_pil(image).resize((face_px, face_px), Image.NEAREST), (LABEL_PX + c * face_px, r * face_px))
+            face = to_pil(image)
+            face = face.resize((face_px, face_px), Image.NEAREST if face.width <= face_px else Image.LANCZOS)
+            sheet.paste(face, (LABEL_PX + c * face_px, r * face_px))
     return sheet
 
 
@@ -438,7 +448,8 @@ class App:
         yield self._finish_adapt(result["domain"], result["grid"], run["name"], session, self.session_dir(request))
 
     def _before_after(self, dom: DomainTokens, seed: int):
-        z = torch.randn(4, self.model.generator.config.z_dim, generator=torch.Generator().manual_seed(seed))
+        z = torch.randn(self.workload.result_faces, self.model.generator.config.z_dim,
+                        generator=torch.Generator().manual_seed(seed))
         rows = [("before", self.model.generate(z=z, truncation_psi=0.7)),
                 ("after\n(strength 1)", self.model.generate(z=z, truncation_psi=0.7, domain={dom: 1.0}))]
         if dom.config.suggested_strength is not None:

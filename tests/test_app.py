@@ -428,3 +428,10 @@ def test_a_large_model_gets_a_lighter_workload_with_progress(tmp_path, monkeypat
     assert (big_run["steps"], big_run["batch"], big_run["augment_views"], big_run["preview_every"]) == (30, 2, 1, 5)
     assert (small_run["steps"], small_run["batch"], small_run["augment_views"], small_run["preview_every"]) == (60, 8, 4, 10)
     assert app.invert_steps == 50 and small.invert_steps == 150
+    # Large faces in the preview rows: 256 px, reduced with a Lanczos filter (not nearest, which aliases).
+    faces = app.model.generate(seeds=[0], truncation_psi=0.7)  # [1, 3, 512, 512]
+    sheet = app_module.labelled_rows([("before", faces)])
+    assert sheet.size == (app_module.LABEL_PX + 256, 256)
+    from PIL import Image as PILImage
+    want = app_module.to_pil(faces[0]).resize((256, 256), PILImage.LANCZOS)
+    assert np.array_equal(np.asarray(sheet)[:, app_module.LABEL_PX:], np.asarray(want))
