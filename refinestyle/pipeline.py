@@ -578,12 +578,13 @@ class RefineStyleModel:
         (``allow_unknown_words=True``: a warning).
 
         ``guide_resolution`` (None: the generator's, at most 256 px or the guides' own input size if larger) is the
-        image the guide reads: for a larger
-        generator each step stops at that block's skip image, so it synthesises and back-propagates only the blocks
-        up to it (a 1024 px step costs about what a 256 px one does), and the domain refines those layers only. Pass
-        the generator's resolution to optimise every layer through full-size images. ``stop`` (a ``threading.Event``): set it from another thread (a
-        Cancel button) to end the run before its
-        next step; ``refinestyle.Cancelled`` is raised and no domain is returned.
+        image the guide reads: for a larger generator each step stops at that block's skip image, so it synthesises
+        and back-propagates only the blocks up to it (a 1024 px step costs about what a 256 px one does), and the
+        domain refines those layers only. Pass the generator's resolution to optimise every layer through full-size
+        images.
+
+        ``stop`` (a ``threading.Event``): set it from another thread (a Cancel button) to end the run before its next
+        step; ``refinestyle.Cancelled`` is raised and no domain is returned.
         """
         from .adaptation import AdaptConfig, adapt_tokens
 

@@ -101,8 +101,8 @@ def choose_path(batch_size: int, *, in_channels: int, out_channels: int, kernel_
     the activations instead (``(I + O)·H·W`` per sample), so the smaller of the two wins: the kernel at high
     resolution with few channels, the activations at low resolution with many. A batch adds the grouped
     convolution's overhead, so there the activations must outweigh the kernel ``BATCH_ACTIVATION_RATIO`` times
-    (``bench/kernel_paths.py``: at 1024 px, batch 8, the convolutions take 25 s chosen this way against 40 s all
-    low-rank and 27 s all materialised). On CUDA the materialised path is faster at every batch size
+    (``bench/kernel_paths.py``: at 1024 px, batch 8, the convolutions take 25 s chosen this way against 38 s all
+    low-rank and 28 s all materialised). On CUDA the materialised path is faster at every batch size
     (``bench/gpu.py``: 1024 px config-f with K = 8, 18.1 against 26.5 ms per image at batch 1 and 7.5 against 9.1
     at batch 8 on an H100): a grouped convolution is one kernel launch, the side branch several.
     Because the choice ignores the rank, the plain generator and a refined one with an all-zero residual always
@@ -140,8 +140,9 @@ def conv_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype
 
 
-def _conv_in(dtype: torch.dtype, conv, x: torch.Tensor, weight: torch.Tensor, **kwargs) -> torch.Tensor:
-    """``conv(x, weight, **kwargs)`` computed in ``dtype``, returned in ``x``'s dtype."""
+def _conv_in(conv, x: torch.Tensor, weight: torch.Tensor, **kwargs) -> torch.Tensor:
+    """``conv(x, weight, **kwargs)`` computed in ``conv_dtype(x)``, returned in ``x``'s dtype."""
+    dtype = conv_dtype(x)
     if dtype == x.dtype:
         return conv(x, weight, **kwargs)
     return conv(x.to(dtype), weight.to(dtype), **kwargs).to(x.dtype)
@@ -156,7 +157,7 @@ def upfirdn_up2(x: torch.Tensor, filter_2d: torch.Tensor, *, pad: tuple[int, int
     x = F.pad(x, [pad[0], pad[1], pad[0], pad[1]])  # [N, C, H+p0+p1, W+p0+p1]
     kernel = filter_2d[None, None].expand(c, 1, *filter_2d.shape).to(x.dtype)  # [C, 1, 4, 4]
     # The filter is symmetric, so correlation (conv2d) equals convolution.
-    return _conv_in(conv_dtype(x), F.conv2d, x, kernel, groups=c)
+    return _conv_in(F.conv2d, x, kernel, groups=c)
 
 
 def upsample2x(x: torch.Tensor, filter_2d: torch.Tensor) -> torch.Tensor:
@@ -174,12 +175,12 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, *, up: bool, groups: int) -> to
     """
     if not up:
         k = weight.shape[-1]
-        return _conv_in(conv_dtype(x), F.conv2d, x, weight, padding=k // 2, groups=groups)
+        return _conv_in(F.conv2d, x, weight, padding=k // 2, groups=groups)
     go, i, k, _ = weight.shape
     o = go // groups
     # conv_transpose2d wants [groups*I, O, k, k]; the stored kernel is used unflipped.
     w_t = weight.reshape(groups, o, i, k, k).transpose(1, 2).reshape(groups * i, o, k, k)  # [G*I, O, k, k]
-    return _conv_in(conv_dtype(x), F.conv_transpose2d, x, w_t, stride=2, groups=groups)
+    return _conv_in(F.conv_transpose2d, x, w_t, stride=2, groups=groups)
 
 
 def _shape_error(name: str, expected: str, got: torch.Tensor) -> ValueError:
