@@ -37,6 +37,7 @@ from refinestyle.options import LR_SCHEDULES
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(__file__).resolve().parent / "out"
+GRID_FACES = 4
 
 
 # Baselines: refinestyle.adaptation's loop and losses over other parameters, so only what is trained differs.
@@ -152,7 +153,10 @@ def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int
         with torch.no_grad():
             suggested.update(domain_quality(lambda ws: synthesize_at(ws, found.strength), G, classifier, style))
     n_steps = len(history.states)
-    return {"method": name, "style": style, "params": params, "file_bytes": size, "s_per_step": wall / max(1, n_steps),
+    with torch.no_grad():  # the first GRID_FACES of domain_quality's held-out faces, for the side-by-side grid
+        z = torch.randn(64, G.config.z_dim, generator=torch.Generator().manual_seed(4242))[:GRID_FACES]
+        faces = synthesize_at(G.mapping(z), 1.0).clamp(-1, 1).float().cpu()
+    return {"method": name, "style": style, "faces": faces, "params": params, "file_bytes": size, "s_per_step": wall / max(1, n_steps),
             "wall_s": wall, "final": curve[-1] if curve else {}, "curve": curve,
             "truncated": truncations, "strengths": at_strength, "suggested": suggested}
 
@@ -241,6 +245,7 @@ def parse_args() -> argparse.Namespace:
                         help="also evaluate each RefineStyle domain applied at these strengths (model.generate(..., strength=s))")
     parser.add_argument("--guide-resolution", type=int, default=None,
                         help="the image the guides read (default: the generator's; e.g. 32 reads the 32 px skip image)")
+    parser.add_argument("--grid", default=None, help="the side-by-side grid (default docs/adaptation[-<tag>]-grid.png)")
     parser.add_argument("--tag", default="", help="suffix of the output files (bench/out/adaptation-<tag>.json/.png)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: the tables' setting; the machine's cores for the 60 s budget)")
@@ -371,6 +376,26 @@ def print_strength_table(args, results) -> None:
                       + " / ".join(f"{q['psnr']:.2f}" for q in rows) + " | " + " / ".join(f"{q['style_acc']:.2f}" for q in rows) + " |")
 
 
+def save_grid(args, results, G, path: Path) -> None:
+    """Per style and method (first seed), a row of renderer photo | renderer style | domain at strength 1 for the
+    same held-out faces, labelled with how many domain faces pass the style's look check."""
+    from refinestyle.data.synthfaces import render, z_to_params
+    from refinestyle.images import labelled_rows
+    from refinestyle.look_checks import CHECKS, check
+
+    z = torch.randn(64, G.config.z_dim, generator=torch.Generator().manual_seed(4242))[:GRID_FACES]
+    params = z_to_params(z)
+    photo = render(params, style="photo", resolution=64)
+    rows = []
+    for r in (r for r in results if r["seed"] == args.seeds[0]):
+        truth = render(params, style=r["style"], resolution=64)
+        passed = f"look {int(check(r['style'], r['faces'])[0].sum())}/{GRID_FACES}" if r["style"] in CHECKS else ""
+        rows.append((f"{r['style']}\n{r['method']}\n{passed}", torch.cat([photo, truth, r["faces"]])))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    labelled_rows(rows).save(path)
+    print(f"grid: {path} (per row: {GRID_FACES} renderer photos | the renderer's style | the domain at strength 1)")
+
+
 def save_plot(args, results, stem: str) -> None:
     try:
         import matplotlib
@@ -416,7 +441,8 @@ def main() -> None:
     results = run_all(args, G, clips, classifier, lrs=lrs, gen_bytes=gen_bytes)
     OUT.mkdir(parents=True, exist_ok=True)
     stem = f"adaptation-{args.tag}" if args.tag else "adaptation"
-    (OUT / f"{stem}.json").write_text(json.dumps(results, indent=2))
+    save_grid(args, results, G, Path(args.grid) if args.grid else ROOT / "docs" / f"{stem}-grid.png")
+    (OUT / f"{stem}.json").write_text(json.dumps([{k: v for k, v in r.items() if k != "faces"} for r in results], indent=2))
     print_seed_table(args, results)
     print_suggested_table(args, results)
     print_methods_table(args, results)

@@ -17,7 +17,8 @@ its own process, so the peak memory reported is that case's (resident set size, 
 
     python bench/full_size.py [--resolutions 256 1024] [--repeats 3] [--threads 2] [--agree-steps 8]
 
-Medians of ``--repeats`` timed runs after a warm-up (adaptation: of the steps after the first).
+Medians of ``--repeats`` timed runs after a warm-up (adaptation: of the steps after the first). The plot
+(``--plot``, default ``bench/out/full_size.png``) shows seconds and peak memory of every call at each resolution.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import resource
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -198,23 +200,62 @@ def main() -> None:
     parser.add_argument("--calls", nargs="+", choices=["generate", "steps"], default=["generate", "steps"],
                         help="generate: the generation table; steps: inversion, adaptation and the agreement")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8], help="generation batch sizes")
+    parser.add_argument("--plot", type=Path, default=Path(__file__).resolve().parent / "out" / "full_size.png")
     args = parser.parse_args()
     half = "float16" if args.device == "cuda" else "bfloat16"
     common = dict(threads=args.threads, device=args.device)
     print(f"device: {args.device}, torch {torch.__version__}, threads: {args.threads}, medians of {args.repeats}; "
           f"guides: {', '.join(CLIP_ARCHS)} (random weights)\n")
 
+    measured: list[tuple[str, int, dict]] = []
     if "generate" in args.calls:
-        generation_table(args, half, common)
+        measured += generation_table(args, half, common)
     if "steps" in args.calls:
-        step_tables(args, common)
+        measured += step_tables(args, common)
     sys.stdout.flush()
+    save_plot(measured, args.plot)
 
 
-def generation_table(args, half: str, common: dict) -> None:
+def save_plot(measured: list[tuple[str, int, dict]], path: Path) -> None:
+    """Two panels: seconds per call (s / image for generation, s / step for the loops) and peak memory, a bar per
+    call and resolution; failed cases are left out."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib missing: no plot)")
+        return
+    ok = [(call, res, r) for call, res, r in measured if "error" not in r]
+    if not ok:
+        return
+    calls = list(dict.fromkeys(call for call, _, _ in ok))
+    resolutions = sorted({res for _, res, _ in ok})
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    width = 0.8 / len(resolutions)
+    for i, res in enumerate(resolutions):
+        by_call = {call: r for call, rr, r in ok if rr == res}
+        xs = [c + (i - (len(resolutions) - 1) / 2) * width for c in range(len(calls))]
+        seconds = [by_call[c].get("seconds_per_image", by_call[c].get("seconds_per_step", 0.0)) if c in by_call else 0.0 for c in calls]
+        memory = [by_call[c]["peak_mb"] / 1024 if c in by_call else 0.0 for c in calls]
+        axes[0].bar(xs, seconds, width, label=f"{res} px")
+        axes[1].bar(xs, memory, width, label=f"{res} px")
+    for ax, label in ((axes[0], "seconds (per image or per step)"), (axes[1], "peak memory (GB)")):
+        ax.set_xticks(range(len(calls)), calls, rotation=30, ha="right", fontsize=7)
+        ax.set_ylabel(label)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"\nplot: {path}")
+
+
+def generation_table(args, half: str, common: dict) -> list[tuple[str, int, dict]]:
     print("| res | call | baseline: plain modconv, float32 | RefineStyle K = 1, float32 | RefineStyle K = 1, "
           f"{half} | peak MB (RefineStyle, float32) |")
     print("|---|---|---|---|---|---|")
+    measured = []
     for res in args.resolutions:
         for batch in args.batches:
             base = run_case("generate", resolution=res, batch=batch, dtype="float32", mode="baseline", repeats=args.repeats, **common)
@@ -223,20 +264,26 @@ def generation_table(args, half: str, common: dict) -> None:
             print(f"| {res} | generate, batch {batch}: s / image | {_cell(base, 'seconds_per_image')} | "
                   f"{_cell(ours, 'seconds_per_image')} | {_cell(ours_half, 'seconds_per_image')} | "
                   f"{_cell(ours, 'peak_mb', '{:.0f}')} |", flush=True)
+            measured += [(f"generate b{batch}, plain", res, base), (f"generate b{batch}, K=1", res, ours),
+                         (f"generate b{batch}, K=1 {half}", res, ours_half)]
+    return measured
 
 
-def step_tables(args, common: dict) -> None:
+def step_tables(args, common: dict) -> list[tuple[str, int, dict]]:
     print("\n| res | call | s / step | peak MB |")
     print("|---|---|---|---|")
+    measured = []
     for res in args.resolutions:
         inv = run_case("invert", resolution=res, repeats=args.repeats, **common)
         print(f"| {res} | optimisation inversion, batch 1 | {_cell(inv, 'seconds_per_step')} | {_cell(inv, 'peak_mb', '{:.0f}')} |",
               flush=True)
+        measured.append(("inversion step", res, inv))
         for guide_res in sorted({res, min(res, 256)}, reverse=True):
             what = "full image" if guide_res == res else f"{guide_res} px skip image (default)"
             ad = run_case("adapt", resolution=res, guide_resolution=guide_res, repeats=args.repeats, **common)
             print(f"| {res} | adaptation, batch 2, guides read the {what} | {_cell(ad, 'seconds_per_step')} | "
                   f"{_cell(ad, 'peak_mb', '{:.0f}')} |", flush=True)
+            measured.append(("adaptation step, full image" if guide_res == res else "adaptation step, 256 px skip", res, ad))
 
     big = max(args.resolutions)
     if args.agree_steps and big > 256:
@@ -250,6 +297,7 @@ def step_tables(args, common: dict) -> None:
             print(f"| full {big} px image | {agree[f'layers_{big}']} | {agree[f'directional_{big}']:.4f} | {agree['psnr_full_vs_plain']:.1f} |")
             print(f"| 256 px skip image | {agree['layers_256']} | {agree['directional_256']:.4f} | {agree['psnr_early_vs_plain']:.1f} |")
             print(f"\nPSNR between the two domains' {big} px images: {agree['psnr_between']:.1f} dB")
+    return measured
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@ K-token residual, on this machine. ``path="auto"`` (``refinement.choose_path``) 
 
     python bench/kernel_paths.py [--resolution 1024] [--batches 1 8] [--tokens 1] [--repeats 3] [--threads 2]
 
-Times are medians of ``--repeats`` calls after a warm-up, in milliseconds per call.
+Times are medians of ``--repeats`` calls after a warm-up, in milliseconds per call. The plot (``--plot``, default
+``bench/out/kernel_paths.png``) shows both paths per layer for each batch, with the layers ``auto`` picks marked.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -36,6 +38,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--plot", type=Path, default=Path(__file__).resolve().parent / "out" / "kernel_paths.png")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
@@ -45,6 +48,7 @@ def main() -> None:
           f"K = {args.tokens}\n")
     print("| batch | layer | in → out channels | output px | materialized ms | lowrank ms | faster | auto picks |")
     print("|---|---|---|---|---|---|---|---|")
+    rows: list[dict] = []
     for batch in args.batches:
         totals = {"materialized": 0.0, "lowrank": 0.0, "auto": 0.0}
         for idx in range(1, len(channels)):
@@ -63,10 +67,40 @@ def main() -> None:
                 totals["materialized"] += ms["materialized"]
                 totals["lowrank"] += ms["lowrank"]
                 totals["auto"] += ms[auto]
+                rows.append({"batch": batch, "layer": f"b{res}.{name}", **ms, "auto": auto})
                 print(f"| {batch} | b{res}.{name} | {cin} → {o} | {res} | {ms['materialized']:.1f} | {ms['lowrank']:.1f} | "
                       f"{best} | {auto}{'' if auto == best else ' (slower)'} |", flush=True)
         print(f"| {batch} | **all 3x3 convolutions** | | | {totals['materialized']:.0f} | {totals['lowrank']:.0f} | | "
               f"auto: {totals['auto']:.0f} |", flush=True)
+    save_plot(rows, args.batches, args.plot)
+
+
+def save_plot(rows: list[dict], batches: list[int], path: Path) -> None:
+    """Milliseconds per layer on both paths, one panel per batch; a ring marks the path ``auto`` picks."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib missing: no plot)")
+        return
+    fig, axes = plt.subplots(1, len(batches), figsize=(5.5 * len(batches), 3.6), squeeze=False)
+    for ax, batch in zip(axes[0], batches):
+        part = [r for r in rows if r["batch"] == batch]
+        xs = range(len(part))
+        for path, colour in (("materialized", "C0"), ("lowrank", "C1")):
+            ax.plot(xs, [r[path] for r in part], marker="o", ms=3, color=colour, label=path)
+        ax.scatter(xs, [r[r["auto"]] for r in part], s=60, facecolors="none", edgecolors="k", label="auto picks")
+        ax.set_xticks(list(xs), [r["layer"] for r in part], rotation=70, fontsize=6)
+        ax.set_yscale("log")
+        ax.set_ylabel("ms per call")
+        ax.set_title(f"batch {batch}", fontsize=9)
+    axes[0, 0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    print(f"\nplot: {path}")
 
 
 if __name__ == "__main__":

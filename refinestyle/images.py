@@ -189,6 +189,40 @@ def make_grid(images: torch.Tensor, *, columns: int = 8) -> torch.Tensor:
     return grid
 
 
+def to_pil(image: torch.Tensor):
+    """``[3, H, W]`` in [-1, 1] → PIL image."""
+    from PIL import Image
+
+    return Image.fromarray(to_uint8(image[None])[0].cpu().numpy())
+
+
+PREVIEW_FACE_PX = 128  # preview faces, enlarged by whole pixels (nearest) so what the model drew stays visible
+LABEL_PX = 120
+
+
+def labelled_rows(rows: list[tuple[str, torch.Tensor]], *, face_px: int | None = None):
+    """Rows of images ``[N, 3, R, R]``, each shown at ``face_px`` after a label: a preview one can read. Smaller images
+    are enlarged nearest-neighbour (the pixels the model drew stay visible), larger ones reduced with a Lanczos filter;
+    ``face_px`` None: ``PREVIEW_FACE_PX``, twice that for images larger than it."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    if face_px is None:
+        size = max(images.shape[-1] for _, images in rows)
+        face_px = PREVIEW_FACE_PX if size <= PREVIEW_FACE_PX else 2 * PREVIEW_FACE_PX
+
+    columns = max(len(images) for _, images in rows)
+    sheet = Image.new("RGB", (LABEL_PX + columns * face_px, len(rows) * face_px), "white")
+    draw = ImageDraw.Draw(sheet)
+    font = ImageFont.load_default(size=16)
+    for r, (label, images) in enumerate(rows):
+        draw.multiline_text((8, r * face_px + face_px // 2), label, fill=(40, 40, 40), font=font, anchor="lm")
+        for c, image in enumerate(images):
+            face = to_pil(image)
+            face = face.resize((face_px, face_px), Image.NEAREST if face.width <= face_px else Image.LANCZOS)
+            sheet.paste(face, (LABEL_PX + c * face_px, r * face_px))
+    return sheet
+
+
 def save_grid(images: torch.Tensor, path: str | Path, *, columns: int = 8):
     """Save ``[N, 3, H, W]`` images in [-1, 1] as one PNG grid."""
     from PIL import Image

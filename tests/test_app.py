@@ -77,7 +77,6 @@ def test_invert_endpoint_with_domain(served):
 
 
 def test_adapt_endpoint_then_use_domain_in_same_session(served):
-    app_module = load_app_module()
     client, _ = served
     job = client.submit("a photo of a face", "a sketch of a face", None, 5, 0, 0, "mine", api_name="/adapt")  # lr 0: automatic
     outputs = job.result()
@@ -87,7 +86,8 @@ def test_adapt_endpoint_then_use_domain_in_same_session(served):
     # Before, strength 1 and the suggested strength: three labelled rows of four, the suggestion named in the status.
     assert "suggested strength" in status
     sheet = Image.open(preview)
-    assert sheet.height == 3 * app_module.PREVIEW_FACE_PX and sheet.width == app_module.LABEL_PX + 4 * app_module.PREVIEW_FACE_PX
+    from refinestyle.images import LABEL_PX, PREVIEW_FACE_PX
+    assert sheet.height == 3 * PREVIEW_FACE_PX and sheet.width == LABEL_PX + 4 * PREVIEW_FACE_PX
 
 
 @pytest.mark.parametrize("args,message", [
@@ -430,8 +430,10 @@ def test_a_large_model_gets_a_lighter_workload_with_progress(tmp_path, monkeypat
     assert app.invert_steps == 50 and small.invert_steps == 150
     # Large faces in the preview rows: 256 px, reduced with a Lanczos filter (not nearest, which aliases).
     faces = app.model.generate(seeds=[0], truncation_psi=0.7)  # [1, 3, 512, 512]
-    sheet = app_module.labelled_rows([("before", faces)])
-    assert sheet.size == (app_module.LABEL_PX + 256, 256)
     from PIL import Image as PILImage
-    want = app_module.to_pil(faces[0]).resize((256, 256), PILImage.LANCZOS)
-    assert np.array_equal(np.asarray(sheet)[:, app_module.LABEL_PX:], np.asarray(want))
+
+    from refinestyle.images import LABEL_PX, labelled_rows, to_pil
+    sheet = labelled_rows([("before", faces)])
+    assert sheet.size == (LABEL_PX + 256, 256)
+    want = to_pil(faces[0]).resize((256, 256), PILImage.LANCZOS)
+    assert np.array_equal(np.asarray(sheet)[:, LABEL_PX:], np.asarray(want))

@@ -45,3 +45,24 @@ def test_sweep_merge_joins_disjoint_seeds_and_refuses_mixed_settings(tmp_path, c
         sweep.merge([tmp_path / "w0.json", write("w3.json", [5], style="zombie")])
     with pytest.raises(ValueError, match="recipe 'a' is"):
         sweep.merge([tmp_path / "w0.json", write("w4.json", [7], recipes={"a": {"lr": 0.005}})])
+
+
+def test_look_capacity_fits_tokens_to_the_renderer():
+    import torch
+
+    from refinestyle import StyleGAN2Generator
+    from refinestyle.data.synthfaces import ATTRIBUTES, render, z_to_params
+
+    from .conftest import tiny_config
+
+    capacity = load_bench_script("look_capacity")
+    torch.manual_seed(0)
+    G = StyleGAN2Generator(**tiny_config(16, z_dim=len(ATTRIBUTES), num_tokens=2)).eval().requires_grad_(False)
+    domain = capacity.fit(G, "zombie", k=2, steps=40, batch=8, lr=0.01, seed=0)
+    z = torch.randn(16, len(ATTRIBUTES), generator=torch.Generator().manual_seed(99))  # faces the fit never drew
+    truth = render(z_to_params(z), style="zombie", resolution=16)
+    with torch.no_grad():
+        before = (G.synthesis(G.mapping(z)) - truth).square().mean()
+        after = (G.synthesis(G.mapping(z), tokens=domain.token_set()) - truth).square().mean()
+    assert after < 0.8 * before  # the tokens learnt the style, not the training faces
+    assert not any(p.requires_grad for p in domain.parameters())

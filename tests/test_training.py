@@ -266,3 +266,79 @@ def test_clip_fine_tuning_starts_from_the_exported_weights(tmp_path):
                              init_from=tmp_path / "export", style_negatives=True)
     assert tuned.tokenizer.words == base.tokenizer.words
     assert any(not torch.equal(sa[k], v) for k, v in tuned.model.state_dict().items())
+
+
+def test_recoloured_backgrounds_keep_the_figure_and_the_texture():
+    from refinestyle.data.synthfaces import STYLES, decode, render, sample_params
+    from refinestyle.data.synthfaces._render import hsv_to_rgb
+
+    params = sample_params(6, seed=4)
+    styles = torch.tensor([STYLES.index(s) for s in ("sketch", "popart", "watercolor", "sketch", "zombie", "photo")])
+    images = torch.cat([render(params[i : i + 1], style=STYLES[int(s)], resolution=32) for i, s in enumerate(styles)])
+    _, masks = render(params, resolution=32, return_masks=True)
+    background = masks["background"]
+    out = clip_train.recolour_backgrounds(images, background, params, styles, torch.Generator().manual_seed(1), share=1.0)
+    figure = background[:, 0] == 0
+    assert torch.equal(out.permute(0, 2, 3, 1)[figure], images.permute(0, 2, 3, 1)[figure])  # the figure is untouched
+    # Where nothing clips, the background moved by one colour per face: its texture (the deviation from the mean) stays.
+    for i in range(6):
+        inside = (background[i, 0] == 1) & (out[i].abs() < 0.999).all(0)
+        shift = out[i][:, inside] - images[i][:, inside]  # [3, P]
+        assert torch.allclose(shift, shift[:, :1].expand_as(shift), atol=1e-5)
+    # A sketch stays grey (no colour at all); the others take the face's background hue.
+    for i in (0, 3):
+        assert torch.allclose(out[i, 0], out[i, 1], atol=1e-6) and torch.allclose(out[i, 1], out[i, 2], atol=1e-6)
+    hue = hsv_to_rgb(decode(params)["background_hue"], 1.0, 1.0)  # [N, 3]
+    for i in (1, 2, 4, 5):
+        mean = (out[i] * background[i]).sum((1, 2)) / background[i].sum()  # [3]
+        assert int(mean.argmax()) == int(hue[i].argmax())
+    # share=0 leaves every image as drawn.
+    same = clip_train.recolour_backgrounds(images, background, params, styles, torch.Generator().manual_seed(1), share=0.0)
+    assert torch.equal(same, images)
+
+
+def test_shortcut_images_carry_the_style_background_and_colours_but_not_its_look():
+    from refinestyle.data.synthfaces import STYLES, render, sample_params
+
+    params = sample_params(4, seed=6)
+    photo, masks = render(params, style="photo", resolution=32, return_masks=True)
+    background = masks["background"]
+    # A photo dressed in its own shortcuts is itself.
+    assert torch.allclose(clip_train.shortcut_images(photo, photo, background), photo, atol=1e-5)
+    sketch = render(params, style="sketch", resolution=32)
+    fake = clip_train.shortcut_images(sketch, photo, background)
+    pure = background[:, 0] == 1
+    assert torch.equal(fake.permute(0, 2, 3, 1)[pure], sketch.permute(0, 2, 3, 1)[pure])  # the sketch's paper
+    inside = background[:, 0] == 0
+    # Inside the figure each channel is the photo's, scaled and shifted (where nothing clips): the photo's drawing
+    # and colours, at the sketch's levels.
+    for i in range(4):
+        keep = inside[i] & (fake[i].abs() < 0.999).all(0)
+        for c in range(3):
+            x, y = photo[i, c][keep], fake[i, c][keep]
+            design = torch.stack([x, torch.ones_like(x)], 1)  # [P, 2]
+            fit = torch.linalg.lstsq(design, y.unsqueeze(1)).solution  # [2, 1]
+            assert float(fit[0]) > 0 and float((design @ fit).squeeze(1).sub(y).abs().max()) < 1e-4
+    spread = lambda x: float((x.max(1).values - x.min(1).values)[inside].mean())  # noqa: E731
+    assert spread(sketch) == 0.0 and spread(fake) > 0.05
+    # In a batch, every face of the first half in a style colour does not define brings its shortcut image.
+    _, texts, labels = clip_train.make_batch(2, batch=32, seed=0, resolution=32, decouple_backgrounds=True)
+    styled = [r for r in range(16) if STYLES[int(labels["styles"][r])] not in clip_train.COLOUR_DEFINED_STYLES]
+    assert labels["negative_rows"].tolist() == styled and labels["negatives"].shape == (len(styled), 3, 32, 32)
+    _, plain_texts, plain_labels = clip_train.make_batch(2, batch=32, seed=0, resolution=32)
+    assert texts == plain_texts and torch.equal(labels["styles"], plain_labels["styles"])
+
+
+def test_texture_augmentation_can_be_left_out():
+    flat = torch.full((4, 3, 32, 32), 0.25)
+    # Zoom, shift and flip keep a flat image flat; the blur-and-noise part does not.
+    plain = clip_train.augment(flat, torch.Generator().manual_seed(0), texture=False)
+    assert torch.allclose(plain, flat, atol=1e-6)
+    noisy = clip_train.augment(flat, torch.Generator().manual_seed(0))
+    assert float((noisy - flat).abs().max()) > 0.01
+    # Without texture augmentation a renderer sketch stays what it was drawn as: one grey channel copied to RGB.
+    from refinestyle.data.synthfaces import render, sample_params
+
+    sketch = render(sample_params(2, seed=1), style="sketch", resolution=32)
+    kept = clip_train.augment(sketch, torch.Generator().manual_seed(3), texture=False)
+    assert torch.equal(kept[:, 0], kept[:, 1]) and torch.equal(kept[:, 1], kept[:, 2])
