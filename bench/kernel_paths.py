@@ -89,8 +89,8 @@ def save_plot(rows: list[dict], batches: list[int], path: Path) -> None:
     for ax, batch in zip(axes[0], batches):
         part = [r for r in rows if r["batch"] == batch]
         xs = range(len(part))
-        for path, colour in (("materialized", "C0"), ("lowrank", "C1")):
-            ax.plot(xs, [r[path] for r in part], marker="o", ms=3, color=colour, label=path)
+        for kernel_path, colour in (("materialized", "C0"), ("lowrank", "C1")):
+            ax.plot(xs, [r[kernel_path] for r in part], marker="o", ms=3, color=colour, label=kernel_path)
         ax.scatter(xs, [r[r["auto"]] for r in part], s=60, facecolors="none", edgecolors="k", label="auto picks")
         ax.set_xticks(list(xs), [r["layer"] for r in part], rotation=70, fontsize=6)
         ax.set_yscale("log")

@@ -598,7 +598,7 @@ style)` for 64 held-out z, no domain → strength 1 / the suggested strength (`s
 the style reached); style accuracy and content (glasses, smile and eye colour kept) read by the classifier trained on
 renders. Look check: the share of 64 faces with the style's defining look (`refinestyle.look_checks`, which the
 renderer's own images of each style pass 100%), the same three settings. The classifier and the CLIPs share
-shortcuts (background, tint) the look checks do not: only zombie looks like its name.
+shortcuts (background, tint) the look checks do not: only zombie looks like its name (see Limitations).
 
 | domain | prompt | suggested strength | CLIP similarity | look check | ground-truth PSNR (dB) | style accuracy | content kept |
 |---|---|---|---|---|---|---|---|
@@ -680,6 +680,13 @@ def limitations_section(metrics: dict) -> str:
                      "ground truth; a style the small CLIPs accept can still differ from the renderer's"
                      + (f": {', '.join(misses)} moves away from the renderer's own images in PSNR while the classifier "
                         "reads the style." if misses else "."))
+        items.append("Hatching (sketch), halftone dots (pop-art) and pixel blocks (pixel-art) are beyond these tokens on this "
+                     "generator: fitted to the renderer's exact images (no CLIP), K = 8 tokens on every layer draw paler, "
+                     "greyer faces, outlines and flat colours but none of those textures, so no guide can ask for them "
+                     "(`bench/look_capacity.py`). Watercolor's paper grain can be drawn by fitted tokens, but the 64 px "
+                     "guides do not ask for it; guides retrained against background and colour shortcuts, "
+                     "or without blur and noise augmentation, do not change that (`bench/guides.py`; the tables and grids are "
+                     "in the refinestyle repository's `docs/benchmarks.md`).")
     inv = metrics.get("inversion", {})
     if inv:
         two = {s: r["RefineStyle two-stage"]["psnr"] for s, r in inv.items() if "RefineStyle two-stage" in r}
