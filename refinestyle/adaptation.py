@@ -129,7 +129,7 @@ class AdaptConfig:
     # The resolution of the image the guide reads (None: the generator's, at most GUIDE_MAX_RESOLUTION or the guides'
     # own input size; see resolution_for). Below the generator's, each step stops at that block's skip image
     # (G.synthesis(..., max_resolution=...)), and the domain refines only the layers up to it: the higher ones never
-    # reach the guide. At 1024 px with ViT-B/32 + B/16 a step is 2.6× cheaper (bench/full_size.py).
+    # reach the guide. At 1024 px with ViT-B/32 + B/16 a step is 2.4× cheaper (bench/full_size.py).
     guide_resolution: Optional[int] = None
 
     def validate(self) -> None:

@@ -39,7 +39,8 @@ import torch.nn.functional as F
 
 from ..clip import SYNTHFACES_CLIP_CONFIGS, CLIPGuide, WordTokenizer
 from ..images import luminance, random_affine
-from ..data.synthfaces import GLASSES_THRESHOLD, STYLES, FaceParams, attribute_labels, caption, decode, render, sample_params, style_prompt
+from ..data.synthfaces import (GLASSES_THRESHOLD, STYLES, FaceParams, attribute_labels, caption, decode, render, sample_params,
+                               style_prompt)
 from ..data.synthfaces._render import hsv_to_rgb
 
 
@@ -198,17 +199,20 @@ def make_batch(step: int, *, batch: int, seed: int, resolution: int, style_negat
             negatives.append(partial_styles(images[rows], photo, g))
             negative_rows.append(rows)
         if decouple_backgrounds:
-            keep = torch.tensor([STYLES[int(styles[r])] not in COLOUR_DEFINED_STYLES for r in rows.tolist()], dtype=torch.bool)
+            keep = torch.tensor([STYLES[int(styles[r])] not in COLOUR_DEFINED_STYLES for r in rows.tolist()],
+                                dtype=torch.bool)
             negatives.append(shortcut_images(images[rows[keep]], photo[keep], background[rows[keep]]))
             negative_rows.append(rows[keep])
             images = recolour_backgrounds(images, background, params, styles, g)
-        extra = {"negatives": augment(torch.cat(negatives), g, texture=texture_augment), "negative_rows": torch.cat(negative_rows)}
+        extra = {"negatives": augment(torch.cat(negatives), g, texture=texture_augment),
+                 "negative_rows": torch.cat(negative_rows)}
     return augment(images, g, texture=texture_augment), texts, {"styles": styles, **labels, **extra}
 
 
 @torch.no_grad()
 def zero_shot_eval(clip: CLIPGuide, *, n_per_style: int = 100, seed: int = 999, resolution: int = 64) -> dict[str, float]:
-    """Zero-shot accuracy on held-out renders: style (with style_prompt), glasses yes/no, smile yes/no."""
+    """Zero-shot accuracy on held-out renders: style (with style_prompt), glasses yes/no, smile yes/no; and on the
+    same faces ``shortcut_eval``'s ``shortcut`` and ``shortcut_direction``."""
     params = sample_params(n_per_style, seed=seed)
     labels = attribute_labels(params)
     style_text = clip.encode_text([style_prompt(s) for s in STYLES])
@@ -253,7 +257,8 @@ def shortcut_eval(clip: CLIPGuide, *, params: FaceParams, resolution: int = 64) 
     return {"shortcut": rejected / count, "shortcut_direction": sum(shares) / len(shares)}
 
 
-def contrastive_loss(clip: CLIPGuide, images: torch.Tensor, texts: list[str], extra: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def contrastive_loss(clip: CLIPGuide, images: torch.Tensor, texts: list[str],
+                     extra: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """CLIP's symmetric contrastive loss over a batch (soft targets over equal captions; ``extra["negatives"]``, when
     present, as extra image columns); returns the loss and the unit image embeddings ``[B, D]``."""
     model = clip.model
@@ -277,7 +282,8 @@ def contrastive_loss(clip: CLIPGuide, images: torch.Tensor, texts: list[str], ex
 
 def train(*, out: Path, steps: int, minutes: float, batch: int = 128, lr: float = 1e-3, seed: int = 0, resolution: int = 64,
           arch: str = "resnet", init_from: Optional[Path] = None, style_negatives: bool = False,
-          decouple_backgrounds: bool = False, texture_augment: bool = True, attribute_weight: float = 0.0, resume: bool = False, checkpoint_every: int = 100, eval_every: int = 200,
+          decouple_backgrounds: bool = False, texture_augment: bool = True, attribute_weight: float = 0.0,
+          resume: bool = False, checkpoint_every: int = 100, eval_every: int = 200,
           callback: Optional[Callable[[int, int, dict], None]] = None, progress: bool = True) -> CLIPGuide:
     if not attribute_weight >= 0:
         raise ValueError(f"attribute_weight must be 0 (off) or positive, got {attribute_weight}")
@@ -395,8 +401,8 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(args.threads)
     clip = train(out=args.out, steps=args.steps, minutes=args.minutes, batch=args.batch, lr=args.lr, seed=args.seed, arch=args.arch,
                  init_from=args.init_from, style_negatives=args.style_negatives,
-                 decouple_backgrounds=args.decouple_backgrounds, texture_augment=args.texture_augment, attribute_weight=args.attribute_weight,
-                 resume=args.resume)
+                 decouple_backgrounds=args.decouple_backgrounds, texture_augment=args.texture_augment,
+                 attribute_weight=args.attribute_weight, resume=args.resume)
     print(json.dumps(zero_shot_eval(clip, n_per_style=200)))
     if args.export is not None:
         clip.save_pretrained(args.export, dtype=torch.float16)
