@@ -155,9 +155,9 @@ def run_method(name, G, clips, style, classifier, *, steps: int, eval_every: int
     n_steps = len(history.states)
     with torch.no_grad():  # the first GRID_FACES of domain_quality's held-out faces, for the side-by-side grid
         z = torch.randn(64, G.config.z_dim, generator=torch.Generator().manual_seed(4242))[:GRID_FACES]
-        faces = synthesize_at(G.mapping(z), 1.0).clamp(-1, 1).float().cpu()
-    return {"method": name, "style": style, "faces": faces, "params": params, "file_bytes": size, "s_per_step": wall / max(1, n_steps),
-            "wall_s": wall, "final": curve[-1] if curve else {}, "curve": curve,
+        faces = synthesize_at(G.mapping(z.to(G.mapping.w_avg.device)), 1.0).clamp(-1, 1).float().cpu()
+    return {"method": name, "style": style, "faces": faces, "params": params, "file_bytes": size,
+            "s_per_step": wall / max(1, n_steps), "wall_s": wall, "final": curve[-1] if curve else {}, "curve": curve,
             "truncated": truncations, "strengths": at_strength, "suggested": suggested}
 
 
@@ -385,10 +385,10 @@ def save_grid(args, results, G, path: Path) -> None:
 
     z = torch.randn(64, G.config.z_dim, generator=torch.Generator().manual_seed(4242))[:GRID_FACES]
     params = z_to_params(z)
-    photo = render(params, style="photo", resolution=64)
+    photo = render(params, style="photo", resolution=G.config.resolution)
     rows = []
     for r in (r for r in results if r["seed"] == args.seeds[0]):
-        truth = render(params, style=r["style"], resolution=64)
+        truth = render(params, style=r["style"], resolution=G.config.resolution)
         passed = f"look {int(check(r['style'], r['faces'])[0].sum())}/{GRID_FACES}" if r["style"] in CHECKS else ""
         rows.append((f"{r['style']}\n{r['method']}\n{passed}", torch.cat([photo, truth, r["faces"]])))
     path.parent.mkdir(parents=True, exist_ok=True)
