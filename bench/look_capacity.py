@@ -65,7 +65,8 @@ def main() -> None:
     model = RefineStyleModel.from_pretrained(args.model)
     G = model.generator.eval().requires_grad_(False)
     classifier = cached_attribute_classifier(ROOT / "bench" / "assets", steps=600)
-    z = torch.randn(64, G.config.z_dim, generator=torch.Generator().manual_seed(4242))[:GRID_FACES]
+    held_out = torch.randn(64, G.config.z_dim, generator=torch.Generator().manual_seed(4242))  # domain_quality's faces
+    z = held_out[:GRID_FACES]
     params = z_to_params(z)
     photo = render(params, style="photo", resolution=G.config.resolution)
     print(f"tokens fitted to the renderer (MSE), {args.steps} steps, batch {args.batch}, lr {args.lr}, {args.threads} threads; "
@@ -85,8 +86,7 @@ def main() -> None:
                 q = domain_quality(lambda ws: G.synthesis(ws, tokens=domain.token_set()), G, classifier, style)
                 faces.append((f"K = {k}", G.synthesis(G.mapping(z), tokens=domain.token_set()).clamp(-1, 1)))
             cells.append(f"{q['psnr']:.2f} / {q['look']:.0%}")
-        held_out = torch.randn(64, G.config.z_dim, generator=torch.Generator().manual_seed(4242))
-        with torch.no_grad():  # domain_quality's faces, drawn by the last fit
+        with torch.no_grad():  # the held-out faces, drawn by the last fit
             drawn = G.synthesis(G.mapping(held_out), tokens=domain.token_set()).clamp(-1, 1)
         margin = ", ".join(f"{name} {float(m.median()):.2f}" for name, m in margins(style, drawn).items())
         print(f"| {style} | {base['psnr']:.2f} / {base['look']:.0%} | " + " | ".join(cells) + f" | {margin} | "

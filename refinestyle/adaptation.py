@@ -26,8 +26,9 @@ The optimiser is Adam on the unit-norm gradient (see ``normalise_gradient``) wit
 ``target_images`` replace the target text by their mean CLIP embedding.
 
 Above 256 px the guides read the generator's 256 px skip image (``guide_resolution``; the CLIPs see 224 px
-anyway, and a guide taking larger images reads a larger one): in the skip architecture that image is exactly what the blocks up to 256 px draw, so a step synthesises and
-back-propagates those blocks only, and the domain refines those layers only (the higher ones never reach the guide).
+anyway, and a guide taking larger images reads a larger one): in the skip architecture that image is exactly what
+the blocks up to 256 px draw, so a step synthesises and back-propagates those blocks only, and the domain refines
+those layers only (the higher ones never reach the guide).
 
 ``optimise`` is the loop itself, over any parameters: ``bench/adaptation.py`` trains its baselines (full
 fine-tuning, per-channel kernel scaling) with it, so they differ from RefineStyle only in what is trained.
@@ -329,6 +330,11 @@ def guide_image_size(clips: Sequence[CLIPGuide]) -> int:
     return max((clip.image_size for clip in clips), default=0)
 
 
+def guide_resolution_for(config: AdaptConfig, G: StyleGAN2Generator, clips: Sequence[CLIPGuide]) -> int:
+    """The resolution the ``clips`` read ``G``'s images at under ``config`` (``AdaptConfig.resolution_for``)."""
+    return config.resolution_for(G.config.resolution, guide_image_size(clips))
+
+
 def guided_layers(G: StyleGAN2Generator, layers, resolution: Optional[int]) -> list[str]:
     """The ``layers`` at or below ``resolution`` (None: all): those whose change reaches the guide's image."""
     return [name for name in layers if resolution is None or G.layer(name).resolution <= resolution]
@@ -380,7 +386,7 @@ def optimise(
     ``history`` and the clock from ``start_time``, so the callback sees one run.
     """
     steps = range(config.steps) if steps is None else steps
-    guide_res = config.resolution_for(G.config.resolution, guide_image_size(clips))
+    guide_res = guide_resolution_for(config, G, clips)
     directions = text_directions(clips, source, target, target_images)
     opt = torch.optim.Adam(params, lr=config.learning_rate(), betas=(0.9, 0.99))
     # Cosine decay settles the tokens at the end instead of letting them wander along the flat directional loss.
@@ -475,7 +481,7 @@ def adapt_tokens(
         raise ValueError("domain adaptation needs at least one CLIP model (model.clip is None); load a repo with clip/")
     G = G.eval().requires_grad_(False)
     k, torgb, warm_tokens, warm_steps = config.token_plan(G.config.num_tokens)
-    guide_res = config.resolution_for(G.config.resolution, guide_image_size(clips))
+    guide_res = guide_resolution_for(config, G, clips)
     if guide_res not in G.synthesis.resolutions:
         raise ValueError(f"guide_resolution {guide_res} is not one of the generator's block resolutions {G.synthesis.resolutions}")
     if isinstance(config.layers, str) and config.layers == "adaptive":

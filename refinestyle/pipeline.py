@@ -509,7 +509,7 @@ class RefineStyleModel:
         ``target_images`` again. ``model.adapt`` already records the answer as ``domain.config.suggested_strength``.
         The CLIPs read the images as ``model.adapt``'s guides do by default (at most 256 px, or their own size).
         """
-        from .adaptation import REFERENCE_IMAGES_TARGET, AdaptConfig, guide_image_size, suggest_strength
+        from .adaptation import REFERENCE_IMAGES_TARGET, AdaptConfig, guide_resolution_for, suggest_strength
 
         if not isinstance(domain, DomainTokens):
             raise TypeError(f"domain must be a DomainTokens, got {type(domain).__name__}")
@@ -526,8 +526,7 @@ class RefineStyleModel:
         if not source or (target_images is None and not target):
             raise ValueError("the domain records no source/target prompts: pass source= and target= (or target_images=)")
         return suggest_strength(self.generator, self.clips, domain, source=source, target=target, target_images=target_images,
-                                resolution=AdaptConfig().resolution_for(self.generator.config.resolution,
-                                                                        guide_image_size(self.clips)))
+                                resolution=guide_resolution_for(AdaptConfig(), self.generator, self.clips))
 
     def adapt(
         self,
