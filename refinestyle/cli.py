@@ -307,7 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="go on when the guide does not know a prompt word (default: an error naming it)")
     ad.add_argument("--guide-resolution", type=int, default=None,
                     help="the image the guide reads (default: the generator's, at most 256 or the guides' own size): "
-                         "below the generator's, each step stops at that block (2.6x cheaper at 1024 px) and only the "
+                         "below the generator's, each step stops at that block (2.4x cheaper at 1024 px) and only the "
                          "layers up to it are refined")
     ad.add_argument("--out", required=True, help="output folder of the domain")
     ad.add_argument("--dtype", choices=["float16", "float32"], default="float16", help="storage precision of the tokens")

@@ -87,9 +87,9 @@ def unit_roundoff(dtype: torch.dtype) -> float:
 
 
 # On the CPU a batch pays for its N per-sample kernels in a grouped convolution, which runs slower than one batched
-# convolution: the materialised path wins only where the activations outweigh the kernel about 4 times over
-# (bench/kernel_paths.py, config-f at batch 8: it wins from b128 on, where the ratio is 10 or more, and loses at b64,
-# where it is 1.8).
+# convolution: the materialised path clearly wins only where the activations outweigh the kernel about 4 times over
+# (bench/kernel_paths.py, config-f at batch 8: it leads by 1.2-2.3 times from b128.conv1 on, where the ratio is 14 or
+# more, loses below b64.conv1, and is within 15% at b64.conv1 and b128.conv0, ratios 1.8 and 2.7).
 BATCH_ACTIVATION_RATIO = 4
 
 
@@ -101,8 +101,8 @@ def choose_path(batch_size: int, *, in_channels: int, out_channels: int, kernel_
     the activations instead (``(I + O)·H·W`` per sample), so the smaller of the two wins: the kernel at high
     resolution with few channels, the activations at low resolution with many. A batch adds the grouped
     convolution's overhead, so there the activations must outweigh the kernel ``BATCH_ACTIVATION_RATIO`` times
-    (``bench/kernel_paths.py``: at 1024 px, batch 8, the convolutions take 25 s chosen this way against 38 s all
-    low-rank and 28 s all materialised). On CUDA the materialised path is faster at every batch size
+    (``bench/kernel_paths.py``: at 1024 px, batch 8, the convolutions take 27 s chosen this way against 41 s all
+    low-rank and 29 s all materialised). On CUDA the materialised path is faster at every batch size
     (``bench/gpu.py``: 1024 px config-f with K = 8, 18.1 against 26.5 ms per image at batch 1 and 7.5 against 9.1
     at batch 8 on an H100): a grouped convolution is one kernel launch, the side branch several.
     Because the choice ignores the rank, the plain generator and a refined one with an all-zero residual always
